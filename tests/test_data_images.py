@@ -1,0 +1,156 @@
+"""Image data modules on small files written here in each original format, and on the real
+offline copies when ZOO_DATA_DIR is set."""
+
+import gzip
+import io
+import pickle
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo.data import (
+    CIFAR10DataModule,
+    CIFAR10JPEGDataModule,
+    FashionMNISTDataModule,
+    ImageNetDataModule,
+    MissingDataError,
+)
+from zoo.data._image import batch_augment
+from zoo.data.cifar10 import CIFAR10_CLASSES
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _write_idx(path, arr):
+    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx(tmp_path):
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 10)):
+        _write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=8, val_size=8)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 1, 28, 28) and x.dtype == torch.uint8 and y.dtype == torch.long
+    assert (
+        len(dm._splits["train"]) == 32
+        and len(dm._splits["val"]) == 8
+        and len(dm._splits["test"]) == 10
+    )
+
+
+def test_fashion_mnist_missing_and_truncated(tmp_path):
+    with pytest.raises(
+        MissingDataError, match="fashion-mnist.*train-images-idx3-ubyte.gz.*ZOO_DATA_DIR"
+    ):
+        FashionMNISTDataModule(data_dir=str(tmp_path)).setup()
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    with gzip.open(root / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">HBBIII", 0, 8, 3, 5, 28, 28) + b"\0" * 100)
+    _write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(5))
+    with pytest.raises(ValueError, match="truncated"):
+        FashionMNISTDataModule(data_dir=str(tmp_path))._load("train")
+
+
+def _jpeg(rng):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_cifar10_jpeg_tar(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "cifar10-jpeg"
+    src.mkdir()
+    with tarfile.open(src / "cifar10-jpeg.tar.gz", "w:gz") as tf:
+        for split, per in (("train", 3), ("test", 1)):
+            for cls in CIFAR10_CLASSES:
+                for i in range(per):
+                    data = _jpeg(rng)
+                    info = tarfile.TarInfo(f"cifar10/{split}/{cls}/{i:04d}.jpg")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    dm = CIFAR10JPEGDataModule(data_dir=str(tmp_path), batch_size=4, val_size=5)
+    dm.setup()
+    assert len(dm._splits["train"]) == 25 and len(dm._splits["test"]) == 10
+    x, y = dm._splits["test"].tensors
+    assert x.shape == (10, 3, 32, 32) and sorted(y.tolist()) == list(range(10))
+    # the second load comes from the cache, with the same bytes
+    dm2 = CIFAR10JPEGDataModule(data_dir=str(tmp_path), val_size=5)
+    dm2.setup()
+    assert torch.equal(dm2._splits["test"].tensors[0], x)
+
+
+def test_cifar10_torchvision_pickles(tmp_path):
+    base = tmp_path / "cifar10" / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(name, n):
+        d = {
+            "data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n).tolist(),
+        }
+        with open(base / name, "wb") as f:
+            pickle.dump(d, f)
+
+    for i in range(1, 6):
+        batch(f"data_batch_{i}", 4)
+    batch("test_batch", 6)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(CIFAR10_CLASSES)}, f)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=2)
+    dm.setup()
+    assert dm._splits["test"].tensors[0].shape == (6, 3, 32, 32)
+    assert len(dm._splits["train"]) == 18
+
+
+def test_cifar10_missing_message(tmp_path):
+    with pytest.raises(MissingDataError, match="cifar10-jpeg.tar.gz.*ZOO_DATA_DIR"):
+        CIFAR10JPEGDataModule(data_dir=str(tmp_path)).setup()
+
+
+def test_imagenet_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for wnid in ("n01440764", "n01443537"):
+            d = tmp_path / "imagenet" / split / wnid
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+                    d / f"{i}.JPEG"
+                )
+    dm = ImageNetDataModule(data_dir=str(tmp_path), img_size=32, batch_size=2, num_workers=0)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 3, 32, 32)
+    with pytest.raises(MissingDataError, match="image-net.org"):
+        ImageNetDataModule(data_dir=str(tmp_path / "none")).setup("fit")
+
+
+def test_batch_augment_shapes_and_content():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    out = batch_augment(x, pad=0, flip=False)
+    assert torch.equal(out, x)
+    out = batch_augment(x, pad=2)
+    assert out.shape == x.shape
+
+
+def test_real_fashion_mnist(zoo_data_dir):
+    dm = FashionMNISTDataModule(data_dir=str(zoo_data_dir), val_size=5000)
+    x, y = dm._load("test")
+    assert x.shape == (10000, 1, 28, 28) and int(y.bincount().min()) == 1000

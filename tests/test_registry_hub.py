@@ -1,0 +1,190 @@
+"""Registry, one-line load, checkpoint integrity and the Hub path (local test server)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo.models import ZooModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(channels=(8, 8), head_channels=(4, 4), final_channels=16, expansion=2, groups=4)
+
+
+@pytest.fixture
+def saved_model(tmp_path) -> tuple[ZooModel, Path]:
+    model = zoo.create_model("mdeq_tiny", **SMALL).eval()
+    d = tmp_path / "mdeq_tiny.unit"
+    model.save_pretrained(d)
+    return model, d
+
+
+def test_list_models_and_close_matches():
+    assert {"mdeq_tiny", "mdeq_small", "mdeq_large", "mdeq_xl"} <= set(zoo.list_models("mdeq*"))
+    with pytest.raises(ValueError, match="did you mean 'mdeq_tiny'"):
+        zoo.load("mdeq_tiy", pretrained=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        zoo.load("resnet50.imagenet")
+
+
+def test_import_zoo_is_light():
+    code = "import sys, zoo; zoo.list_models(); print('lightning' in sys.modules, 'timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_save_load_roundtrip(saved_model):
+    model, d = saved_model
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["architecture"] == "mdeq_tiny" and "sha256" in cfg["pretrained_cfg"]
+    loaded = zoo.load(str(d))
+    assert not loaded.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-5)
+    assert loaded.pretrained_cfg["source"] == "local directory"
+
+
+def test_max_iter_override_changes_budget(saved_model):
+    _, d = saved_model
+    m = zoo.load(str(d), max_iter=3)
+    with torch.no_grad(), pytest.warns(UserWarning):
+        m(torch.randn(2, 3, 32, 32))
+    assert m.solver_stats.n_iter <= 3
+
+
+def test_corrupted_weights_fail_sha(saved_model):
+    _, d = saved_model
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="sha256 mismatch.*corrupted or truncated"):
+        zoo.load(str(d))
+
+
+def test_mismatched_checkpoint_lists_keys(saved_model):
+    _, d = saved_model
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_args"]["final_channels"] = 32  # shapes differ -> load_state_dict error
+    cfg["model_args"]["head_channels"] = [4, 4, 4]
+    cfg["model_args"]["channels"] = [8, 8, 8]
+    cfg["pretrained_cfg"].pop("sha256")
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises((ValueError, RuntimeError), match="missing keys|size mismatch"):
+        zoo.load(str(d))
+
+
+def test_wrong_input_shape_says_what_is_expected():
+    m = zoo.load("mdeq_tiny", pretrained=False, **SMALL)
+    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 3, H, W\)"):
+        m(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="multiples of 2"):
+        m(torch.randn(2, 3, 31, 31))
+
+
+def test_timm_create_model_after_import_zoo():
+    code = textwrap.dedent(
+        """
+        import zoo, timm
+        m = timm.create_model("mdeq_tiny", channels=(8, 8), head_channels=(4, 4), final_channels=16)
+        print(type(m).__name__, "mdeq_tiny" in timm.list_models("mdeq*"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["MDEQClassifier", "True"]
+
+
+def _hub_script(body: str, env: dict) -> subprocess.CompletedProcess:
+    code = "import zoo, time, sys\n" + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.hub
+def test_hub_download_cache_and_errors(saved_model, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hub_server import HubServer
+
+    _, d = saved_model
+    served = tmp_path / "served" / "test-org" / "mdeq_tiny.unit"
+    shutil.copytree(d, served)
+    (tmp_path / "served" / "test-org" / "broken").mkdir()
+    (tmp_path / "served" / "test-org" / "broken" / "config.json").write_text("{}")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    with HubServer(tmp_path / "served") as url:
+        env["HF_ENDPOINT"] = url
+        r = _hub_script(
+            "m = zoo.load('hf-hub:test-org/mdeq_tiny.unit'); print(m.pretrained_cfg['source'])", env
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "Hub"
+        r = _hub_script(
+            """
+            for repo in ("test-org/nothing-here", "test-org/broken"):
+                try:
+                    zoo.load("hf-hub:" + repo)
+                except FileNotFoundError as e:
+                    print(type(e).__name__, e)
+            """,
+            env,
+        )
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert "not found" in lines[0] and "nothing-here" in lines[0]
+        assert "lacks a file" in lines[1]
+    # server gone: the cache serves the model, offline and online alike
+    for offline in ("1", "0"):
+        r = _hub_script(
+            "m = zoo.load('hf-hub:test-org/mdeq_tiny.unit'); print(m.pretrained_cfg['source'])",
+            {**env, "HF_HUB_OFFLINE": offline},
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "HF cache"
+    # an unreachable endpoint fails fast with a clear message
+    t0 = time.time()
+    r = _hub_script(
+        """
+        try:
+            zoo.load("hf-hub:test-org/not-cached")
+        except ConnectionError as e:
+            print("ConnectionError", e)
+        """,
+        env,
+    )
+    assert time.time() - t0 < 15
+    assert "ConnectionError" in r.stdout and "unreachable" in r.stdout
+
+
+def test_push_uploads_weights_and_card(saved_model, tmp_path, monkeypatch):
+    model, d = saved_model
+    card = tmp_path / "card.md"
+    card.write_text("---\nlicense: apache-2.0\n---\n# test card\n")
+    model.pretrained_cfg = {"card_path": str(card), "dataset": "unit"}
+    uploaded = {}
+
+    from huggingface_hub import HfApi
+
+    def fake_create_repo(self, repo_id, **kw):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(repo_id=repo_id)
+
+    def fake_upload_folder(self, *, repo_id, folder_path, **kw):
+        uploaded.update({p.name: p.read_bytes() for p in Path(folder_path).iterdir()})
+        return "https://hub.test/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    model.push_to_hub("org/mdeq_tiny.unit")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(uploaded)
+    assert b"# test card" in uploaded["README.md"]

@@ -1,0 +1,52 @@
+"""implicit-zoo: deep implicit models (DEQ, MDEQ, Latent ODE, FFJORD) with pretrained weights.
+
+Example:
+    >>> import zoo
+    >>> names = zoo.list_models("mdeq*")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "list_models", "load", "create_model", "model_info"]
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Registered architectures, or pretrained weights ``arch.tag`` with ``pretrained=True``."""
+    from .models import list_models as _list
+
+    return _list(pattern, pretrained)
+
+
+def load(name: str, pretrained: bool = True, **overrides):
+    """Load a model in one line: ``zoo.load("mdeq_tiny.cifar10", max_iter=6)``.
+
+    See :func:`zoo.models.load`.
+    """
+    from .models import load as _load
+
+    return _load(name, pretrained, **overrides)
+
+
+def create_model(arch: str, **kwargs):
+    """Build an untrained model from its entry point, e.g. ``zoo.create_model("mdeq_tiny")``."""
+    from .models import create_model as _create
+
+    return _create(arch, **kwargs)
+
+
+def model_info(name: str) -> dict:
+    """Static pretrained config of ``arch.tag``."""
+    from .models import model_info as _info
+
+    return _info(name)
+
+
+def _install_timm_hook() -> None:
+    from ._timm_hook import install
+
+    install()
+
+
+_install_timm_hook()

@@ -1,0 +1,150 @@
+"""The ``zoo`` command: list, eval, leaderboard, fit (LightningCLI), export, push."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _cmd_list(args) -> int:
+    import zoo
+
+    names = zoo.list_models(args.pattern, pretrained=args.pretrained)
+    if args.pretrained:
+        from zoo.models import model_info
+
+        for n in names:
+            info = model_info(n)
+            print(f"{n:34s} {info.get('task', ''):24s} {info.get('dataset', '')}")
+    else:
+        from zoo.models._registry import _ENTRY_META
+
+        for n in names:
+            meta = _ENTRY_META.get(n, {})
+            print(f"{n:34s} {meta.get('family', ''):10s} {meta.get('task', '')}")
+    return 0
+
+
+def _cmd_fit(argv: list[str]) -> int:
+    from zoo.training import run_cli
+
+    run_cli(["fit", *argv])
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from zoo.evaluate import evaluate, print_results
+
+    res = evaluate(
+        args.name,
+        data_dir=args.data_dir,
+        split=args.split,
+        limit=args.limit,
+        max_iter=args.max_iter,
+        batch_size=args.batch_size,
+        sample=args.sample,
+    )
+    print_results([res])
+    if args.json:
+        import json
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_leaderboard(args) -> int:
+    from zoo.evaluate import leaderboard
+
+    leaderboard(data_dir=args.data_dir, out=args.out, limit=args.limit, sample=args.sample)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from zoo.training import export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.name, out_dir=args.out_dir, recipe=args.recipe)
+    print(f"exported {args.ckpt} -> {out}")
+    return 0
+
+
+def _cmd_push(args) -> int:
+    from zoo.hub import push
+
+    url = push(args.name, args.repo_id, private=args.private)
+    print(f"pushed {args.name} -> {url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import zoo
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fit":  # everything after 'fit' belongs to LightningCLI
+        return _cmd_fit(argv[1:])
+
+    p = argparse.ArgumentParser(
+        prog="zoo", description="implicit-zoo: deep implicit models with weights"
+    )
+    p.add_argument("--version", action="version", version=f"implicit-zoo {zoo.__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list architectures or pretrained weights")
+    s.add_argument("pattern", nargs="?", default="*")
+    s.add_argument("--pretrained", action="store_true", help="list pretrained weights (arch.tag)")
+
+    s = sub.add_parser("eval", help="evaluate a pretrained model on its test set")
+    s.add_argument("name")
+    s.add_argument("--data-dir", default=None, help="dataset root (default $ZOO_DATA_DIR)")
+    s.add_argument("--split", default="test")
+    s.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
+    s.add_argument("--max-iter", type=int, default=None, help="solver budget at test time")
+    s.add_argument("--batch-size", type=int, default=200)
+    s.add_argument(
+        "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"
+    )
+    s.add_argument("--json", default=None, help="write the results to this JSON file")
+
+    s = sub.add_parser("leaderboard", help="evaluate every pretrained model; markdown + JSON")
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--out", default="leaderboard.md")
+    s.add_argument("--limit", type=int, default=None)
+    s.add_argument("--sample", action="store_true")
+
+    sub.add_parser("fit", help="train with LightningCLI: zoo fit --config recipes/...yaml")
+
+    s = sub.add_parser("export", help="turn a Lightning checkpoint into checkpoints/<name>/")
+    s.add_argument("ckpt")
+    s.add_argument("--name", required=True, help="arch.tag")
+    s.add_argument("--out-dir", default=None)
+    s.add_argument("--recipe", default=None)
+
+    s = sub.add_parser("push", help="upload weights + model card to the Hugging Face Hub")
+    s.add_argument("name")
+    s.add_argument("--repo-id", required=True)
+    s.add_argument("--private", action="store_true")
+
+    args = p.parse_args(argv)
+    if args.cmd is None:
+        p.print_help()
+        return 0
+    handler = {
+        "list": _cmd_list,
+        "eval": _cmd_eval,
+        "leaderboard": _cmd_leaderboard,
+        "export": _cmd_export,
+        "push": _cmd_push,
+    }[args.cmd]
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
+        print(f"zoo {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

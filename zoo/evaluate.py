@@ -1,0 +1,178 @@
+"""``zoo eval`` and ``zoo leaderboard``: measured metrics, mean NFE and latency per sample."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["evaluate", "leaderboard", "print_results", "EVALUATORS", "sample_path"]
+
+EVALUATORS: dict[str, Any] = {}
+
+
+def evaluator(task: str):
+    def deco(fn):
+        EVALUATORS[task] = fn
+        return fn
+
+    return deco
+
+
+def sample_path(dataset: str) -> Path:
+    """The small evaluation sample shipped in the repo for ``dataset`` (offline demo)."""
+    return Path(__file__).resolve().parents[1] / "samples" / f"{dataset}.npz"
+
+
+def _datamodule(cfg: dict, data_dir: str | None):
+    import importlib
+
+    mod, cls = cfg["datamodule"].rsplit(".", 1)
+    return getattr(importlib.import_module(mod), cls)(data_dir=data_dir, val_size=0)
+
+
+@evaluator("image-classification")
+def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, sample):
+    import numpy as np
+    from torchmetrics.classification import MulticlassAccuracy
+    from tqdm import tqdm
+
+    dm = _datamodule(cfg, data_dir)
+    if sample:
+        d = np.load(sample_path(cfg["dataset"]))
+        x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+    else:
+        x_all, y_all = dm._load("test" if split == "test" else "train")
+    if limit:
+        x_all, y_all = x_all[:limit], y_all[:limit]
+    n_cls = model.num_classes
+    top1 = MulticlassAccuracy(n_cls, average="micro")
+    top5 = MulticlassAccuracy(n_cls, top_k=min(5, n_cls), average="micro")
+    nfe, seconds = [], 0.0
+    with torch.no_grad():
+        for i in tqdm(range(0, len(y_all), batch_size), desc=f"eval {cfg['name']}", unit="batch"):
+            x = dm.normalize(x_all[i : i + batch_size])
+            y = y_all[i : i + batch_size]
+            t0 = time.perf_counter()
+            logits = model(x)
+            seconds += time.perf_counter() - t0
+            top1.update(logits, y)
+            top5.update(logits, y)
+            st = getattr(model, "solver_stats", None)
+            if st is not None:
+                nfe.append((st.nfe, len(y)))
+    n = len(y_all)
+    return {
+        "metrics": {
+            "top1": round(100 * float(top1.compute()), 2),
+            "top5": round(100 * float(top5.compute()), 2),
+        },
+        "primary_metric": "top1",
+        "num_samples": n,
+        "nfe_mean": round(sum(a * b for a, b in nfe) / max(sum(b for _, b in nfe), 1), 2)
+        if nfe
+        else None,
+        "latency_ms_per_sample": round(1000 * seconds / max(n, 1), 3),
+    }
+
+
+def evaluate(
+    name: str,
+    data_dir: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    max_iter: int | None = None,
+    batch_size: int = 200,
+    sample: bool = False,
+) -> dict:
+    """Evaluate pretrained ``name``; returns a JSON-ready dict of measured results."""
+    import zoo
+
+    model = zoo.load(name, **({"max_iter": max_iter} if max_iter else {}))
+    cfg = {**model.pretrained_cfg, "name": name}
+    task = cfg.get("task")
+    if task not in EVALUATORS:
+        raise ValueError(f"no evaluator for task {task!r} of {name!r}; known: {sorted(EVALUATORS)}")
+    torch.manual_seed(0)
+    res = EVALUATORS[task](model, cfg, data_dir, split, limit, batch_size, sample)
+    solver = getattr(getattr(model, "deq", None), "eval_solver", None) or getattr(
+        getattr(model, "deq", None), "solver", None
+    )
+    return {
+        "name": name,
+        "task": task,
+        "dataset": cfg.get("dataset"),
+        "split": "shipped sample of " + split if sample else split,
+        **res,
+        "max_iter": max_iter,
+        "solver": solver.spec() if solver is not None else None,
+        "device": f"cpu ({torch.get_num_threads()} threads, {platform.machine()})",
+        "torch": torch.__version__,
+        "command": f"zoo eval {name}"
+        + (f" --max-iter {max_iter}" if max_iter else "")
+        + (" --sample" if sample else "")
+        + (f" --limit {limit}" if limit else ""),
+    }
+
+
+def print_results(results: list[dict]) -> None:
+    hdr = f"{'model':30s} {'task':22s} {'split':22s} {'metric':>14s} {'NFE':>6s} {'ms/sample':>10s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        k = r["primary_metric"]
+        nfe = "-" if r.get("nfe_mean") is None else f"{r['nfe_mean']:.1f}"
+        print(
+            f"{r['name']:30s} {r['task']:22s} {r['split'][:22]:22s} {k + ' ' + str(r['metrics'][k]):>14s} "
+            f"{nfe:>6s} {r['latency_ms_per_sample']:>10.2f}"
+        )
+
+
+def leaderboard(
+    data_dir: str | None = None,
+    out: str | Path = "leaderboard.md",
+    limit: int | None = None,
+    sample: bool = False,
+) -> list[dict]:
+    """Evaluate every pretrained model; write a markdown table and ``<out>.json``."""
+    import zoo
+    from zoo.models import model_info
+
+    results = []
+    for name in zoo.list_models(pretrained=True):
+        results.append(evaluate(name, data_dir=data_dir, limit=limit, sample=sample))
+    print()
+    print_results(results)
+    lines = [
+        "| model | task | data (split) | ours | paper (their setup) | NFE | ms/sample |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        info = model_info(r["name"])
+        k = r["primary_metric"]
+        papers = (
+            "; ".join(
+                f"{p['value']} {p['metric']} ({p['source']})" for p in info.get("paper_results", [])
+            )
+            or "-"
+        )
+        nfe = "-" if r.get("nfe_mean") is None else f"{r['nfe_mean']:.1f}"
+        lines.append(
+            f"| {r['name']} | {r['task']} | {r['dataset']} ({r['split']}, n={r['num_samples']}) | "
+            f"{k} {r['metrics'][k]} | {papers} | {nfe} | {r['latency_ms_per_sample']:.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Ours: measured by `zoo leaderboard`"
+        + (" on the shipped samples" if sample else "")
+        + ". Paper columns are the papers' own figures, on their own data and setup."
+    )
+    out = Path(out)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out} and {out.with_suffix('.json')}")
+    return results

@@ -1,0 +1,263 @@
+"""Model registry: entry points ``<arch>_<size>`` and pretrained weights ``<arch>.<tag>``.
+
+Weights resolve in this order: the repo's ``checkpoints/`` (or ``$ZOO_CHECKPOINTS``), the
+Hugging Face cache, then the Hub. ``hf-hub:org/name`` and local directories also work.
+Weights are only ever read from safetensors, after their sha256 is checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "register_model",
+    "register_pretrained",
+    "list_models",
+    "list_pretrained",
+    "load",
+    "create_model",
+    "checkpoint_dir",
+    "model_info",
+]
+
+_ENTRYPOINTS: dict[str, Callable[..., Any]] = {}
+_ENTRY_META: dict[str, dict[str, str]] = {}
+_PRETRAINED: dict[str, dict[str, Any]] = {}
+HUB_ORG = "implicit-zoo"
+
+
+def register_model(family: str, task: str):
+    """Decorator registering an entry point ``fn(**kwargs) -> ZooModel`` under its name."""
+
+    def deco(fn):
+        _ENTRYPOINTS[fn.__name__] = fn
+        _ENTRY_META[fn.__name__] = {"family": family, "task": task}
+        return fn
+
+    return deco
+
+
+def register_pretrained(table: dict[str, dict[str, Any]]) -> None:
+    """Add a family's table of pretrained configs (``"arch.tag" -> cfg``)."""
+    for name, cfg in table.items():
+        arch = name.split(".")[0]
+        if arch not in _ENTRYPOINTS:
+            raise ValueError(f"pretrained {name!r} names no registered entry point {arch!r}")
+        _PRETRAINED[name] = {"hf_hub_id": f"{HUB_ORG}/{name}", **cfg}
+
+
+def _ensure_loaded() -> None:
+    from . import mdeq  # noqa: F401  (each family registers itself on import)
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Names of the registered models.
+
+    Args:
+        pattern: fnmatch pattern, e.g. ``"mdeq*"``.
+        pretrained: List pretrained weights (``arch.tag``) instead of architectures.
+
+    Example:
+        >>> import zoo
+        >>> "mdeq_tiny" in zoo.list_models("mdeq*")
+        True
+    """
+    _ensure_loaded()
+    names = _PRETRAINED if pretrained else _ENTRYPOINTS
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    return list_models(pattern, pretrained=True)
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """The static pretrained config of ``arch.tag`` (dataset, paper, recipe, ...)."""
+    _ensure_loaded()
+    _check_name(name, _PRETRAINED)
+    return dict(_PRETRAINED[name])
+
+
+def _check_name(name: str, table: dict) -> None:
+    if name not in table:
+        close = difflib.get_close_matches(
+            name, list(_PRETRAINED) + list(_ENTRYPOINTS), n=4, cutoff=0.5
+        )
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see zoo.list_models())")
+
+
+def create_model(arch: str, **kwargs):
+    """Build a randomly initialized model from its entry point name."""
+    _ensure_loaded()
+    _check_name(arch, _ENTRYPOINTS)
+    model = _ENTRYPOINTS[arch](**kwargs)
+    model.entry_point = arch
+    return model
+
+
+def checkpoint_dir() -> Path:
+    """Where shipped checkpoints live: ``$ZOO_CHECKPOINTS`` or the repo's ``checkpoints/``."""
+    env = os.environ.get("ZOO_CHECKPOINTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def _resolve_files(name: str) -> tuple[Path, Path, str]:
+    """Find ``config.json`` and ``model.safetensors`` for a name. Returns (config, weights, where)."""
+    p = Path(name)
+    if p.is_dir():
+        return _pair(p, "local directory")
+    if name.startswith("hf-hub:"):
+        return _from_hub(name[len("hf-hub:") :])
+    _ensure_loaded()
+    _check_name(name, _PRETRAINED)
+    local = checkpoint_dir() / name
+    if (local / "model.safetensors").is_file():
+        return _pair(local, "repo checkpoints/")
+    return _from_hub(_PRETRAINED[name]["hf_hub_id"])
+
+
+def _pair(d: Path, where: str) -> tuple[Path, Path, str]:
+    cfg, w = d / "config.json", d / "model.safetensors"
+    for f in (cfg, w):
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{f} is missing; a zoo checkpoint folder holds config.json and model.safetensors"
+            )
+    return cfg, w, where
+
+
+def _endpoint_reachable(timeout: float = 3.0) -> bool:
+    """Quick TCP check of ``HF_ENDPOINT``, so an unreachable Hub fails in seconds, not after
+    huggingface_hub's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_hub(repo_id: str) -> tuple[Path, Path, str]:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    def get(filename: str, offline: bool) -> str:
+        return hf_hub_download(repo_id, filename, local_files_only=offline)
+
+    try:  # 1) the HF cache, without touching the network
+        return Path(get("config.json", True)), Path(get("model.safetensors", True)), "HF cache"
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    offline_msg = (
+        f"{repo_id!r} is not in the HF cache and the Hub is unreachable "
+        f"({'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else constants.ENDPOINT}); "
+        "download it once online, or copy its folder into checkpoints/"
+    )
+    if constants.HF_HUB_OFFLINE or not _endpoint_reachable():
+        raise ConnectionError(offline_msg)
+    try:  # 2) the Hub
+        return Path(get("config.json", False)), Path(get("model.safetensors", False)), "Hub"
+    except RepositoryNotFoundError as e:
+        raise FileNotFoundError(
+            f"Hub repository {repo_id!r} not found (HTTP {_status(e)})"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise ConnectionError(offline_msg) from None
+    except EntryNotFoundError as e:
+        raise FileNotFoundError(f"Hub repository {repo_id!r} lacks a file: {e}") from None
+
+
+def _status(e) -> str:
+    resp = getattr(e, "response", None)
+    return str(getattr(resp, "status_code", "?"))
+
+
+def load(name: str, pretrained: bool = True, **overrides):
+    """Load a model in eval mode, weights verified.
+
+    Args:
+        name: ``arch.tag`` (pretrained), ``arch`` (random init when ``pretrained=False``),
+            ``hf-hub:org/name`` or a local directory with config.json + model.safetensors.
+        pretrained: Load weights. ``False`` builds the architecture of ``name`` untrained.
+        **overrides: ``max_iter``/``tol`` change the test-time solver budget; anything else
+            overrides a constructor argument.
+
+    Example:
+        >>> import zoo
+        >>> model = zoo.load("mdeq_tiny", pretrained=False)
+        >>> model.training
+        False
+    """
+    budget = {k: overrides.pop(k) for k in ("max_iter", "tol") if k in overrides}
+    if not pretrained:
+        arch = name.split(".")[0]
+        model = create_model(arch, **overrides)
+        cfg = {}
+    else:
+        cfg_path, w_path, where = _resolve_files(name)
+        cfg = json.loads(cfg_path.read_text())
+        arch = cfg.get("architecture")
+        _ensure_loaded()
+        if arch not in _ENTRYPOINTS:
+            raise ValueError(f"checkpoint {name!r} names an unknown architecture {arch!r}")
+        args = {**cfg.get("model_args", {}), **overrides}
+        model = _ENTRYPOINTS[arch](**args)
+        model.entry_point = arch
+        pcfg = dict(cfg.get("pretrained_cfg", {}))
+        _verify_sha(w_path, pcfg.get("sha256"), name)
+        _load_weights(model, w_path, name)
+        static = _PRETRAINED.get(name, {})
+        model.pretrained_cfg = {**static, **pcfg, "name": cfg.get("name", name), "source": where}
+    model.eval()
+    if budget:
+        model.set_inference_budget(**budget)
+    return model
+
+
+def _verify_sha(path: Path, expected: str | None, name: str) -> None:
+    from ._base import sha256_file
+
+    if expected is None:
+        return
+    got = sha256_file(path)
+    if got != expected:
+        raise ValueError(
+            f"sha256 mismatch for {name!r}: {path} has {got[:16]}..., config.json expects "
+            f"{expected[:16]}... The file is corrupted or truncated; delete it and download again"
+        )
+
+
+def _load_weights(model, path: Path, name: str) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read weights of {name!r} from {path}: {e}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {name!r} does not match architecture {type(model).__name__}:\n"
+            f"  missing keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
+            f"  unexpected keys: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
+        )

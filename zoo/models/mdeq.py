@@ -1,0 +1,388 @@
+"""Multiscale Deep Equilibrium Models (MDEQ) for classification and segmentation.
+
+Bai, Koltun, Kolter. "Multiscale Deep Equilibrium Models". NeurIPS 2020.
+https://arxiv.org/abs/2006.08656
+
+Sizes follow the official configs (locuslab/mdeq ``experiments/``): ``mdeq_tiny`` is the
+CIFAR-10 TINY model (2 branches of 24 channels, ~170K parameters); ``mdeq_small``,
+``mdeq_large`` and ``mdeq_xl`` are the paper's ImageNet/Cityscapes sizes (GPU recipes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn import DEQ
+from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
+from ._base import ZooModel
+from ._mdeq_cell import MDEQCell
+from ._registry import register_model
+
+__all__ = ["MDEQClassifier", "MDEQSegmenter"]
+
+DEFAULT_SOLVER = {"name": "anderson", "m": 5, "tol": 1e-3, "max_iter": 22, "stop_mode": "rel"}
+DEFAULT_GRAD = {"name": "implicit", "tol": 1e-3, "max_iter": 24}
+
+
+class _Bottleneck(nn.Module):
+    """1x1-3x3-1x1 bottleneck (x4 channels) of the classification head."""
+
+    def __init__(self, cin: int, planes: int) -> None:
+        super().__init__()
+        cout = 4 * planes
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, planes, 1, bias=False),
+            nn.BatchNorm2d(planes),
+            nn.ReLU(),
+            nn.Conv2d(planes, planes, 3, padding=1, bias=False),
+            nn.BatchNorm2d(planes),
+            nn.ReLU(),
+            nn.Conv2d(planes, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            if cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class _MDEQBackbone(ZooModel):
+    """Stem + input injection + the multiscale equilibrium layer, shared by both heads."""
+
+    def _build_backbone(
+        self,
+        in_chans: int,
+        channels: tuple[int, ...],
+        expansion: int,
+        groups: int,
+        dropout: float,
+        wnorm: bool,
+        downsample: int,
+        solver,
+        grad,
+        jac_reg_samples: int,
+        pretrain_depth: int,
+    ) -> None:
+        c0 = channels[0]
+        stem: list[nn.Module] = []
+        cin = in_chans
+        for k in range(2):
+            stride = 2 if downsample > k else 1
+            stem += [nn.Conv2d(cin, c0, 3, stride, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()]
+            cin = c0
+        self.stem = nn.Sequential(*stem)
+        self.inject = nn.Sequential(nn.Conv2d(c0, c0, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+        cell = MDEQCell(channels, expansion, groups, dropout, wnorm)
+        self.deq = DEQ(
+            cell, solver=get_solver(solver), grad=get_grad(grad), jac_reg_samples=jac_reg_samples
+        )
+        self.pretrain_depth = pretrain_depth
+        self.pretraining = False
+        self.in_chans = in_chans
+
+    @property
+    def cell(self) -> MDEQCell:
+        return self.deq.cell
+
+    # -- budget / modes --------------------------------------------------------------------------
+    def set_inference_budget(self, max_iter: int | None = None, tol: float | None = None) -> None:
+        """Test-time trade-off: solve with ``max_iter`` iterations (and/or ``tol``) in eval."""
+        kw = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
+        base = self.deq.eval_solver or self.deq.solver
+        self.deq.eval_solver = base.replace(**kw) if kw else None
+
+    def set_solver(self, solver: FixedPointSolver | dict | str) -> None:
+        self.deq.solver = get_solver(solver)
+
+    def set_grad(self, grad: GradMode | dict | str) -> None:
+        self.deq.grad = get_grad(grad)
+
+    @property
+    def solver_stats(self):
+        return self.deq.stats
+
+    @property
+    def jac_loss(self):
+        return self.deq.jac_loss
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{self.arch} expects images of shape (batch, {self.in_chans}, H, W); got "
+                f"{tuple(x.shape)}. Expected input: {self.pretrained_cfg.get('input_size', 'see card')}"
+                f" normalized with mean={self.pretrained_cfg.get('mean')} std="
+                f"{self.pretrained_cfg.get('std')}"
+            )
+        n = len(self.cell.channels)
+        down = 2 ** (n - 1) * 2 ** (
+            sum(1 for m in self.stem if isinstance(m, nn.Conv2d) and m.stride[0] == 2)
+        )
+        if x.shape[2] % down or x.shape[3] % down:
+            raise ValueError(
+                f"image height and width must be multiples of {down}; got {tuple(x.shape[2:])}"
+            )
+
+    def equilibrium(self, x: Tensor) -> list[Tensor]:
+        """The per-resolution fixed point ``z*`` for images ``x``."""
+        self._check_input(x)
+        h = self.stem(x)
+        inj = self.inject(h)
+        b, _, H, W = inj.shape
+        z0 = [inj.new_zeros(b, c, H >> i, W >> i) for i, c in enumerate(self.cell.channels)]
+        xs = [inj] + [None] * (len(z0) - 1)
+        self.cell.reset_dropout(z0)
+        if self.pretraining:
+            self.deq.info = None
+            z = z0
+            for _ in range(self.pretrain_depth):
+                z = self.cell(z, xs)
+            return z
+        return self.deq(xs, z0)
+
+
+class MDEQClassifier(_MDEQBackbone):
+    """MDEQ image classifier.
+
+    Args:
+        num_classes: Output classes.
+        in_chans: Input channels.
+        channels: Channels of each resolution branch (2-4 branches), finest first.
+        expansion: Width multiplier in the residual blocks.
+        groups: GroupNorm groups.
+        head_channels: Bottleneck widths of the head per branch (x4 after the bottleneck).
+        final_channels: Channels of the last 1x1 conv before pooling.
+        dropout: Variational dropout in the equilibrium cell.
+        wnorm: Weight normalization of the cell's convs.
+        downsample: Stride-2 convs in the stem (0 for 32x32 inputs, 2 for ImageNet).
+        solver: Forward solver (object or spec dict).
+        grad: Gradient mode (object or spec dict).
+        jac_reg_samples: Hutchinson probes for Jacobian regularization (0 = off).
+        pretrain_depth: Unrolled depth used while ``pretraining`` is on.
+
+    Example:
+        >>> import torch
+        >>> from zoo.models.mdeq import mdeq_tiny
+        >>> model = mdeq_tiny().eval()
+        >>> with torch.no_grad():
+        ...     logits = model(torch.randn(2, 3, 32, 32))
+        >>> logits.shape
+        torch.Size([2, 10])
+    """
+
+    arch = "mdeq"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        channels: tuple[int, ...] = (24, 24),
+        expansion: int = 5,
+        groups: int = 8,
+        head_channels: tuple[int, ...] = (8, 16),
+        final_channels: int = 200,
+        dropout: float = 0.0,
+        wnorm: bool = True,
+        downsample: int = 0,
+        solver: FixedPointSolver | dict[str, Any] | None = None,
+        grad: GradMode | dict[str, Any] | None = None,
+        jac_reg_samples: int = 0,
+        pretrain_depth: int = 10,
+    ) -> None:
+        super().__init__()
+        solver = solver or dict(DEFAULT_SOLVER)
+        grad = grad or dict(DEFAULT_GRAD)
+        self._capture(locals())
+        if not 1 <= len(channels) <= 4 or len(head_channels) != len(channels):
+            raise ValueError("channels and head_channels must list the same 1-4 branches")
+        self._build_backbone(
+            in_chans,
+            tuple(channels),
+            expansion,
+            groups,
+            dropout,
+            wnorm,
+            downsample,
+            solver,
+            grad,
+            jac_reg_samples,
+            pretrain_depth,
+        )
+        self.num_classes = num_classes
+        self.incre = nn.ModuleList(_Bottleneck(c, h) for c, h in zip(channels, head_channels))
+        self.downs = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(4 * head_channels[i], 4 * head_channels[i + 1], 3, 2, 1),
+                nn.BatchNorm2d(4 * head_channels[i + 1]),
+                nn.ReLU(),
+            )
+            for i in range(len(channels) - 1)
+        )
+        self.final = nn.Sequential(
+            nn.Conv2d(4 * head_channels[-1], final_channels, 1),
+            nn.BatchNorm2d(final_channels),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Linear(final_channels, num_classes)
+
+    def forward_head(self, z: list[Tensor]) -> Tensor:
+        y = self.incre[0](z[0])
+        for i, down in enumerate(self.downs):
+            y = self.incre[i + 1](z[i + 1]) + down(y)
+        y = self.final(y)
+        return self.classifier(y.mean(dim=(2, 3)))
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        return self.equilibrium(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.equilibrium(x))
+
+
+class MDEQSegmenter(_MDEQBackbone):
+    """MDEQ semantic segmentation: all resolutions upsampled, concatenated, 1x1 convs.
+
+    Args:
+        num_classes: Segmentation classes.
+        in_chans: Input channels.
+        channels: Channels of each branch, finest first.
+        expansion: Width multiplier in the residual blocks.
+        groups: GroupNorm groups.
+        dropout: Variational dropout in the cell.
+        wnorm: Weight normalization.
+        downsample: Stride-2 convs in the stem (2 in the paper: predictions at 1/4 scale).
+        solver: Forward solver.
+        grad: Gradient mode.
+        jac_reg_samples: Hutchinson probes for Jacobian regularization.
+        pretrain_depth: Unrolled depth while ``pretraining``.
+    """
+
+    arch = "mdeq_seg"
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        in_chans: int = 3,
+        channels: tuple[int, ...] = (24, 48, 96, 192),
+        expansion: int = 5,
+        groups: int = 8,
+        dropout: float = 0.0,
+        wnorm: bool = True,
+        downsample: int = 2,
+        solver: FixedPointSolver | dict[str, Any] | None = None,
+        grad: GradMode | dict[str, Any] | None = None,
+        jac_reg_samples: int = 0,
+        pretrain_depth: int = 10,
+    ) -> None:
+        super().__init__()
+        solver = solver or dict(DEFAULT_SOLVER)
+        grad = grad or dict(DEFAULT_GRAD)
+        self._capture(locals())
+        self._build_backbone(
+            in_chans,
+            tuple(channels),
+            expansion,
+            groups,
+            dropout,
+            wnorm,
+            downsample,
+            solver,
+            grad,
+            jac_reg_samples,
+            pretrain_depth,
+        )
+        total = sum(channels)
+        self.num_classes = num_classes
+        self.head = nn.Sequential(
+            nn.Conv2d(total, total, 1),
+            nn.BatchNorm2d(total),
+            nn.ReLU(),
+            nn.Conv2d(total, num_classes, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.equilibrium(x)
+        size = z[0].shape[2:]
+        y = torch.cat(
+            [z[0]]
+            + [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in z[1:]],
+            1,
+        )
+        return F.interpolate(self.head(y), size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
+def _init_weights(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+# Entry points: <arch>_<size>. Sizes from the official configs.
+@register_model(family="mdeq", task="image-classification")
+def mdeq_tiny(**kwargs) -> MDEQClassifier:
+    """CIFAR-10 TINY: 2 branches x 24 channels, expansion 5 (~170K params)."""
+    cfg = dict(channels=(24, 24), head_channels=(8, 16), final_channels=200, dropout=0.25)
+    return _init_weights(MDEQClassifier(**{**cfg, **kwargs}))
+
+
+@register_model(family="mdeq", task="image-classification")
+def mdeq_small(**kwargs) -> MDEQClassifier:
+    """ImageNet SMALL: 4 branches 32/64/128/256, expansion 4, stem downsampling x4."""
+    cfg = dict(
+        channels=(32, 64, 128, 256),
+        head_channels=(28, 56, 112, 224),
+        expansion=4,
+        final_channels=2048,
+        num_classes=1000,
+        downsample=2,
+        groups=8,
+    )
+    return _init_weights(MDEQClassifier(**{**cfg, **kwargs}))
+
+
+@register_model(family="mdeq", task="image-classification")
+def mdeq_large(**kwargs) -> MDEQClassifier:
+    """ImageNet LARGE: 4 branches 80/160/320/640."""
+    cfg = dict(
+        channels=(80, 160, 320, 640),
+        head_channels=(32, 64, 128, 256),
+        expansion=4,
+        final_channels=2048,
+        num_classes=1000,
+        downsample=2,
+        groups=8,
+    )
+    return _init_weights(MDEQClassifier(**{**cfg, **kwargs}))
+
+
+@register_model(family="mdeq", task="image-classification")
+def mdeq_xl(**kwargs) -> MDEQClassifier:
+    """XL: 4 branches 88/176/352/704 (the paper's largest, Cityscapes/ImageNet)."""
+    cfg = dict(
+        channels=(88, 176, 352, 704),
+        head_channels=(32, 64, 128, 256),
+        expansion=5,
+        final_channels=2048,
+        num_classes=1000,
+        downsample=2,
+        groups=8,
+    )
+    return _init_weights(MDEQClassifier(**{**cfg, **kwargs}))
+
+
+@register_model(family="mdeq", task="semantic-segmentation")
+def mdeq_seg_small(**kwargs) -> MDEQSegmenter:
+    """Cityscapes SMALL segmentation: 4 branches 24/48/96/192."""
+    return _init_weights(MDEQSegmenter(**{**dict(channels=(24, 48, 96, 192)), **kwargs}))
+
+
+__all__ += ["mdeq_tiny", "mdeq_small", "mdeq_large", "mdeq_xl", "mdeq_seg_small"]

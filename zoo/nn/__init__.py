@@ -1,0 +1,19 @@
+"""Implicit layers: :class:`DEQ`, :class:`ODEBlock`, :class:`CNF`, and their regularizers."""
+
+from ._cnf import CNF, exact_trace
+from ._deq import DEQ, DEQInfo
+from ._ode import ODEBlock
+from ._regularizers import jacobian_frobenius, kinetic_energy, sample_noise
+from ._state import Packer
+
+__all__ = [
+    "CNF",
+    "DEQ",
+    "DEQInfo",
+    "ODEBlock",
+    "Packer",
+    "exact_trace",
+    "jacobian_frobenius",
+    "kinetic_energy",
+    "sample_noise",
+]

@@ -1,0 +1,172 @@
+"""The deep equilibrium layer (Bai, Kolter, Koltun, NeurIPS 2019).
+
+``z* = cell(z*, x)`` is found by a forward fixed-point solver without autograd, then one
+differentiable evaluation of the cell at ``z*`` is handed to the gradient mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..solvers import (
+    Anderson,
+    FixedPointSolver,
+    GradMode,
+    ImplicitGrad,
+    SolverStats,
+    UnrolledGrad,
+    get_grad,
+    get_solver,
+)
+from ._regularizers import jacobian_frobenius
+from ._state import Packer, State, check_finite
+
+__all__ = ["DEQ", "DEQInfo"]
+
+
+@dataclass
+class DEQInfo:
+    """Side outputs of a DEQ forward pass.
+
+    Attributes:
+        stats: Forward :class:`~zoo.solvers.SolverStats`.
+        jac_loss: Hutchinson estimate of ``||J_f(z*)||_F^2 / dim`` (a scalar with graph), or
+            ``None`` when Jacobian regularization is off or not computed.
+    """
+
+    stats: SolverStats
+    jac_loss: Tensor | None = None
+
+
+class DEQ(nn.Module):
+    """Implicit layer returning the fixed point of ``cell(z, x)``.
+
+    Args:
+        cell: Module called as ``cell(z, x)``; ``z`` is a tensor or a list of tensors (e.g. one
+            per resolution) and the output must have the same structure and shapes. If the
+            cell has ``init_state(x)``, it gives the default ``z0``; otherwise zeros like ``x``.
+        solver: Forward solver (object, or name resolved by :func:`zoo.solvers.get_solver`).
+        grad: Gradient mode (object or name).
+        jac_reg_samples: Probe vectors for the Jacobian regularization term, computed in
+            training mode only; 0 turns it off.
+        eval_solver: Optional solver used in eval mode (e.g. a larger budget).
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import DEQ
+        >>> from zoo.solvers import Anderson, ImplicitGrad
+        >>> lin = torch.nn.Linear(8, 8)
+        >>> cell = lambda z, x: torch.tanh(0.5 * lin(z) + x)
+        >>> deq = DEQ(cell, solver=Anderson(m=5, tol=1e-6), grad=ImplicitGrad(tol=1e-6))
+        >>> x = torch.randn(4, 8, requires_grad=True)
+        >>> z = deq(x)
+        >>> z.sum().backward()
+        >>> deq.stats.converged
+        True
+    """
+
+    def __init__(
+        self,
+        cell,
+        solver: FixedPointSolver | str = None,
+        grad: GradMode | str = None,
+        jac_reg_samples: int = 0,
+        eval_solver: FixedPointSolver | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.solver = get_solver(solver) if solver is not None else Anderson()
+        self.grad = get_grad(grad) if grad is not None else ImplicitGrad()
+        self.eval_solver = get_solver(eval_solver) if eval_solver is not None else None
+        self.jac_reg_samples = int(jac_reg_samples)
+        self.info: DEQInfo | None = None
+
+    @property
+    def stats(self) -> SolverStats | None:
+        """Forward statistics of the last call."""
+        return self.info.stats if self.info is not None else None
+
+    @property
+    def jac_loss(self) -> Tensor | None:
+        """Jacobian regularization term of the last training call (or ``None``)."""
+        return self.info.jac_loss if self.info is not None else None
+
+    def _default_z0(self, x):
+        if hasattr(self.cell, "init_state"):
+            return self.cell.init_state(x)
+        if not isinstance(x, Tensor):
+            raise ValueError("pass z0 explicitly when x is not a single tensor")
+        return torch.zeros_like(x)
+
+    def forward(self, x, z0: State | None = None, *, return_info: bool = False):
+        """Solve for the equilibrium.
+
+        Args:
+            x: Input injection (tensor or list of tensors) passed unchanged to the cell.
+            z0: Warm start; defaults to the cell's ``init_state(x)`` or zeros.
+            return_info: Also return a :class:`DEQInfo`.
+
+        Returns:
+            ``z*`` with ``z0``'s structure (and the info when asked).
+        """
+        check_finite("x", x)
+        if z0 is None:
+            z0 = self._default_z0(x)
+        else:
+            check_finite("z0", z0)
+        packer = Packer(z0)
+        checked = [False]
+
+        def f(zf: Tensor) -> Tensor:
+            out = self.cell(packer.unflat(zf), x)
+            if not checked[0]:
+                packer.check(out)
+                checked[0] = True
+            return packer.flat(out)
+
+        solver = self.solver if (self.training or self.eval_solver is None) else self.eval_solver
+        z0f = packer.flat(z0).detach()
+        if isinstance(self.grad, UnrolledGrad):
+            z_out = self._unrolled(f, z0f, solver)
+        else:
+            with torch.no_grad(), parametrize.cached():
+                z_star, stats = solver(f, z0f)
+            jac = None
+            if torch.is_grad_enabled():
+                z_req = z_star.detach().requires_grad_()
+                f_out = f(z_req)
+                if self.training and self.jac_reg_samples > 0:
+                    jac = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
+                z_out = self.grad.attach(f, z_req, f_out)
+            else:
+                z_out = z_star
+            self.info = DEQInfo(stats, jac)
+        z = packer.unflat(z_out)
+        return (z, self.info) if return_info else z
+
+    def _unrolled(self, f, z0f: Tensor, solver: FixedPointSolver) -> Tensor:
+        import time
+
+        from ..solvers._base import _Tracker
+
+        steps = self.grad.steps or solver.max_iter
+        t0 = time.perf_counter()
+        tracker = _Tracker(z0f, solver.tol, solver.stop_mode)
+        z = z0f
+        for _ in range(steps):
+            fz = f(z)
+            with torch.no_grad():
+                tracker.update(z, fz)
+            z = fz
+        stats = tracker.finish(time.perf_counter() - t0)
+        # The unrolled output is the last iterate, not the best one.
+        jac = None
+        self.info = DEQInfo(stats, jac)
+        return z
+
+    def extra_repr(self) -> str:
+        return f"solver={self.solver!r}, grad={self.grad!r}, jac_reg_samples={self.jac_reg_samples}"

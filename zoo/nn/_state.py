@@ -1,0 +1,66 @@
+"""Flatten tensors and tuples/lists of tensors to ``(B, D)`` and back, cheaply."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+State = Tensor | Sequence[Tensor]
+
+
+class Packer:
+    """Remembers the structure of a state so it can be flattened and restored.
+
+    Args:
+        like: A tensor or a list/tuple of tensors sharing the batch dimension 0.
+    """
+
+    def __init__(self, like: State) -> None:
+        self.is_seq = not isinstance(like, Tensor)
+        parts = list(like) if self.is_seq else [like]
+        if not parts:
+            raise ValueError("a state must hold at least one tensor")
+        self.seq_type = type(like) if self.is_seq else None
+        self.shapes = [tuple(p.shape) for p in parts]
+        self.batch = self.shapes[0][0]
+        for s in self.shapes:
+            if s[0] != self.batch:
+                raise ValueError(f"all state tensors must share the batch size; got {self.shapes}")
+        self.sizes = [int(torch.Size(s[1:]).numel()) for s in self.shapes]
+
+    def flat(self, state: State) -> Tensor:
+        if not self.is_seq:
+            return state.reshape(self.batch, -1)
+        return torch.cat([p.reshape(self.batch, -1) for p in state], dim=1)
+
+    def unflat(self, z: Tensor) -> State:
+        if not self.is_seq:
+            return z.view(self.shapes[0])
+        parts = torch.split(z, self.sizes, dim=1)
+        out = [p.view(s) for p, s in zip(parts, self.shapes)]
+        return tuple(out) if self.seq_type is tuple else out
+
+    def check(self, out: State, what: str = "cell output") -> None:
+        """Raise a ValueError naming both shapes when ``out`` does not match the state."""
+        parts = list(out) if not isinstance(out, Tensor) else [out]
+        got = [tuple(p.shape) for p in parts]
+        if got != self.shapes:
+            want = self.shapes if self.is_seq else self.shapes[0]
+            have = got if self.is_seq or len(got) != 1 else got[0]
+            raise ValueError(
+                f"{what} shape {have} differs from the state shape {want}; a DEQ cell must "
+                "map z to a tensor (or list of tensors) of exactly z's shape"
+            )
+
+
+def check_finite(name: str, value) -> None:
+    """Raise a ValueError naming ``name`` if ``value`` (tensor or sequence) has NaN/inf."""
+    if value is None:
+        return
+    parts = [value] if isinstance(value, Tensor) else list(value)
+    for i, p in enumerate(parts):
+        if isinstance(p, Tensor) and p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            where = name if isinstance(value, Tensor) else f"{name}[{i}]"
+            raise ValueError(f"{where} contains NaN or inf values; check the input and its scaling")

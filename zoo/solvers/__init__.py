@@ -1,0 +1,30 @@
+"""Fixed-point solvers and gradient modes for implicit layers.
+
+Solvers (strategy objects): :class:`Picard`, :class:`Anderson`, :class:`Broyden`; each returns
+``(z_star, SolverStats)``. Gradient modes: :class:`ImplicitGrad`, :class:`PhantomGrad`,
+:class:`UnrolledGrad`. Names from configs resolve with :func:`get_solver` / :func:`get_grad`.
+"""
+
+from ._anderson import Anderson
+from ._base import ConvergenceWarning, FixedPointSolver, SolverStats
+from ._broyden import Broyden
+from ._grad import GradMode, ImplicitGrad, PhantomGrad, UnrolledGrad
+from ._picard import Picard
+from ._registry import GRADS, SOLVERS, get_grad, get_solver
+
+__all__ = [
+    "Anderson",
+    "Broyden",
+    "ConvergenceWarning",
+    "FixedPointSolver",
+    "GRADS",
+    "GradMode",
+    "ImplicitGrad",
+    "PhantomGrad",
+    "Picard",
+    "SOLVERS",
+    "SolverStats",
+    "UnrolledGrad",
+    "get_grad",
+    "get_solver",
+]

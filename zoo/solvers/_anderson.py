@@ -1,0 +1,117 @@
+"""Anderson acceleration (type-II, Walker & Ni 2011), as used by DEQ/MDEQ.
+
+The history buffers are updated in place and the Gram matrix of residual differences is grown
+one row per iteration, so the per-iteration overhead is O(B m D), not O(B m^2 D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._base import FixedPointSolver, _Tracker
+
+__all__ = ["Anderson"]
+
+
+class Anderson(FixedPointSolver):
+    """Anderson acceleration with a regularized, fail-safe least-squares step.
+
+    Each iteration mixes the last ``m`` evaluations: ``z = sum_i a_i [beta g(z_i) +
+    (1 - beta) z_i]`` with ``a`` minimizing ``||sum_i a_i (g(z_i) - z_i)||`` subject to
+    ``sum_i a_i = 1``. The small ``(m+1) x (m+1)`` system is Tikhonov-regularized relative to
+    its own scale (``lam``); when it is still singular or gives non-finite weights for a
+    sample, that sample takes a plain Picard step instead of crashing (the failure mode of
+    locuslab/deq issues 20 and 26).
+
+    Args:
+        m: History size.
+        beta: Mixing parameter (1 = undamped).
+        lam: Relative Tikhonov regularization of the Gram matrix.
+        tol: Stopping tolerance on the per-sample residual.
+        max_iter: Maximum number of iterations.
+        stop_mode: ``"rel"`` or ``"abs"``.
+        warn: Warn once when ``tol`` is not reached.
+
+    Example:
+        >>> import torch
+        >>> A = torch.tensor([[0.5, 0.4], [-0.3, 0.2]])
+        >>> z, stats = Anderson(m=3, tol=1e-10)(lambda z: z @ A.T + 1.0, torch.zeros(4, 2))
+        >>> stats.converged, stats.nfe < 10
+        (True, True)
+    """
+
+    name = "anderson"
+
+    def __init__(
+        self,
+        m: int = 5,
+        beta: float = 1.0,
+        lam: float = 1e-4,
+        tol: float = 1e-4,
+        max_iter: int = 50,
+        stop_mode: str = "rel",
+        warn: bool = True,
+    ) -> None:
+        super().__init__(tol, max_iter, stop_mode, warn)
+        if m < 1:
+            raise ValueError(f"history size m must be >= 1, got {m}")
+        self.m = int(m)
+        self.beta = float(beta)
+        self.lam = float(lam)
+
+    def config(self) -> dict:
+        return {"m": self.m, "beta": self.beta, "lam": self.lam, **super().config()}
+
+    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
+        bsz, dim = z0.shape
+        m = min(self.m, self.max_iter)
+        # History: F[i] = g(z_i), G[i] = g(z_i) - z_i (so z_i = F[i] - G[i]).
+        F = z0.new_zeros(bsz, m, dim)
+        G = z0.new_zeros(bsz, m, dim)
+        sdtype = torch.float64 if z0.dtype == torch.float64 else torch.float32
+        gram = torch.zeros(bsz, m, m, dtype=sdtype, device=z0.device)
+        z = z0
+        for k in range(self.max_iter):
+            gz = g(z)
+            tracker.update(z, gz)
+            if tracker.done:
+                return
+            slot = k % m
+            n = min(k + 1, m)
+            F[:, slot] = gz
+            torch.sub(gz, z, out=G[:, slot])
+            # One new row/column of the Gram matrix G G^T.
+            row = torch.bmm(G[:, :n], G[:, slot].unsqueeze(2)).squeeze(2).to(sdtype)
+            gram[:, slot, :n] = row
+            gram[:, :n, slot] = row
+            if n == 1:
+                z = gz
+                continue
+            alpha, ok = self._mix_weights(gram[:, :n, :n])
+            znew = torch.bmm(alpha.to(z0.dtype).unsqueeze(1), F[:, :n]).squeeze(1)
+            if self.beta != 1.0:
+                zg = torch.bmm(alpha.to(z0.dtype).unsqueeze(1), G[:, :n]).squeeze(1)
+                znew = znew - (1.0 - self.beta) * zg
+            z = torch.where(ok[:, None], znew, gz) if not bool(ok.all()) else znew
+
+    def _mix_weights(self, gram: Tensor) -> tuple[Tensor, Tensor]:
+        """Solve ``min ||a G||`` s.t. ``sum a = 1`` per sample. Returns ``(alpha, ok)``."""
+        bsz, n, _ = gram.shape
+        scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-30)
+        h = gram / scale[:, None, None]
+        h = h + self.lam * torch.eye(n, dtype=h.dtype, device=h.device)
+        # Bordered system [[0, 1^T], [1, H]] [mu, a] = [1, 0].
+        sys = torch.zeros(bsz, n + 1, n + 1, dtype=h.dtype, device=h.device)
+        sys[:, 0, 1:] = 1.0
+        sys[:, 1:, 0] = 1.0
+        sys[:, 1:, 1:] = h
+        rhs = torch.zeros(bsz, n + 1, dtype=h.dtype, device=h.device)
+        rhs[:, 0] = 1.0
+        sol, info = torch.linalg.solve_ex(sys, rhs)
+        alpha = sol[:, 1:]
+        ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+        alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha))
+        return alpha, ok

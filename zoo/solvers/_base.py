@@ -1,0 +1,228 @@
+"""Common machinery for batched fixed-point solvers.
+
+Every solver finds ``z* = g(z*)`` for a batch of states flattened to shape ``(B, D)``.
+Residuals are tracked per sample, so that samples which converge early are frozen while the
+rest of the batch keeps iterating, and the lowest-residual iterate of every sample is returned.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["ConvergenceWarning", "FixedPointSolver", "SolverStats"]
+
+_EPS = 1e-9
+
+
+class ConvergenceWarning(UserWarning):
+    """Issued (once per solve) when a solver stops at ``max_iter`` without reaching ``tol``."""
+
+
+@dataclass
+class SolverStats:
+    """What a fixed-point solve did.
+
+    Attributes:
+        nfe: Number of evaluations of ``g`` (function evaluations).
+        n_iter: Number of solver iterations performed.
+        trace: Residual of every sample at every iteration, shape ``(n_iter, B)``, in the stop
+            mode's units (relative or absolute).
+        abs_residual: Final absolute residual ``||g(z) - z||`` per sample, shape ``(B,)``.
+        rel_residual: Final relative residual ``||g(z) - z|| / ||g(z)||`` per sample, ``(B,)``.
+        converged_mask: Whether each sample reached ``tol``, shape ``(B,)``.
+        wall_time: Seconds spent in the solve.
+        stop_mode: ``"rel"`` or ``"abs"``.
+        tol: The tolerance that was asked for.
+    """
+
+    nfe: int = 0
+    n_iter: int = 0
+    trace: Tensor = field(default_factory=lambda: torch.empty(0, 0))
+    abs_residual: Tensor = field(default_factory=lambda: torch.empty(0))
+    rel_residual: Tensor = field(default_factory=lambda: torch.empty(0))
+    converged_mask: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    wall_time: float = 0.0
+    stop_mode: str = "rel"
+    tol: float = 0.0
+
+    @property
+    def residual(self) -> Tensor:
+        """Final per-sample residual in the stop mode's units, shape ``(B,)``."""
+        return self.rel_residual if self.stop_mode == "rel" else self.abs_residual
+
+    @property
+    def converged(self) -> bool:
+        """True when every sample of the batch reached ``tol``."""
+        return bool(self.converged_mask.all()) if self.converged_mask.numel() else False
+
+    @property
+    def residual_trace(self) -> list[float]:
+        """Batch-mean residual per iteration (a plain list, convenient for logging/plots)."""
+        return self.trace.mean(dim=1).tolist() if self.trace.numel() else []
+
+    def summary(self) -> dict[str, float]:
+        """Scalars suitable for ``LightningModule.log_dict``."""
+        res = self.residual
+        return {
+            "nfe": float(self.nfe),
+            "residual_mean": float(res.mean()) if res.numel() else math.nan,
+            "residual_max": float(res.max()) if res.numel() else math.nan,
+            "converged_frac": float(self.converged_mask.float().mean())
+            if self.converged_mask.numel()
+            else 0.0,
+            "solve_time": self.wall_time,
+        }
+
+
+class FixedPointSolver(abc.ABC):
+    """Base class of the fixed-point solvers (strategy objects).
+
+    Args:
+        tol: Stopping tolerance on the per-sample residual.
+        max_iter: Maximum number of iterations.
+        stop_mode: ``"rel"`` (``||g(z)-z|| / ||g(z)||``) or ``"abs"`` (``||g(z)-z||``).
+        warn: Issue one :class:`ConvergenceWarning` when ``tol`` is not reached.
+    """
+
+    name = "base"
+
+    def __init__(
+        self, tol: float = 1e-4, max_iter: int = 50, stop_mode: str = "rel", warn: bool = True
+    ) -> None:
+        if stop_mode not in ("rel", "abs"):
+            raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        if tol < 0:
+            raise ValueError(f"tol must be >= 0, got {tol}")
+        self.tol = float(tol)
+        self.max_iter = int(max_iter)
+        self.stop_mode = stop_mode
+        self.warn = warn
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def config(self) -> dict:
+        """The constructor arguments, for configs and model cards."""
+        return {"tol": self.tol, "max_iter": self.max_iter, "stop_mode": self.stop_mode}
+
+    def spec(self) -> dict:
+        """``{"name": ..., **config()}``: JSON-serializable, accepted by :func:`get_solver`."""
+        return {"name": self.name, **self.config()}
+
+    def replace(self, **overrides) -> FixedPointSolver:
+        """A copy of this solver with some options changed (e.g. ``max_iter``)."""
+        cfg = {**self.config(), **overrides, "warn": self.warn}
+        return type(self)(**cfg)
+
+    def __call__(self, g: Callable[[Tensor], Tensor], z0: Tensor) -> tuple[Tensor, SolverStats]:
+        """Solve ``z = g(z)``.
+
+        Args:
+            g: Map from states of shape ``(B, D)`` to states of the same shape.
+            z0: Initial guess, shape ``(B, D)``.
+
+        Returns:
+            ``(z_star, stats)``: the lowest-residual iterate of each sample, shape ``(B, D)``,
+            and a :class:`SolverStats`. Never raises on non-convergence.
+        """
+        if z0.dim() != 2:
+            raise ValueError(
+                f"solvers work on flattened (batch, dim) states, got {tuple(z0.shape)}"
+            )
+        t0 = time.perf_counter()
+        tracker = _Tracker(z0, self.tol, self.stop_mode)
+        dev = z0.device.type
+        if torch.is_autocast_enabled(dev):
+            # The solver's own algebra stays in full precision; g keeps the caller's autocast.
+            dtype = torch.get_autocast_dtype(dev)
+
+            def g_cast(z: Tensor, _g=g) -> Tensor:
+                with torch.autocast(dev, dtype=dtype):
+                    return _g(z).to(z.dtype)
+
+            with torch.autocast(dev, enabled=False):
+                self._solve(g_cast, z0, tracker)
+        else:
+            self._solve(g, z0, tracker)
+        stats = tracker.finish(time.perf_counter() - t0)
+        if self.warn and not stats.converged:
+            warnings.warn(
+                f"{type(self).__name__} did not reach tol={self.tol:g} within {self.max_iter} "
+                "iterations for some samples; returning the lowest-residual iterates (the "
+                "returned SolverStats has the per-sample residuals)",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return tracker.best_z, stats
+
+    @abc.abstractmethod
+    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
+        """Iterate, reporting every evaluated pair ``(z, g(z))`` to ``tracker.update``.
+
+        Stop when ``tracker.update`` returns True (all samples converged) or at ``max_iter``.
+        """
+
+
+class _Tracker:
+    """Per-sample residuals, best iterates and convergence bookkeeping."""
+
+    def __init__(self, z0: Tensor, tol: float, stop_mode: str) -> None:
+        b = z0.shape[0]
+        self.tol = tol
+        self.stop_mode = stop_mode
+        self.best_z = z0.detach().clone()
+        self.best_res = torch.full((b,), math.inf, device=z0.device, dtype=torch.float32)
+        self.best_abs = self.best_res.clone()
+        self.best_rel = self.best_res.clone()
+        self.active = torch.ones(b, dtype=torch.bool, device=z0.device)
+        self.trace: list[Tensor] = []
+        self.nfe = 0
+
+    def update(self, z: Tensor, gz: Tensor, nfe: int = 1) -> Tensor:
+        """Record the pair ``(z, g(z))``; return the per-sample residual (float32, ``(B,)``).
+
+        The best iterate kept for a sample is ``g(z)`` (one more step, at no extra cost).
+        """
+        self.nfe += nfe
+        diff = (gz - z).float()
+        abs_res = diff.norm(dim=1)
+        rel_res = abs_res / (gz.float().norm(dim=1) + _EPS)
+        res = rel_res if self.stop_mode == "rel" else abs_res
+        res = torch.where(torch.isfinite(res), res, torch.full_like(res, math.inf))
+        better = (res < self.best_res) & self.active
+        self.best_res = torch.where(better, res, self.best_res)
+        self.best_abs = torch.where(better, abs_res, self.best_abs)
+        self.best_rel = torch.where(better, rel_res, self.best_rel)
+        self.best_z = torch.where(better[:, None], gz.detach(), self.best_z)
+        self.trace.append(res)
+        self.active = self.active & (self.best_res > self.tol)
+        return res
+
+    @property
+    def done(self) -> bool:
+        return not bool(self.active.any())
+
+    def finish(self, wall: float) -> SolverStats:
+        trace = torch.stack(self.trace) if self.trace else torch.empty(0, self.best_z.shape[0])
+        return SolverStats(
+            nfe=self.nfe,
+            n_iter=len(self.trace),
+            trace=trace.cpu(),
+            abs_residual=self.best_abs.cpu(),
+            rel_residual=self.best_rel.cpu(),
+            converged_mask=(self.best_res <= self.tol).cpu(),
+            wall_time=wall,
+            stop_mode=self.stop_mode,
+            tol=self.tol,
+        )

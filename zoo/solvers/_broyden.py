@@ -1,0 +1,110 @@
+"""Limited-memory ("good") Broyden root finding on ``f(z) = g(z) - z``, as in DEQ.
+
+The inverse Jacobian of ``f`` is approximated by ``H = -I + U V^T`` with at most ``memory``
+rank-one terms kept in a circular buffer, so memory is O(B * memory * D) regardless of
+``max_iter`` (the reference implementation allocates two ``(B, D, max_iter)`` buffers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._base import FixedPointSolver, _Tracker
+
+__all__ = ["Broyden"]
+
+
+class Broyden(FixedPointSolver):
+    """Limited-memory Broyden's method (Sherman-Morrison updates of the inverse Jacobian).
+
+    Args:
+        tol: Stopping tolerance on the per-sample residual.
+        max_iter: Maximum number of iterations (= function evaluations).
+        memory: Number of rank-one updates kept (oldest overwritten first).
+        stop_mode: ``"rel"`` or ``"abs"``.
+        warn: Warn once when ``tol`` is not reached.
+
+    Example:
+        >>> import torch
+        >>> A = torch.tensor([[0.5, 0.4], [-0.3, 0.2]])
+        >>> z, stats = Broyden(tol=1e-10)(lambda z: z @ A.T + 1.0, torch.zeros(4, 2))
+        >>> stats.converged
+        True
+    """
+
+    name = "broyden"
+
+    def __init__(
+        self,
+        tol: float = 1e-4,
+        max_iter: int = 50,
+        memory: int = 20,
+        stop_mode: str = "rel",
+        warn: bool = True,
+    ) -> None:
+        super().__init__(tol, max_iter, stop_mode, warn)
+        if memory < 1:
+            raise ValueError(f"memory must be >= 1, got {memory}")
+        self.memory = int(memory)
+
+    def config(self) -> dict:
+        return {**super().config(), "memory": self.memory}
+
+    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
+        bsz, dim = z0.shape
+        mem = min(self.memory, self.max_iter)
+        U = z0.new_zeros(bsz, mem, dim)
+        V = z0.new_zeros(bsz, mem, dim)
+        n_upd = 0
+
+        def h_mul(x: Tensor) -> Tensor:  # H x = -x + U^T (V x)
+            if n_upd == 0:
+                return -x
+            n = min(n_upd, mem)
+            c = torch.bmm(V[:, :n], x.unsqueeze(2))  # (B, n, 1)
+            return -x + torch.bmm(U[:, :n].transpose(1, 2), c).squeeze(2)
+
+        def ht_mul(x: Tensor) -> Tensor:  # x^T H = -x + V^T (U x)
+            if n_upd == 0:
+                return -x
+            n = min(n_upd, mem)
+            c = torch.bmm(U[:, :n], x.unsqueeze(2))
+            return -x + torch.bmm(V[:, :n].transpose(1, 2), c).squeeze(2)
+
+        z = z0
+        gz = g(z)
+        fz = gz - z
+        tracker.update(z, gz)
+        if tracker.done:
+            return
+        for _ in range(self.max_iter - 1):
+            dz = -h_mul(fz)
+            z_new = z + dz
+            gz_new = g(z_new)
+            fz_new = gz_new - z_new
+            tracker.update(z_new, gz_new)
+            if tracker.done:
+                return
+            s, y = dz, fz_new - fz
+            hy = h_mul(y)
+            vt = ht_mul(s)
+            denom = (vt * y).sum(dim=1, keepdim=True)
+            good = denom.abs() > 1e-12 * (s.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True))
+            good = good & torch.isfinite(denom)
+            u = torch.where(good, (s - hy) / torch.where(good, denom, torch.ones_like(denom)), 0.0)
+            vt = torch.where(good, vt, 0.0)
+            slot = n_upd % mem
+            U[:, slot] = u
+            V[:, slot] = vt
+            n_upd += 1
+            z, fz = z_new, fz_new
+            # A diverged sample restarts from its best iterate with a fresh Picard step.
+            bad = ~torch.isfinite(z).all(dim=1)
+            if bool(bad.any()):
+                z = torch.where(bad[:, None], tracker.best_z, z)
+                fz = torch.where(bad[:, None], torch.zeros_like(fz), fz)
+                U[bad] = 0.0
+                V[bad] = 0.0

@@ -1,0 +1,164 @@
+"""Gradient modes for implicit layers, independent of the forward solver.
+
+* :class:`ImplicitGrad` - exact implicit differentiation (Bai et al. 2019): solve the backward
+  fixed point ``v = v J_f(z*) + dL/dz*`` with vector-Jacobian products; O(1) memory in depth.
+* :class:`PhantomGrad` - ``k`` damped steps at the fixed point (Geng et al. 2021); ``k=1`` is
+  Jacobian-free backprop (Fung et al. 2022).
+* :class:`UnrolledGrad` - plain backprop through ``steps`` weight-tied iterations; the
+  reference used by the tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._anderson import Anderson
+from ._base import FixedPointSolver
+
+__all__ = ["GradMode", "ImplicitGrad", "PhantomGrad", "UnrolledGrad"]
+
+
+class GradMode(abc.ABC):
+    """How gradients flow through an implicit layer."""
+
+    name = "base"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def config(self) -> dict:
+        return {}
+
+    def spec(self) -> dict:
+        """``{"name": ..., **config()}``: JSON-serializable, accepted by :func:`get_grad`."""
+        return {"name": self.name, **self.config()}
+
+    @abc.abstractmethod
+    def attach(self, f: Callable[[Tensor], Tensor], z_req: Tensor, f_out: Tensor) -> Tensor:
+        """Return the layer output given ``f_out = f(z_req)`` evaluated with autograd on.
+
+        Args:
+            f: The flattened cell ``z -> f(z, x)`` (closes over the input injection).
+            z_req: The (detached) fixed point, with ``requires_grad=True``.
+            f_out: ``f(z_req)``, whose graph reaches the parameters and the input.
+        """
+
+
+class ImplicitGrad(GradMode):
+    """Exact gradient by implicit differentiation.
+
+    Args:
+        solver: Fixed-point solver for the backward system (default ``Anderson(m=5)``).
+        tol: Backward tolerance (overrides the solver's).
+        max_iter: Backward iteration budget (overrides the solver's).
+
+    Example:
+        >>> from zoo.solvers import Anderson
+        >>> grad = ImplicitGrad(solver=Anderson(m=5), tol=1e-6, max_iter=40)
+    """
+
+    name = "implicit"
+
+    def __init__(
+        self, solver: FixedPointSolver | None = None, tol: float = 1e-4, max_iter: int = 30
+    ) -> None:
+        base = solver if solver is not None else Anderson(m=5)
+        self.solver = base.replace(tol=tol, max_iter=max_iter)
+        self.solver.warn = False
+        self.tol = tol
+        self.max_iter = max_iter
+        self.last_stats = None
+
+    def config(self) -> dict:
+        return {"solver": self.solver.spec(), "tol": self.tol, "max_iter": self.max_iter}
+
+    def attach(self, f, z_req, f_out):
+        return _ImplicitBackward.apply(f_out, (self, z_req, f_out))
+
+
+class _ImplicitBackward(torch.autograd.Function):
+    """Identity forward; backward replaces the incoming gradient by the implicit one."""
+
+    @staticmethod
+    def forward(ctx, f_out, state):
+        ctx.state = state
+        return f_out.view_as(f_out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mode, z_req, f_out = ctx.state
+        if not bool(grad.abs().amax() > 0):
+            return grad, None
+
+        def vjp_step(v: Tensor) -> Tensor:
+            (vj,) = torch.autograd.grad(f_out, z_req, v, retain_graph=True)
+            return vj + grad
+
+        with torch.no_grad():
+            v, stats = mode.solver(vjp_step, grad.detach())
+        mode.last_stats = stats
+        return v, None
+
+
+class PhantomGrad(GradMode):
+    """Phantom gradient: ``k`` damped steps ``z <- tau f(z) + (1 - tau) z`` at the fixed point.
+
+    Args:
+        steps: Number of differentiated steps ``k`` (>= 1). ``k=1, tau=1`` is JFB.
+        tau: Damping of each step, in ``(0, 1]``.
+
+    Example:
+        >>> jfb = PhantomGrad(steps=1)
+    """
+
+    name = "phantom"
+
+    def __init__(self, steps: int = 1, tau: float = 1.0) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {tau}")
+        self.steps = int(steps)
+        self.tau = float(tau)
+
+    def config(self) -> dict:
+        return {"steps": self.steps, "tau": self.tau}
+
+    def attach(self, f, z_req, f_out):
+        z = f_out if self.tau == 1.0 else torch.lerp(z_req, f_out, self.tau)
+        for _ in range(self.steps - 1):
+            fz = f(z)
+            z = fz if self.tau == 1.0 else torch.lerp(z, fz, self.tau)
+        return z
+
+
+class UnrolledGrad(GradMode):
+    """Backprop through ``steps`` weight-tied iterations ``z <- f(z)`` from the initial state.
+
+    The layer then is an explicit weight-tied network (memory grows with ``steps``). It is the
+    reference that the implicit gradient is tested against.
+
+    Args:
+        steps: Number of unrolled iterations; ``None`` uses the forward solver's ``max_iter``.
+
+    Example:
+        >>> oracle = UnrolledGrad(steps=200)
+    """
+
+    name = "unrolled"
+
+    def __init__(self, steps: int | None = None) -> None:
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.steps = steps
+
+    def config(self) -> dict:
+        return {"steps": self.steps}
+
+    def attach(self, f, z_req, f_out):  # pragma: no cover - handled by the DEQ layer
+        raise RuntimeError("UnrolledGrad is applied by the DEQ layer itself")

@@ -1,0 +1,59 @@
+"""Resolve solver and gradient-mode names (from YAML or the CLI) to objects."""
+
+from __future__ import annotations
+
+from ._anderson import Anderson
+from ._base import FixedPointSolver
+from ._broyden import Broyden
+from ._grad import GradMode, ImplicitGrad, PhantomGrad, UnrolledGrad
+from ._picard import Picard
+
+__all__ = ["SOLVERS", "GRADS", "get_solver", "get_grad"]
+
+SOLVERS: dict[str, type[FixedPointSolver]] = {
+    "picard": Picard,
+    "anderson": Anderson,
+    "broyden": Broyden,
+}
+GRADS: dict[str, type[GradMode]] = {
+    "implicit": ImplicitGrad,
+    "phantom": PhantomGrad,
+    "jfb": PhantomGrad,
+    "unrolled": UnrolledGrad,
+}
+
+
+def _lookup(kind: str, table: dict, name: str):
+    key = name.lower().strip() if isinstance(name, str) else name
+    if key not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(table))}")
+    return table[key]
+
+
+def get_solver(name: str | dict | FixedPointSolver, **kwargs) -> FixedPointSolver:
+    """Build a solver from its name, e.g. ``get_solver("anderson", m=6, tol=1e-3)``, or from a
+    spec dict ``{"name": "anderson", "m": 6}`` (what :meth:`FixedPointSolver.spec` returns).
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    if isinstance(name, FixedPointSolver):
+        return name.replace(**kwargs) if kwargs else name
+    if isinstance(name, dict):
+        spec = dict(name)
+        return _lookup("solver", SOLVERS, spec.pop("name", "anderson"))(**{**spec, **kwargs})
+    return _lookup("solver", SOLVERS, name)(**kwargs)
+
+
+def get_grad(name: str | dict | GradMode, **kwargs) -> GradMode:
+    """Build a gradient mode from its name, e.g. ``get_grad("phantom", steps=5)``.
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    if isinstance(name, GradMode):
+        return name
+    if isinstance(name, dict):
+        spec = dict(name)
+        return _lookup("gradient mode", GRADS, spec.pop("name", "implicit"))(**{**spec, **kwargs})
+    return _lookup("gradient mode", GRADS, name)(**kwargs)

@@ -1,0 +1,67 @@
+"""Training glue: the LightningCLI behind ``zoo fit`` and checkpoint export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["run_cli", "export_checkpoint", "load_lightning_checkpoint"]
+
+
+def run_cli(args: list[str] | None = None, run: bool = True):
+    """LightningCLI with any task and data module chosen by ``class_path`` in the YAML."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.cli import LightningCLI
+
+    import zoo.data  # noqa: F401  (so short class names resolve)
+    import zoo.tasks  # noqa: F401
+
+    return LightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
+
+
+def load_lightning_checkpoint(path: str | Path) -> dict:
+    """Read a local Lightning checkpoint without executing pickled code."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def export_checkpoint(
+    ckpt: str | Path, name: str, out_dir: str | Path | None = None, recipe: str | None = None
+) -> Path:
+    """Write ``checkpoints/<name>/{config.json, model.safetensors}`` from a Lightning checkpoint.
+
+    The task's ``arch``/``model_args`` hyperparameters rebuild the model; the static pretrained
+    config of ``name`` (dataset, paper, recipe, ...) is stored with the measured metrics that
+    ``zoo eval --json`` wrote, if present.
+    """
+    from .models import checkpoint_dir, create_model, model_info
+
+    state = load_lightning_checkpoint(ckpt)
+    hp = state["hyper_parameters"]
+    model = create_model(hp["arch"], **(hp.get("model_args") or {}))
+    sd = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(sd, strict=True)
+    try:
+        static = model_info(name)
+    except ValueError:
+        static = {}
+    model.pretrained_cfg = {
+        **{k: v for k, v in static.items() if k not in ("hf_hub_id",)},
+        "name": name,
+        "recipe": recipe or static.get("recipe"),
+        "trained_steps": int(state.get("global_step", 0)),
+        "trained_epochs": int(state.get("epoch", 0)) + 1,
+    }
+    out = Path(out_dir) if out_dir else checkpoint_dir() / name
+    out.mkdir(parents=True, exist_ok=True)
+    model._save_pretrained(out)
+    return out
