@@ -78,7 +78,9 @@ class _TimmFinder(importlib.abc.MetaPathFinder):
             except Exception as e:  # never break timm's own import
                 import warnings
 
-                warnings.warn(f"implicit-zoo could not register its models with timm: {e}", stacklevel=2)
+                warnings.warn(
+                    f"implicit-zoo could not register its models with timm: {e}", stacklevel=2
+                )
 
         loader.exec_module = exec_module
         return spec

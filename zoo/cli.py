@@ -72,6 +72,21 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_card(args) -> int:
+    from zoo.cards import write_card
+
+    budgets = [int(b) for b in args.budgets.split(",") if b] + [None]
+    write_card(
+        args.name,
+        budgets=budgets,
+        data_dir=args.data_dir,
+        limit=args.limit,
+        compute=args.compute,
+        notes=args.notes,
+    )
+    return 0
+
+
 def _cmd_push(args) -> int:
     from zoo.hub import push
 
@@ -122,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--name", required=True, help="arch.tag")
     s.add_argument("--out-dir", default=None)
     s.add_argument("--recipe", default=None)
+
+    s = sub.add_parser(
+        "card", help="measure a checkpoint at several solver budgets; write its card"
+    )
+    s.add_argument("name")
+    s.add_argument("--budgets", default="2,4,6,8,12", help="comma-separated max_iter values")
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--limit", type=int, default=None)
+    s.add_argument("--compute", default="", help="hardware and wall time of the training run")
+    s.add_argument("--notes", default="")
 
     s = sub.add_parser("push", help="upload weights + model card to the Hugging Face Hub")
     s.add_argument("name")

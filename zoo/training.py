@@ -47,7 +47,11 @@ def export_checkpoint(
 
     state = load_lightning_checkpoint(ckpt)
     hp = state["hyper_parameters"]
-    model = create_model(hp["arch"], **(hp.get("model_args") or {}))
+    margs = dict(hp.get("model_args") or {})
+    if hp.get("eval_max_iter") and isinstance(margs.get("solver"), dict):
+        # ship the evaluation budget the run validated with, not the training one
+        margs["solver"] = {**margs["solver"], "max_iter": int(hp["eval_max_iter"])}
+    model = create_model(hp["arch"], **margs)
     sd = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(sd, strict=True)
     try:

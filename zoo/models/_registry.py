@@ -69,8 +69,19 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
         True
     """
     _ensure_loaded()
-    names = _PRETRAINED if pretrained else _ENTRYPOINTS
-    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+    if not pretrained:
+        return sorted(n for n in _ENTRYPOINTS if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _PRETRAINED if fnmatch.fnmatch(n, pattern) and _available(n))
+
+
+def _available(name: str) -> bool:
+    """Shipped in checkpoints/ or already in the HF cache (no network)."""
+    if (checkpoint_dir() / name / "model.safetensors").is_file():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(_PRETRAINED[name]["hf_hub_id"], "model.safetensors")
+    return isinstance(hit, str)
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:
@@ -225,8 +236,13 @@ def load(name: str, pretrained: bool = True, **overrides):
         pcfg = dict(cfg.get("pretrained_cfg", {}))
         _verify_sha(w_path, pcfg.get("sha256"), name)
         _load_weights(model, w_path, name)
-        static = _PRETRAINED.get(name, {})
-        model.pretrained_cfg = {**static, **pcfg, "name": cfg.get("name", name), "source": where}
+        static = dict(_PRETRAINED.get(pcfg.get("name", name), {}))
+        card = static.get("card")
+        if card and (checkpoint_dir().parent / card).is_file():
+            static["card_path"] = str(checkpoint_dir().parent / card)
+        elif (w_path.parent / "README.md").is_file():
+            static["card_path"] = str(w_path.parent / "README.md")
+        model.pretrained_cfg = {**static, **pcfg, "name": pcfg.get("name", name), "source": where}
     model.eval()
     if budget:
         model.set_inference_budget(**budget)

@@ -20,7 +20,7 @@ from ..nn import DEQ
 from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
 from ._base import ZooModel
 from ._mdeq_cell import MDEQCell
-from ._registry import register_model
+from ._registry import register_model, register_pretrained
 
 __all__ = ["MDEQClassifier", "MDEQSegmenter"]
 
@@ -386,3 +386,56 @@ def mdeq_seg_small(**kwargs) -> MDEQSegmenter:
 
 
 __all__ += ["mdeq_tiny", "mdeq_small", "mdeq_large", "mdeq_xl", "mdeq_seg_small"]
+
+
+_MDEQ_PAPER = (
+    "Bai, Koltun, Kolter. Multiscale Deep Equilibrium Models. NeurIPS 2020. arXiv:2006.08656"
+)
+
+# One table of pretrained configs for the family. Measured metrics live in each checkpoint's
+# config.json (written by `zoo card`, from `zoo eval`), never here.
+register_pretrained(
+    {
+        "mdeq_tiny.cifar10": dict(
+            task="image-classification",
+            dataset="cifar10_jpeg",
+            datamodule="zoo.data.CIFAR10JPEGDataModule",
+            train_split="45,000 of the 50,000 JPEG training images (5,000 held out, seed 0)",
+            test_split="the 10,000 JPEG test images",
+            input_size=[3, 32, 32],
+            mean=[0.4914, 0.4822, 0.4465],
+            std=[0.2470, 0.2435, 0.2616],
+            license="apache-2.0",
+            paper=_MDEQ_PAPER,
+            recipe="recipes/mdeq/mdeq_tiny_cifar10_cpu.yaml",
+            card="model_cards/mdeq_tiny.cifar10.md",
+            paper_results=[
+                {
+                    "metric": "top1",
+                    "value": 87.1,
+                    "source": "MDEQ paper, CIFAR-10 without augmentation, ~170K params, original PNGs",
+                },
+                {
+                    "metric": "top1",
+                    "value": 93.6,
+                    "source": "MDEQ paper, CIFAR-10 with augmentation, 10M params",
+                },
+            ],
+        ),
+        "mdeq_tiny.fashion_mnist": dict(
+            task="image-classification",
+            dataset="fashion_mnist",
+            datamodule="zoo.data.FashionMNISTDataModule",
+            train_split="55,000 of the 60,000 training images (5,000 held out, seed 0)",
+            test_split="the 10,000 test images",
+            input_size=[1, 28, 28],
+            mean=[0.2860],
+            std=[0.3530],
+            license="apache-2.0",
+            paper=_MDEQ_PAPER,
+            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu.yaml",
+            card="model_cards/mdeq_tiny.fashion_mnist.md",
+            paper_results=[],
+        ),
+    }
+)

@@ -24,6 +24,8 @@ class Broyden(FixedPointSolver):
         tol: Stopping tolerance on the per-sample residual.
         max_iter: Maximum number of iterations (= function evaluations).
         memory: Number of rank-one updates kept (oldest overwritten first).
+        restart_factor: A sample whose residual exceeds this multiple of its best restarts
+            from its best iterate with a fresh Jacobian estimate.
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
 
@@ -44,14 +46,16 @@ class Broyden(FixedPointSolver):
         memory: int = 20,
         stop_mode: str = "rel",
         warn: bool = True,
+        restart_factor: float = 4.0,
     ) -> None:
         super().__init__(tol, max_iter, stop_mode, warn)
         if memory < 1:
             raise ValueError(f"memory must be >= 1, got {memory}")
         self.memory = int(memory)
+        self.restart_factor = float(restart_factor)
 
     def config(self) -> dict:
-        return {**super().config(), "memory": self.memory}
+        return {**super().config(), "memory": self.memory, "restart_factor": self.restart_factor}
 
     def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
         bsz, dim = z0.shape
@@ -85,7 +89,7 @@ class Broyden(FixedPointSolver):
             z_new = z + dz
             gz_new = g(z_new)
             fz_new = gz_new - z_new
-            tracker.update(z_new, gz_new)
+            res = tracker.update(z_new, gz_new)
             if tracker.done:
                 return
             s, y = dz, fz_new - fz
@@ -101,8 +105,9 @@ class Broyden(FixedPointSolver):
             V[:, slot] = vt
             n_upd += 1
             z, fz = z_new, fz_new
-            # A diverged sample restarts from its best iterate with a fresh Picard step.
-            bad = ~torch.isfinite(z).all(dim=1)
+            # A sample that diverged (non-finite, or residual far above its best) restarts from
+            # its best iterate with a fresh inverse-Jacobian estimate.
+            bad = ~torch.isfinite(z).all(dim=1) | (res > self.restart_factor * tracker.best_res)
             if bool(bad.any()):
                 z = torch.where(bad[:, None], tracker.best_z, z)
                 fz = torch.where(bad[:, None], torch.zeros_like(fz), fz)

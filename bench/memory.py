@@ -1,0 +1,90 @@
+"""Benchmark 3: peak training memory of one DEQ step against backprop through the same
+number of unrolled iterations, at 10, 30 and 60 iterations (MDEQ-like cell, batch 64, 32x32).
+
+Every configuration runs in a fresh subprocess; the figure is the growth of the process's
+peak RSS (``ru_maxrss``) over its RSS after building the model and batch, in MiB (or
+``torch.cuda.max_memory_allocated`` on a GPU). glibc keeps freed memory, so RSS growth is what
+a user sees; ``MALLOC_MMAP_THRESHOLD_=131072`` in the environment reduces that effect.
+
+Run: python bench/memory.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time, warnings
+sys.path.insert(0, "bench")
+import torch
+from _cells import mdeq_problem
+from zoo.nn import DEQ
+from zoo.solvers import Anderson, ImplicitGrad, PhantomGrad, UnrolledGrad
+warnings.simplefilter("ignore")
+mode, iters, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+cell, _, _, x, packer = mdeq_problem(batch=batch)
+cell = cell.train().to(device)
+x = [t.to(device) if t is not None else None for t in x]
+z0 = [torch.zeros_like(t) for t in packer.unflat(torch.zeros(batch, sum(packer.sizes), device=device))]
+grad = {"implicit": ImplicitGrad(tol=0.0, max_iter=iters), "phantom": PhantomGrad(steps=1),
+        "unrolled": UnrolledGrad(steps=iters)}[mode]
+deq = DEQ(cell, solver=Anderson(m=5, tol=0.0, max_iter=iters), grad=grad)
+def step():
+    z = deq(x, z0)
+    sum(t.float().pow(2).mean() for t in z).backward()
+kb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if device == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated() / 2**20
+else:
+    import os
+    base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+t0 = time.perf_counter(); step(); sec = time.perf_counter() - t0
+peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else kb()
+print(json.dumps({"mode": mode, "iters": iters, "peak_over_base_mib": round(peak - base, 1), "step_s": round(sec, 3)}))
+"""
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="bench/results/memory.json")
+    a = p.parse_args(argv)
+    batch = 8 if a.quick else 64
+    iters_list = (10, 30) if a.quick else (10, 30, 60)
+    rows = []
+    for mode in ("implicit", "phantom", "unrolled"):
+        for it in iters_list:
+            r = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, str(it), str(batch), a.device],
+                capture_output=True,
+                text=True,
+                env={**os.environ},
+            )
+            if r.returncode:
+                raise RuntimeError(r.stderr[-2000:])
+            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    by = {(r["mode"], r["iters"]): r["peak_over_base_mib"] for r in rows}
+    summary = {}
+    if ("implicit", 30) in by:
+        summary["implicit_over_unrolled_at_30"] = round(
+            by[("implicit", 30)] / by[("unrolled", 30)], 3
+        )
+        imp = [by[("implicit", i)] for i in iters_list]
+        summary["implicit_spread_10_to_max"] = round((max(imp) - min(imp)) / min(imp), 3)
+    print(json.dumps(summary))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(
+        json.dumps({"rows": rows, "summary": summary, "batch": batch}, indent=2) + "\n"
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Benchmarks 1 and 2: forward time-to-tolerance against torchdeq 0.1.0, and solver overhead.
+
+Same cell, same start (zeros), same tolerance (relative), max_iter 50. For each solver we
+report NFE, wall seconds (median of ``--repeats``), the worst final relative residual (computed
+here, identically for both libraries), and overhead = seconds / (NFE x one cell call).
+
+Run: python bench/solvers.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from _cells import PROBLEMS, Counted, rel_residual, report, time_call
+
+from zoo.solvers import Anderson, Broyden, Picard
+
+
+def ours(kind, m, tol, max_iter):
+    cls = {"anderson": Anderson, "broyden": Broyden, "picard": Picard}[kind]
+    kw = {"m": m} if kind == "anderson" else {}
+    solver = cls(tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, **kw)
+    return lambda f, z0: solver(f, z0)[0]
+
+
+def theirs(kind, m, tol, max_iter):
+    from torchdeq.solver import anderson_solver, broyden_solver, fixed_point_iter
+
+    fn = {"anderson": anderson_solver, "broyden": broyden_solver, "picard": fixed_point_iter}[kind]
+    kw = {"m": m} if kind == "anderson" else {}
+    return lambda f, z0: fn(f, z0, max_iter=max_iter, tol=tol, stop_mode="rel", **kw)[0]
+
+
+def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
+    kw = {"batch": 8} if quick and problem.startswith("mdeq") else ({"batch": 4} if quick else {})
+    made = PROBLEMS[problem](**kw)
+    if made is None:
+        print(f"({problem}: no shipped checkpoint, skipped)")
+        return []
+    _, f, z0, _, _ = made
+    with torch.no_grad():
+        t_f = time_call(f, z0)
+        rows = []
+        for lib, kind, m, tol in configs:
+            make = ours if lib == "implicit-zoo" else theirs
+            solve = make(kind, m, tol, 50)
+            times, nfe, res = [], 0, float("nan")
+            for _ in range(repeats):
+                cf = Counted(f)
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    z = solve(cf, z0.clone())
+                times.append(time.perf_counter() - t0)
+                nfe = cf.n
+                res = float(rel_residual(f, z).max())
+            sec = statistics.median(times)
+            rows.append(
+                {
+                    "cell": problem,
+                    "library": lib,
+                    "solver": kind + (f" m={m}" if m else ""),
+                    "tol": tol,
+                    "NFE": nfe,
+                    "seconds": round(sec, 4),
+                    "max_rel_residual": res,
+                    "overhead": round(sec / (nfe * t_f), 3),
+                    "t_f_ms": round(1e3 * t_f, 2),
+                }
+            )
+    # ratio of our time to torchdeq's for the same solver and tol
+    for r in rows:
+        if r["library"] == "implicit-zoo":
+            ref = [
+                q
+                for q in rows
+                if q["library"] == "torchdeq"
+                and q["solver"] == r["solver"]
+                and q["tol"] == r["tol"]
+            ]
+            if ref:
+                r["time_vs_torchdeq"] = round(r["seconds"] / ref[0]["seconds"], 3)
+    return rows
+
+
+CONFIGS = [
+    (lib, kind, m, tol)
+    for tol, m in ((1e-3, 6), (1e-4, 5))
+    for kind in ("anderson", "broyden", "picard")
+    for lib in ("torchdeq", "implicit-zoo")
+    if not (tol == 1e-4 and kind != "anderson")
+]
+COLS = [
+    "cell",
+    "library",
+    "solver",
+    "tol",
+    "NFE",
+    "seconds",
+    "max_rel_residual",
+    "overhead",
+    "time_vs_torchdeq",
+]
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny batches (smoke test)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="bench/results/solvers.json")
+    a = p.parse_args(argv)
+    rows = []
+    for problem in ("mdeq", "mdeq_tiny_trained", "transformer"):
+        rows += run(
+            problem,
+            [(lib, k, m if k == "anderson" else None, t) for lib, k, m, t in CONFIGS],
+            a.repeats,
+            a.quick,
+        )
+    report(rows, COLS, a.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Small evaluation samples shipped in ``samples/`` (<= 1 MB each) for the offline demo.
+
+``python -m zoo.samples`` rebuilds them from ``$ZOO_DATA_DIR``: the first ``per_class``
+test images of every class, in test-set order, stored as uint8 with their labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+SAMPLES = {
+    # dataset: (data module, images per class)
+    "fashion_mnist": ("zoo.data.FashionMNISTDataModule", 100),
+    "cifar10_jpeg": ("zoo.data.CIFAR10JPEGDataModule", 25),
+}
+
+
+def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None) -> Path:
+    import importlib
+
+    from .evaluate import sample_path
+
+    dm_path, per_class = SAMPLES[dataset]
+    mod, cls = dm_path.rsplit(".", 1)
+    dm = getattr(importlib.import_module(mod), cls)(data_dir=data_dir, val_size=0)
+    x, y = dm._load("test")
+    x, y = x.numpy(), y.numpy()
+    idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(int(y.max()) + 1)])
+    idx.sort()
+    out = (out_dir / f"{dataset}.npz") if out_dir else sample_path(dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, x=x[idx], y=y[idx], source_index=idx)
+    size = out.stat().st_size
+    if size > 1_000_000:
+        raise ValueError(f"{out} is {size} bytes; samples must stay <= 1 MB")
+    print(f"wrote {out}: {len(idx)} images, {size / 1e3:.0f} kB")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("datasets", nargs="*", default=list(SAMPLES))
+    p.add_argument("--data-dir", default=None)
+    a = p.parse_args(argv)
+    for d in a.datasets:
+        build(d, a.data_dir)
+
+
+if __name__ == "__main__":
+    main()
