@@ -40,7 +40,7 @@ def _plot(name: str, rows: list[dict], out: Path) -> None:
     ]
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=120)
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C0")
-    for nfe, acc, lat, b in pts:
+    for nfe, acc, lat, _ in pts:
         ax.annotate(
             f"{lat:.1f} ms", (nfe, acc), textcoords="offset points", xytext=(4, -11), fontsize=7
         )

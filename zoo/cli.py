@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "leaderboard": _cmd_leaderboard,
         "export": _cmd_export,
+        "card": _cmd_card,
         "push": _cmd_push,
     }[args.cmd]
     try:

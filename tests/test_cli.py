@@ -1,0 +1,123 @@
+"""The zoo command end to end on tiny data: fit -> export -> list -> eval -> card -> leaderboard."""
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "mdeq" / "mdeq_tiny_fashion_mnist_cpu.yaml"
+TINY = {
+    "in_chans": 1,
+    "channels": [4, 4],
+    "head_channels": [2, 2],
+    "final_channels": 8,
+    "expansion": 1,
+    "groups": 2,
+    "solver": {"name": "anderson", "max_iter": 3},
+    "grad": {"name": "phantom", "steps": 1},
+}
+
+
+def _idx(path, arr):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape))
+        f.write(arr.astype(np.uint8).tobytes())
+
+
+def test_version_and_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("implicit-zoo ")
+
+
+def test_list(capsys):
+    assert main(["list", "mdeq*"]) == 0
+    assert "mdeq_tiny" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["eval", "mdeq_tiyn.fashion_mnist"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data" / "fashion-mnist"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("t10k", 20)):
+        _idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    import zoo.cards
+
+    monkeypatch.setattr(zoo.cards, "CARDS", tmp_path / "cards")
+
+    args = [
+        "fit",
+        "--config",
+        str(RECIPE),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        f"--model.init_args.model_args={json.dumps(TINY)}",
+        "--model.init_args.pretrain_steps=1",
+        "--data.init_args.batch_size=8",
+        "--data.init_args.val_size=8",
+        "--data.init_args.eval_batch_size=8",
+    ]
+    assert main(args) == 0
+    ckpt = tmp_path / "runs" / "mdeq_tiny_fashion_mnist" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+
+    assert main(["export", str(ckpt), "--name", "mdeq_tiny.fashion_mnist"]) == 0
+    cfg = json.loads(
+        (tmp_path / "checkpoints" / "mdeq_tiny.fashion_mnist" / "config.json").read_text()
+    )
+    assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
+    assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu.yaml")
+
+    capsys.readouterr()
+    assert main(["list", "--pretrained"]) == 0
+    assert "mdeq_tiny.fashion_mnist" in capsys.readouterr().out
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--max-iter", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_samples"] == 20 and res["nfe_mean"] <= 2 and 0 <= res["metrics"]["top1"] <= 100
+    assert res["command"] == "zoo eval mdeq_tiny.fashion_mnist --max-iter 2"
+
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--limit", "50"]) == 0
+
+    assert main(["card", "mdeq_tiny.fashion_mnist", "--budgets", "2", "--compute", "test"]) == 0
+    card = (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.md").read_text()
+    assert (
+        card.startswith("---\nlicense: apache-2.0") and "model-index" in card and "zoo card" in card
+    )
+    assert (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.budget.png").stat().st_size > 1000
+    cfg = json.loads(
+        (tmp_path / "checkpoints" / "mdeq_tiny.fashion_mnist" / "config.json").read_text()
+    )
+    assert "top1" in cfg["pretrained_cfg"]["metrics"]
+
+    assert main(["leaderboard", "--sample", "--limit", "40", "--out", str(tmp_path / "lb.md")]) == 0
+    lb = (tmp_path / "lb.md").read_text()
+    assert "mdeq_tiny.fashion_mnist" in lb and "papers' own figures" in lb
+
+
+@pytest.mark.parametrize("bad", [["eval"], ["push", "x"]])
+def test_argparse_errors(bad):
+    with pytest.raises(SystemExit):
+        main(bad)
