@@ -100,7 +100,9 @@ class Anderson(FixedPointSolver):
     def _mix_weights(self, gram: Tensor) -> tuple[Tensor, Tensor]:
         """Solve ``min ||a G||`` s.t. ``sum a = 1`` per sample. Returns ``(alpha, ok)``."""
         bsz, n, _ = gram.shape
-        scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-30)
+        # regularize relative to the smallest residual in the history, so that lam stays
+        # meaningful as the residuals shrink by orders of magnitude near convergence
+        scale = gram.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(1e-30)
         h = gram / scale[:, None, None]
         h = h + self.lam * torch.eye(n, dtype=h.dtype, device=h.device)
         # Bordered system [[0, 1^T], [1, H]] [mu, a] = [1, 0].
