@@ -2,9 +2,11 @@
 number of unrolled iterations, at 10, 30 and 60 iterations (MDEQ-like cell, batch 64, 32x32).
 
 Every configuration runs in a fresh subprocess; the figure is the growth of the process's
-peak RSS (``ru_maxrss``) over its RSS after building the model and batch, in MiB (or
-``torch.cuda.max_memory_allocated`` on a GPU). glibc keeps freed memory, so RSS growth is what
-a user sees; ``MALLOC_MMAP_THRESHOLD_=131072`` in the environment reduces that effect.
+peak anonymous resident memory (RSS minus file-backed pages, polled every millisecond) over
+its value after building the model and batch, in MiB; on a GPU, ``torch.cuda.max_memory_allocated``.
+glibc keeps freed memory, so this is what a user sees. Each configuration is measured twice:
+with the default allocator settings and with ``MALLOC_MMAP_THRESHOLD_=131072``, which makes glibc
+return large blocks to the system at once.
 
 Run: python bench/memory.py [--quick]
 """
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time, warnings
+import json, sys, time, warnings
 sys.path.insert(0, "bench")
 import torch
 from _cells import mdeq_problem
@@ -37,14 +39,25 @@ deq = DEQ(cell, solver=Anderson(m=5, tol=0.0, max_iter=iters), grad=grad)
 def step():
     z = deq(x, z0)
     sum(t.float().pow(2).mean() for t in z).backward()
-kb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+PAGE = __import__("os").sysconf("SC_PAGE_SIZE") / 2**20
+def anon_mib():  # resident minus file-backed pages: excludes the code pages of the libraries
+    _, res, shared = open("/proc/self/statm").read().split()[:3]
+    return (int(res) - int(shared)) * PAGE
+import threading
+peak_anon = [0.0]
+stop = threading.Event()
+def poll():
+    while not stop.is_set():
+        peak_anon[0] = max(peak_anon[0], anon_mib())
+        time.sleep(0.001)
 if device == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated() / 2**20
 else:
-    import os
-    base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    base = anon_mib()
+th = threading.Thread(target=poll, daemon=True); th.start()
 t0 = time.perf_counter(); step(); sec = time.perf_counter() - t0
-peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else kb()
+stop.set(); th.join()
+peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(peak_anon[0], anon_mib())
 print(json.dumps({"mode": mode, "iters": iters, "peak_over_base_mib": round(peak - base, 1), "step_s": round(sec, 3)}))
 """
 
@@ -60,24 +73,33 @@ def main(argv=None) -> list[dict]:
     rows = []
     for mode in ("implicit", "phantom", "unrolled"):
         for it in iters_list:
-            r = subprocess.run(
-                [sys.executable, "-c", CHILD, mode, str(it), str(batch), a.device],
-                capture_output=True,
-                text=True,
-                env={**os.environ},
-            )
-            if r.returncode:
-                raise RuntimeError(r.stderr[-2000:])
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            print(rows[-1], flush=True)
-    by = {(r["mode"], r["iters"]): r["peak_over_base_mib"] for r in rows}
+            row = {}
+            for label, extra in (
+                ("default", {}),
+                ("mmap_threshold", {"MALLOC_MMAP_THRESHOLD_": "131072"}),
+            ):
+                r = subprocess.run(
+                    [sys.executable, "-c", CHILD, mode, str(it), str(batch), a.device],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, **extra},
+                )
+                if r.returncode:
+                    raise RuntimeError(r.stderr[-2000:])
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                row.update(mode=mode, iters=it)
+                row[f"peak_mib_{label}"] = res["peak_over_base_mib"]
+                row[f"step_s_{label}"] = res["step_s"]
+            rows.append(row)
+            print(row, flush=True)
     summary = {}
-    if ("implicit", 30) in by:
-        summary["implicit_over_unrolled_at_30"] = round(
-            by[("implicit", 30)] / by[("unrolled", 30)], 3
-        )
+    for label in ("default", "mmap_threshold"):
+        by = {(r["mode"], r["iters"]): r[f"peak_mib_{label}"] for r in rows}
         imp = [by[("implicit", i)] for i in iters_list]
-        summary["implicit_spread_10_to_max"] = round((max(imp) - min(imp)) / min(imp), 3)
+        summary[label] = {
+            "implicit_over_unrolled_at_30": round(by[("implicit", 30)] / by[("unrolled", 30)], 3),
+            "implicit_spread_10_to_max": round((max(imp) - min(imp)) / min(imp), 3),
+        }
     print(json.dumps(summary))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(

@@ -36,54 +36,51 @@ def theirs(kind, m, tol, max_iter):
 
 
 def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
+    """Time each (solver, tol) for both libraries, interleaved round by round after a warm-up
+    run of each, so that machine noise hits both alike."""
     kw = {"batch": 8} if quick and problem.startswith("mdeq") else ({"batch": 4} if quick else {})
     made = PROBLEMS[problem](**kw)
     if made is None:
         print(f"({problem}: no shipped checkpoint, skipped)")
         return []
     _, f, z0, _, _ = made
+    rows = []
     with torch.no_grad():
-        t_f = time_call(f, z0)
-        rows = []
-        for lib, kind, m, tol in configs:
-            make = ours if lib == "implicit-zoo" else theirs
-            solve = make(kind, m, tol, 50)
-            times, nfe, res = [], 0, float("nan")
-            for _ in range(repeats):
-                cf = Counted(f)
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    z = solve(cf, z0.clone())
-                times.append(time.perf_counter() - t0)
-                nfe = cf.n
-                res = float(rel_residual(f, z).max())
-            sec = statistics.median(times)
-            rows.append(
-                {
-                    "cell": problem,
-                    "library": lib,
-                    "solver": kind + (f" m={m}" if m else ""),
-                    "tol": tol,
-                    "NFE": nfe,
-                    "seconds": round(sec, 4),
-                    "max_rel_residual": res,
-                    "overhead": round(sec / (nfe * t_f), 3),
-                    "t_f_ms": round(1e3 * t_f, 2),
-                }
-            )
-    # ratio of our time to torchdeq's for the same solver and tol
-    for r in rows:
-        if r["library"] == "implicit-zoo":
-            ref = [
-                q
-                for q in rows
-                if q["library"] == "torchdeq"
-                and q["solver"] == r["solver"]
-                and q["tol"] == r["tol"]
-            ]
-            if ref:
-                r["time_vs_torchdeq"] = round(r["seconds"] / ref[0]["seconds"], 3)
+        for kind, m, tol in dict.fromkeys((k, m, t) for _, k, m, t in configs):
+            solves = {
+                lib: (ours if lib == "implicit-zoo" else theirs)(kind, m, tol, 50)
+                for lib in ("torchdeq", "implicit-zoo")
+            }
+            times = {lib: [] for lib in solves}
+            result = {}
+            for rnd in range(repeats + 1):  # round 0 is the warm-up
+                for lib, solve in solves.items():
+                    cf = Counted(f)
+                    t0 = time.perf_counter()
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        z = solve(cf, z0.clone())
+                    if rnd:
+                        times[lib].append(time.perf_counter() - t0)
+                    result[lib] = (cf.n, float(rel_residual(f, z).max()))
+            t_f = time_call(f, z0)
+            for lib in solves:
+                nfe, res = result[lib]
+                sec = statistics.median(times[lib])
+                rows.append(
+                    {
+                        "cell": problem,
+                        "library": lib,
+                        "solver": kind + (f" m={m}" if m else ""),
+                        "tol": tol,
+                        "NFE": nfe,
+                        "seconds": round(sec, 4),
+                        "max_rel_residual": res,
+                        "overhead": round(sec / (nfe * t_f), 3),
+                        "t_f_ms": round(1e3 * t_f, 2),
+                    }
+                )
+            rows[-1]["time_vs_torchdeq"] = round(rows[-1]["seconds"] / rows[-2]["seconds"], 3)
     return rows
 
 

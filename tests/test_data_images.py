@@ -154,3 +154,18 @@ def test_real_fashion_mnist(zoo_data_dir):
     dm = FashionMNISTDataModule(data_dir=str(zoo_data_dir), val_size=5000)
     x, y = dm._load("test")
     assert x.shape == (10000, 1, 28, 28) and int(y.bincount().min()) == 1000
+
+
+def test_augmentation_pads_black_in_pixel_space():
+    """The crop padding must look like the (black) image border, not like the mean colour."""
+
+    class T:
+        training = True
+
+    dm = FashionMNISTDataModule(val_size=0)
+    dm.trainer = T()
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)  # an all-black batch
+    out, _ = dm.on_after_batch_transfer((x, torch.zeros(64, dtype=torch.long)), 0)
+    black = dm.normalize(torch.zeros(1, 1, 1, 1))
+    assert torch.allclose(out, black.expand_as(out))

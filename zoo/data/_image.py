@@ -51,6 +51,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
     num_classes = 10
     input_size: tuple[int, int, int] = (3, 32, 32)
     name = "images"
+    pad = 4  # random-crop padding of the training augmentation
 
     def __init__(
         self,
@@ -116,16 +117,17 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         return self._loader("test", False, self.eval_batch_size)
 
     def normalize(self, x: Tensor) -> Tensor:
+        """uint8-range pixels (0-255) to normalized floats."""
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x.float() / 255.0 - mean) / std
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
-        x = self.normalize(x)
         if self.trainer is not None and self.trainer.training and self.augment:
-            x = batch_augment(x, pad=4)
-        return x, y
+            # augment in pixel space, so the padding is black (0), as at test time
+            x = batch_augment(x.float(), pad=self.pad)
+        return self.normalize(x), y
 
     def dataset_info(self) -> dict:
         return {

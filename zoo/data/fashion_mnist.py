@@ -64,6 +64,7 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
 
     mean, std, name = (0.2860,), (0.3530,), "fashion_mnist"
     input_size = (1, 28, 28)
+    pad = 2
 
     def __init__(self, *args, download: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -76,13 +76,13 @@ class Anderson(FixedPointSolver):
         z = z0
         for k in range(self.max_iter):
             gz = g(z)
-            tracker.update(z, gz)
-            if tracker.done:
-                return
             slot = k % m
             n = min(k + 1, m)
-            F[:, slot] = gz
             torch.sub(gz, z, out=G[:, slot])
+            tracker.update(z, gz, diff=G[:, slot])
+            if tracker.done:
+                return
+            F[:, slot] = gz
             # One new row/column of the Gram matrix G G^T.
             row = torch.bmm(G[:, :n], G[:, slot].unsqueeze(2)).squeeze(2).to(sdtype)
             gram[:, slot, :n] = row

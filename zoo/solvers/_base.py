@@ -189,22 +189,29 @@ class _Tracker:
         self.trace: list[Tensor] = []
         self.nfe = 0
 
-    def update(self, z: Tensor, gz: Tensor, nfe: int = 1) -> Tensor:
+    def update(self, z: Tensor, gz: Tensor, nfe: int = 1, diff: Tensor | None = None) -> Tensor:
         """Record the pair ``(z, g(z))``; return the per-sample residual (float32, ``(B,)``).
 
-        The best iterate kept for a sample is ``g(z)`` (one more step, at no extra cost).
+        ``diff = g(z) - z`` may be passed when the solver has it already (saves a pass over
+        the state). The best iterate kept for a sample is ``g(z)`` (one more step, for free).
         """
         self.nfe += nfe
-        diff = (gz - z).float()
-        abs_res = diff.norm(dim=1)
-        rel_res = abs_res / (gz.float().norm(dim=1) + _EPS)
+        if diff is None:
+            diff = gz - z
+        abs_res = torch.linalg.vector_norm(diff, dim=1).float()
+        rel_res = abs_res / (torch.linalg.vector_norm(gz, dim=1).float() + _EPS)
         res = rel_res if self.stop_mode == "rel" else abs_res
         res = torch.where(torch.isfinite(res), res, torch.full_like(res, math.inf))
         better = (res < self.best_res) & self.active
         self.best_res = torch.where(better, res, self.best_res)
         self.best_abs = torch.where(better, abs_res, self.best_abs)
         self.best_rel = torch.where(better, rel_res, self.best_rel)
-        self.best_z = torch.where(better[:, None], gz.detach(), self.best_z)
+        n_better = int(better.sum())
+        if n_better == better.numel():
+            self.best_z.copy_(gz)
+        elif n_better:
+            idx = better.nonzero().squeeze(1)
+            self.best_z.index_copy_(0, idx, gz.detach().index_select(0, idx))
         self.trace.append(res)
         self.active = self.active & (self.best_res > self.tol)
         return res
