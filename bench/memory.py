@@ -20,6 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _cells import print_table  # noqa: E402
+
 CHILD = r"""
 import json, sys, time, warnings
 sys.path.insert(0, "bench")
@@ -105,6 +108,7 @@ def main(argv=None) -> list[dict]:
     Path(a.out).write_text(
         json.dumps({"rows": rows, "summary": summary, "batch": batch}, indent=2) + "\n"
     )
+    print_table(rows, list(rows[0]))
     return rows
 
 

@@ -20,6 +20,7 @@ import solvers  # noqa: E402
 
 def main() -> None:
     quick = ["--quick"] if os.environ.get("BENCH_QUICK") else []
+    os.chdir(Path(__file__).resolve().parents[1])
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     t0 = time.time()
     print("== 1-2. forward solve: implicit-zoo vs torchdeq 0.1.0, overhead ==")
@@ -28,7 +29,70 @@ def main() -> None:
     memory.main(quick)
     print("\n== 4. backward cost per gradient mode ==")
     backward.main(quick)
+    write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, {platform.machine()}, torch {torch.__version__}"
+
+
+def write_summary(seconds: float, quick: bool) -> None:
+    """bench/results/RESULTS.md: the three tables with the machine and the command."""
+    import json
+
+    from _cells import markdown_table
+
+    res = Path("bench/results")
+    solv = json.loads((res / "solvers.json").read_text())
+    mem = json.loads((res / "memory.json").read_text())
+    back = json.loads((res / "backward.json").read_text())
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `make bench`{' (BENCH_QUICK=1: tiny batches)' if quick else ''}, "
+        f"{time.strftime('%Y-%m-%d')}, on {_machine()}; {seconds:.0f} s in all.",
+        "Shared, noisy machines: compare the ratios within one run, not absolute times.",
+        "",
+        "## 1-2. Forward solve against torchdeq 0.1.0 (same cell, start, relative tol, max_iter 50)",
+        "`overhead` = seconds / (NFE x one cell call); `time_vs_torchdeq` = our seconds / theirs.",
+        "",
+        markdown_table(solv, solvers.COLS),
+        "",
+        f"## 3. Peak training memory of one step, MiB over the process baseline (batch {mem['batch']})",
+        "",
+        markdown_table(
+            mem["rows"],
+            [
+                "mode",
+                "iters",
+                "peak_mib_default",
+                "peak_mib_mmap_threshold",
+                "step_s_default",
+                "step_s_mmap_threshold",
+            ],
+        ),
+        "",
+        "Summary: `" + json.dumps(mem["summary"]) + "`",
+        "",
+        "## 4. Backward cost per gradient mode (forward excluded)",
+        "",
+        markdown_table(back, ["cell", "grad mode", "backward_s"]),
+        "",
+    ]
+    (res / "RESULTS.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -89,6 +89,22 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
     assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu.yaml")
 
+    # timm returns the zoo's weights once zoo is imported
+    code = (
+        "import zoo, timm; m = timm.create_model('mdeq_tiny', pretrained=True); "
+        "print(m.pretrained_cfg['name'], m.pretrained_cfg['source'])"
+    )
+    import os
+
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ZOO_CHECKPOINTS": str(tmp_path / "checkpoints")},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["mdeq_tiny.fashion_mnist", "repo", "checkpoints/"]
+
     capsys.readouterr()
     assert main(["list", "--pretrained"]) == 0
     assert "mdeq_tiny.fashion_mnist" in capsys.readouterr().out

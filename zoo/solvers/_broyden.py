@@ -81,29 +81,34 @@ class Broyden(FixedPointSolver):
         z = z0
         gz = g(z)
         fz = gz - z
-        tracker.update(z, gz)
+        tracker.update(z, gz, diff=fz)
         if tracker.done:
             return
+        hf = -fz  # H f(z) with H = -I
         for _ in range(self.max_iter - 1):
-            dz = -h_mul(fz)
+            dz = -hf
             z_new = z + dz
             gz_new = g(z_new)
             fz_new = gz_new - z_new
-            res = tracker.update(z_new, gz_new)
+            res = tracker.update(z_new, gz_new, diff=fz_new)
             if tracker.done:
                 return
-            s, y = dz, fz_new - fz
-            hy = h_mul(y)
-            vt = ht_mul(s)
+            # One product with H and one with H^T per iteration: H y = H f_new - H f.
+            hf_new = h_mul(fz_new)
+            hy = hf_new - hf
+            vt = ht_mul(dz)
+            y = fz_new - fz
             denom = (vt * y).sum(dim=1, keepdim=True)
-            good = denom.abs() > 1e-12 * (s.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True))
+            good = denom.abs() > 1e-12 * (dz.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True))
             good = good & torch.isfinite(denom)
-            u = torch.where(good, (s - hy) / torch.where(good, denom, torch.ones_like(denom)), 0.0)
+            u = torch.where(good, (dz - hy) / torch.where(good, denom, torch.ones_like(denom)), 0.0)
             vt = torch.where(good, vt, 0.0)
             slot = n_upd % mem
             U[:, slot] = u
             V[:, slot] = vt
             n_upd += 1
+            # Sherman-Morrison: H_new f_new = H f_new + u (v . f_new)
+            hf = hf_new + u * (vt * fz_new).sum(dim=1, keepdim=True)
             z, fz = z_new, fz_new
             # A sample that diverged (non-finite, or residual far above its best) restarts from
             # its best iterate with a fresh inverse-Jacobian estimate.
@@ -111,5 +116,6 @@ class Broyden(FixedPointSolver):
             if bool(bad.any()):
                 z = torch.where(bad[:, None], tracker.best_z, z)
                 fz = torch.where(bad[:, None], torch.zeros_like(fz), fz)
+                hf = torch.where(bad[:, None], torch.zeros_like(hf), hf)
                 U[bad] = 0.0
                 V[bad] = 0.0
