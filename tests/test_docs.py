@@ -17,6 +17,7 @@ MODULES = [
     "zoo.nn._regularizers",
     "zoo.models._registry",
     "zoo.models.mdeq",
+    "zoo.models.deq_transformer",
 ]
 
 

@@ -10,7 +10,7 @@ import zoo
 
 FAST = {"solver": {"name": "anderson", "max_iter": 3}, "grad": {"name": "phantom", "steps": 1}}
 INPUTS = {"mdeq_tiny": (2, 3, 32, 32), "mdeq_seg_small": (1, 3, 32, 32)}
-BIG = {"mdeq_large", "mdeq_xl"}
+BIG = {"mdeq_large", "mdeq_xl", "deq_transformer_medium"}
 
 
 @pytest.mark.parametrize("arch", [a for a in zoo.list_models() if a not in BIG])
@@ -25,13 +25,21 @@ def test_big_entry_points(arch):
 
 
 def _check(arch):
-    model = zoo.create_model(arch, **FAST).train()
+    from zoo.models._registry import _ENTRY_META
+
+    lm = _ENTRY_META[arch]["task"] == "language-modeling"
+    kw = dict(FAST) if "deq" in arch else {}
+    if lm:
+        kw["vocab_size"] = 50
+    model = zoo.create_model(arch, **kw).train()
     shape = INPUTS.get(arch, (2, 3, 32, 32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = model(torch.randn(shape))
+        out = model(torch.randint(0, 50, (2, 16)) if lm else torch.randn(shape))
     assert torch.isfinite(out).all()
-    if "seg" in arch:
+    if lm:
+        assert out.shape == (2, 16, 50)
+    elif "seg" in arch:
         assert out.shape == (shape[0], model.num_classes, *shape[2:])
     else:
         assert out.shape == (shape[0], model.num_classes)

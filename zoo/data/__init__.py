@@ -1,11 +1,20 @@
 """LightningDataModules, one file per dataset; all read ``ZOO_DATA_DIR`` or ``data_dir``."""
 
 from ._common import MissingDataError, cache_root, data_root
+from .brown import BrownDataModule
 from .cifar10 import CIFAR10DataModule, CIFAR10JPEGDataModule
 from .fashion_mnist import FashionMNISTDataModule
 from .imagenet import ImageNetDataModule
+from .shakespeare import ShakespeareCharDataModule
+from .sotu import SOTUDataModule
+from .wikitext import PTBDataModule, WikiText103DataModule
 
 __all__ = [
+    "BrownDataModule",
+    "PTBDataModule",
+    "SOTUDataModule",
+    "ShakespeareCharDataModule",
+    "WikiText103DataModule",
     "CIFAR10DataModule",
     "CIFAR10JPEGDataModule",
     "FashionMNISTDataModule",

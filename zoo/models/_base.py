@@ -11,7 +11,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-__all__ = ["ZooModel", "sha256_file"]
+__all__ = ["ZooModel", "ImplicitModelMixin", "sha256_file"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -101,3 +101,35 @@ def _jsonable(obj):
     if isinstance(obj, torch.dtype):
         return str(obj)
     raise TypeError(f"model argument {obj!r} is not JSON-serializable")
+
+
+class ImplicitModelMixin:
+    """Solver controls for models whose implicit layer is ``self.deq`` (a :class:`zoo.nn.DEQ`)."""
+
+    @property
+    def solver_stats(self):
+        """:class:`~zoo.solvers.SolverStats` of the last forward solve (``None`` before one)."""
+        return self.deq.stats
+
+    @property
+    def jac_loss(self):
+        """Jacobian-regularization term of the last training forward (``None`` when off)."""
+        return self.deq.jac_loss
+
+    def set_inference_budget(self, max_iter: int | None = None, tol: float | None = None) -> None:
+        """Test-time trade-off: solve with ``max_iter`` iterations (and/or ``tol``) in eval."""
+        kw = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
+        base = self.deq.eval_solver or self.deq.solver
+        self.deq.eval_solver = base.replace(**kw) if kw else None
+
+    def set_solver(self, solver) -> None:
+        """Replace the forward solver (object, spec dict or name)."""
+        from ..solvers import get_solver
+
+        self.deq.solver = get_solver(solver)
+
+    def set_grad(self, grad) -> None:
+        """Replace the gradient mode (object, spec dict or name)."""
+        from ..solvers import get_grad
+
+        self.deq.grad = get_grad(grad)

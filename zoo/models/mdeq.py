@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..nn import DEQ
 from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
-from ._base import ZooModel
+from ._base import ImplicitModelMixin, ZooModel
 from ._mdeq_cell import MDEQCell
 from ._registry import register_model, register_pretrained
 
@@ -54,7 +54,7 @@ class _Bottleneck(nn.Module):
         return torch.relu(self.body(x) + self.skip(x))
 
 
-class _MDEQBackbone(ZooModel):
+class _MDEQBackbone(ImplicitModelMixin, ZooModel):
     """Stem + input injection + the multiscale equilibrium layer, shared by both heads."""
 
     def _build_backbone(
@@ -93,26 +93,6 @@ class _MDEQBackbone(ZooModel):
         return self.deq.cell
 
     # -- budget / modes --------------------------------------------------------------------------
-    def set_inference_budget(self, max_iter: int | None = None, tol: float | None = None) -> None:
-        """Test-time trade-off: solve with ``max_iter`` iterations (and/or ``tol``) in eval."""
-        kw = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
-        base = self.deq.eval_solver or self.deq.solver
-        self.deq.eval_solver = base.replace(**kw) if kw else None
-
-    def set_solver(self, solver: FixedPointSolver | dict | str) -> None:
-        self.deq.solver = get_solver(solver)
-
-    def set_grad(self, grad: GradMode | dict | str) -> None:
-        self.deq.grad = get_grad(grad)
-
-    @property
-    def solver_stats(self):
-        return self.deq.stats
-
-    @property
-    def jac_loss(self):
-        return self.deq.jac_loss
-
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(

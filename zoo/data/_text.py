@@ -1,0 +1,207 @@
+"""Shared machinery of the language-modelling data modules.
+
+Corpora become one stream of token ids per split; the training stream is cut into
+``batch_size`` parallel rows and served as consecutive ``(batch, bptt)`` segments, so that
+segment ``i + 1`` of a row continues segment ``i`` (what segment memory and warm starts need).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ._common import cache_root
+
+__all__ = ["Vocab", "word_tokenize", "StreamSegments", "LMDataModule"]
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*|[^\sA-Za-z\d]")
+
+
+def word_tokenize(text: str, lower: bool = True) -> list[str]:
+    """Words, numbers and single punctuation marks, e.g. ``"It's 1,000."`` ->
+    ``["it's", "1,000", "."]``."""
+    if lower:
+        text = text.lower()
+    return _WORD.findall(text)
+
+
+class Vocab:
+    """Token <-> id map built from the training split only; unknown tokens map to ``<unk>``.
+
+    Args:
+        tokens: Token list, ids in order. ``<unk>`` and ``<eos>`` are always present.
+    """
+
+    UNK, EOS = "<unk>", "<eos>"
+
+    def __init__(self, tokens: list[str]) -> None:
+        specials = [t for t in (self.UNK, self.EOS) if t not in tokens]
+        self.itos = specials + list(tokens)
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+        self.unk = self.stoi[self.UNK]
+
+    @classmethod
+    def build(
+        cls, docs: Iterable[list[str]], max_size: int | None = None, min_freq: int = 1
+    ) -> Vocab:
+        counts = Counter(t for d in docs for t in d)
+        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        toks = [t for t, c in items if c >= min_freq and t not in (cls.UNK, cls.EOS)]
+        return cls(toks[: max_size - 2] if max_size else toks)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [self.stoi.get(t, self.unk) for t in tokens]
+
+    def decode(self, ids: Iterable[int], sep: str = " ") -> str:
+        return sep.join(self.itos[int(i)] for i in ids)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.itos))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        return cls(json.loads(Path(path).read_text()))
+
+
+class StreamSegments(Dataset):
+    """Consecutive ``(x, y)`` segments of a stream split into ``batch_size`` rows.
+
+    Item ``i`` is a whole batch: ``x = rows[:, i*T:(i+1)*T]``, ``y`` shifted by one token.
+    """
+
+    def __init__(self, stream: Tensor, batch_size: int, bptt: int) -> None:
+        n = (stream.numel() - 1) // batch_size
+        if n < 2:
+            raise ValueError(
+                f"a stream of {stream.numel()} tokens is too short for batch size {batch_size}"
+            )
+        self.x = stream[: n * batch_size].view(batch_size, n)
+        self.y = stream[1 : n * batch_size + 1].view(batch_size, n)
+        self.bptt = bptt
+        self.n = n
+
+    def __len__(self) -> int:
+        return (self.n + self.bptt - 1) // self.bptt
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        s = slice(i * self.bptt, min((i + 1) * self.bptt, self.n))
+        return self.x[:, s], self.y[:, s]
+
+
+class LMDataModule(pl.LightningDataModule):
+    """Base of the text data modules: subclasses implement ``_documents(split)``.
+
+    Args:
+        data_dir: Dataset root (default ``$ZOO_DATA_DIR``).
+        batch_size: Parallel streams in training.
+        eval_batch_size: Parallel streams in evaluation.
+        bptt: Segment length in tokens.
+        vocab_size: Largest vocabulary (most frequent training tokens); ``None`` keeps all.
+        limit_tokens: Truncate every split to this many tokens (smoke tests).
+    """
+
+    name = "text"
+    level = "word"
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int = 10,
+        bptt: int = 128,
+        vocab_size: int | None = 10000,
+        limit_tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.bptt = bptt
+        self.vocab_size = vocab_size
+        self.limit_tokens = limit_tokens
+        self.vocab: Vocab | None = None
+        self.streams: dict[str, Tensor] = {}
+
+    # subclasses -------------------------------------------------------------------------------
+    def _documents(self, split: str) -> list[list[str]]:  # pragma: no cover - abstract
+        """The split's documents, each a list of tokens (``<eos>`` between lines where wanted)."""
+        raise NotImplementedError
+
+    def _cache_key(self) -> str:
+        import hashlib
+
+        from ._common import data_root
+
+        src = hashlib.sha1(str(data_root(self.data_dir).resolve()).encode()).hexdigest()[:10]
+        return f"{self.name}-{self.level}-v{self.vocab_size}-{src}"
+
+    # lightning --------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self._build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+
+    def _build(self) -> None:
+        if self.streams:
+            return
+        cache = cache_root() / "text" / self._cache_key()
+        if (cache / "vocab.json").is_file() and all(
+            (cache / f"{s}.pt").is_file() for s in ("train", "val", "test")
+        ):
+            self.vocab = Vocab.load(cache / "vocab.json")
+            self.streams = {
+                s: torch.load(cache / f"{s}.pt", weights_only=True)
+                for s in ("train", "val", "test")
+            }
+        else:
+            docs = {s: self._documents(s) for s in ("train", "val", "test")}
+            self.vocab = Vocab.build(docs["train"], max_size=self.vocab_size)
+            self.streams = {
+                s: torch.tensor([i for d in ds for i in self.vocab.encode(d)], dtype=torch.long)
+                for s, ds in docs.items()
+            }
+            cache.mkdir(parents=True, exist_ok=True)
+            self.vocab.save(cache / "vocab.json")
+            for s, t in self.streams.items():
+                torch.save(t, cache / f"{s}.pt")
+        if self.limit_tokens:
+            self.streams = {s: t[: self.limit_tokens] for s, t in self.streams.items()}
+
+    def stats(self) -> dict:
+        """Token counts, vocabulary size and out-of-vocabulary rates per split."""
+        self._build()
+        return {
+            "vocab_size": len(self.vocab),
+            **{f"{s}_tokens": int(t.numel()) for s, t in self.streams.items()},
+            **{
+                f"{s}_unk_rate": round(float((t == self.vocab.unk).float().mean()), 4)
+                for s, t in self.streams.items()
+            },
+        }
+
+    def _loader(self, split: str, bs: int) -> DataLoader:
+        return DataLoader(
+            StreamSegments(self.streams[split], bs, self.bptt), batch_size=None, shuffle=False
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)

@@ -1,0 +1,101 @@
+"""Transformer pieces for the DEQ-Transformer family: relative multi-head attention
+(Transformer-XL, Dai et al. 2019) and the block used as the equilibrium cell."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RelMultiHeadAttention", "TransformerCell", "sinusoid_positions", "causal_mask"]
+
+
+def sinusoid_positions(klen: int, d: int, device=None, dtype=None) -> Tensor:
+    """Embeddings of the relative distances ``klen-1, ..., 0`` (Transformer-XL order)."""
+    pos = torch.arange(klen - 1, -1, -1.0, device=device)
+    inv = 1.0 / (10000 ** (torch.arange(0.0, d, 2.0, device=device) / d))
+    ang = pos[:, None] * inv[None]
+    out = torch.cat([ang.sin(), ang.cos()], dim=-1)
+    return out.to(dtype) if dtype is not None else out
+
+
+def causal_mask(qlen: int, mlen: int, device=None) -> Tensor:
+    """``True`` where attention is forbidden: query ``i`` sees memory and keys ``<= i``."""
+    return torch.triu(
+        torch.ones(qlen, qlen + mlen, dtype=torch.bool, device=device), diagonal=1 + mlen
+    )
+
+
+def _rel_shift(x: Tensor) -> Tensor:
+    """Shift ``(B, H, Q, K)`` scores so that column ``j`` holds relative distance ``i - j``."""
+    b, h, q, k = x.shape
+    x = torch.nn.functional.pad(x, (1, 0))
+    return x.view(b, h, k + 1, q)[:, :, 1:].view(b, h, q, k)
+
+
+class RelMultiHeadAttention(nn.Module):
+    """Multi-head attention with relative positional encoding and segment memory."""
+
+    def __init__(self, d_model: int, n_heads: int, dropatt: float = 0.0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.h, self.dh = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.r_net = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.r_w_bias = nn.Parameter(torch.zeros(n_heads, self.dh))
+        self.r_r_bias = nn.Parameter(torch.zeros(n_heads, self.dh))
+        self.drop = nn.Dropout(dropatt)
+        self.scale = 1.0 / math.sqrt(self.dh)
+
+    def forward(self, x: Tensor, mem: Tensor | None, pos: Tensor, mask: Tensor) -> Tensor:
+        b, q, d = x.shape
+        cat = x if mem is None or mem.shape[1] == 0 else torch.cat([mem, x], dim=1)
+        k_len = cat.shape[1]
+        qkv = self.qkv(cat)
+        qh, kh, vh = qkv.split(d, dim=-1)
+        qh = qh[:, -q:].reshape(b, q, self.h, self.dh)
+        kh = kh.reshape(b, k_len, self.h, self.dh)
+        vh = vh.reshape(b, k_len, self.h, self.dh)
+        r = self.r_net(pos).view(k_len, self.h, self.dh)
+        ac = torch.einsum("bqhd,bkhd->bhqk", qh + self.r_w_bias, kh)
+        bd = _rel_shift(torch.einsum("bqhd,khd->bhqk", qh + self.r_r_bias, r))
+        score = (ac + bd) * self.scale
+        score = score.masked_fill(mask[None, None], float("-inf"))
+        attn = self.drop(torch.softmax(score.float(), dim=-1).to(vh.dtype))
+        y = torch.einsum("bhqk,bkhd->bqhd", attn, vh).reshape(b, q, d)
+        return self.out(y)
+
+
+class TransformerCell(nn.Module):
+    """``f(z, u)``: one Transformer block applied to ``z + u`` (input injection ``u``).
+
+    Post-LN (default, bounded outputs: the DEQ-Transformer choice) or pre-LN. The attention
+    context (memory, relative positions, mask) is set with :meth:`set_context` before a solve.
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, pre_ln: bool = False, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.attn = RelMultiHeadAttention(d_model, n_heads)
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+        )
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.pre_ln = pre_ln
+        self.ctx: tuple = (None, None, None)
+
+    def set_context(self, mem: Tensor | None, pos: Tensor, mask: Tensor) -> None:
+        self.ctx = (mem, pos, mask)
+
+    def forward(self, z: Tensor, u: Tensor | None) -> Tensor:
+        mem, pos, mask = self.ctx
+        a = z if u is None else z + u
+        if self.pre_ln:
+            h = a + self.attn(self.ln1(a), mem, pos, mask)
+            return h + self.ff(self.ln2(h))
+        h = self.ln1(a + self.attn(a, mem, pos, mask))
+        return self.ln2(h + self.ff(h))

@@ -1,0 +1,55 @@
+"""What every zoo task shares: stage dispatch, bf16 autocast, timm optimizer + cosine schedule."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+__all__ = ["ZooTask"]
+
+
+class ZooTask(pl.LightningModule):
+    """Subclasses implement ``_common_step(batch, stage)`` and ``_warmup_steps()``; their
+    hyperparameters include ``optimizer``, ``lr``, ``weight_decay``, ``min_lr`` and ``bf16``."""
+
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=bool(self.hparams.bf16)
+        )
+
+    def _common_step(self, batch, stage: str):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _warmup_steps(self) -> int:
+        return 0
+
+    def training_step(self, batch, batch_idx):
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._common_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._common_step(batch, "test")
+
+    def configure_optimizers(self):
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import CosineLRScheduler
+
+        hp = self.hparams
+        opt = create_optimizer_v2(
+            self.model, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = CosineLRScheduler(
+            opt,
+            t_initial=total,
+            lr_min=hp.min_lr,
+            warmup_t=self._warmup_steps(),
+            warmup_lr_init=hp.lr * 0.01,
+            t_in_epochs=False,
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        scheduler.step_update(num_updates=self.global_step)

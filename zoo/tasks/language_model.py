@@ -1,0 +1,114 @@
+"""Language-modelling task for the DEQ-Transformer family."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch.nn.functional as F
+from torchmetrics.text import Perplexity
+
+from ..models import create_model
+from ._base import ZooTask
+
+__all__ = ["LanguageModeling"]
+
+
+class LanguageModeling(ZooTask):
+    """Next-token prediction with perplexity (torchmetrics), tokens/s and solver statistics.
+
+    The vocabulary size is taken from the data module at setup when ``model_args`` does not
+    set it. Segment memory is carried across consecutive batches (they continue each other's
+    rows, see :class:`~zoo.data._text.StreamSegments`) when the model has ``mem_len > 0``.
+
+    Args:
+        arch: Entry point (``deq_transformer_tiny``, ``transformer_tiny``, ...).
+        model_args: Constructor overrides.
+        lr: Peak learning rate (cosine schedule with linear warmup, timm).
+        weight_decay: Weight decay.
+        optimizer: timm optimizer name.
+        warmup_steps: Linear warmup steps.
+        min_lr: Final learning rate.
+        jac_reg_weight: Weight of the Jacobian regularizer (needs ``jac_reg_samples >= 1``).
+        grad_clip_norm: Gradient clipping (0 = off); Lightning's ``gradient_clip_val`` also works.
+        eval_max_iter: Solver budget in validation/test.
+        bf16: bfloat16 autocast for the forward.
+    """
+
+    def __init__(
+        self,
+        arch: str = "deq_transformer_tiny",
+        model_args: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: str = "adamw",
+        warmup_steps: int = 200,
+        min_lr: float = 1e-5,
+        jac_reg_weight: float = 0.0,
+        eval_max_iter: int | None = None,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = None
+        self._mems: dict[str, Any] = {}
+        self._t0 = None
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        args = dict(self.hparams.model_args or {})
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if "vocab_size" not in args and dm is not None:
+            dm.setup("fit")
+            args["vocab_size"] = len(dm.vocab)
+        self.hparams["model_args"] = args  # the resolved vocabulary size goes into the checkpoint
+        self.model = create_model(self.hparams.arch, **args)
+        if self.hparams.eval_max_iter and hasattr(self.model, "set_inference_budget"):
+            self.model.set_inference_budget(max_iter=self.hparams.eval_max_iter)
+        self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
+
+    def forward(self, ids):
+        return self.model(ids)
+
+    def _common_step(self, batch, stage: str):
+        x, y = batch
+        mems = self._mems.get(stage) if self.model.mem_len else None
+        with self._autocast():
+            out = self.model(x, mems=mems, return_mems=True)
+        logits, new_mems = out
+        if self.model.mem_len:
+            self._mems[stage] = new_mems
+        logits = logits.float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        n_tok = y.numel()
+        if stage == "train":
+            jac = getattr(self.model, "jac_loss", None)
+            if self.hparams.jac_reg_weight > 0 and jac is not None:
+                loss = loss + self.hparams.jac_reg_weight * jac
+                self.log("train/jac_loss", jac.detach())
+            self.log("train/loss", loss.detach(), prog_bar=True)
+            self.log("train/ppl", loss.detach().exp())
+            now = time.perf_counter()
+            if self._t0 is not None:
+                self.log("train/tokens_per_s", n_tok / (now - self._t0), prog_bar=True)
+            self._t0 = now
+        else:
+            metric = self.val_ppl if stage == "val" else self.test_ppl
+            metric(logits, y)
+            self.log(f"{stage}/ppl", metric, prog_bar=True, batch_size=n_tok)
+            self.log(f"{stage}/loss", loss.detach(), batch_size=n_tok)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._mems.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._mems.pop("test", None)
+
+    def on_train_epoch_start(self) -> None:
+        self._mems.pop("train", None)
+        self._t0 = None
+
+    def _warmup_steps(self) -> int:
+        return self.hparams.warmup_steps
