@@ -137,3 +137,78 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
 def test_argparse_errors(bad):
     with pytest.raises(SystemExit):
         main(bad)
+
+
+def test_language_model_fit_export_eval_generate(tmp_path, monkeypatch, capsys):
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    words = "the people of the union and the congress shall meet in the year of our lord".split()
+    src = tmp_path / "src" / "sotu" / "data"
+    src.mkdir(parents=True)
+    for year in (1990, 2000, 2005, 2015):
+        (src / f"{year}_someone_x.txt").write_text(
+            "\n".join(" ".join(rng.choice(words, 25)) for _ in range(12))
+        )
+    (tmp_path / "data" / "text").mkdir(parents=True)
+    with tarfile.open(tmp_path / "data" / "text" / "sotu.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "src" / "sotu", arcname="sotu")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = ROOT / "recipes" / "deq_lm" / "deq_transformer_tiny_sotu_cpu.yaml"
+    margs = {
+        "d_model": 16,
+        "n_heads": 2,
+        "d_ff": 32,
+        "tgt_len": 8,
+        "solver": {"name": "anderson", "max_iter": 3},
+        "grad": {"name": "phantom", "steps": 1},
+        "jac_reg_samples": 1,
+    }
+    args = [
+        "fit",
+        "--config",
+        str(recipe),
+        "--trainer.max_steps=3",
+        "--trainer.val_check_interval=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        "--model.init_args.warmup_steps=1",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.eval_batch_size=2",
+        "--data.init_args.bptt=8",
+    ]
+    assert main(args) == 0
+    ckpt = tmp_path / "runs" / "deq_transformer_tiny_sotu" / "checkpoints" / "last.ckpt"
+    assert main(["export", str(ckpt), "--name", "deq_transformer_tiny.sotu"]) == 0
+    cfg = json.loads(
+        (tmp_path / "checkpoints" / "deq_transformer_tiny.sotu" / "config.json").read_text()
+    )
+    assert cfg["tokenizer"]["level"] == "word" and "union" in cfg["tokenizer"]["vocab"]
+    assert cfg["model_args"]["vocab_size"] == len(cfg["tokenizer"]["vocab"])
+
+    out = tmp_path / "lm.json"
+    assert main(["eval", "deq_transformer_tiny.sotu", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["primary_metric"] == "ppl" and res["metrics"]["ppl"] > 1 and res["nfe_mean"] <= 20
+
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "generate",
+                "deq_transformer_tiny.sotu",
+                "--prompt",
+                "The people of",
+                "--max-new-tokens",
+                "5",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out.strip().split()
+    assert text[:3] == ["the", "people", "of"] and len(text) == 8
+    assert main(["generate", "deq_transformer_tiny.sotu", "--prompt", "   "]) == 2

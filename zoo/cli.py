@@ -87,6 +87,19 @@ def _cmd_card(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    import zoo
+    from zoo.text import generate_text
+
+    model = zoo.load(args.name, **({"max_iter": args.max_iter} if args.max_iter else {}))
+    print(
+        generate_text(
+            model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
+        )
+    )
+    return 0
+
+
 def _cmd_push(args) -> int:
     from zoo.hub import push
 
@@ -148,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--compute", default="", help="hardware and wall time of the training run")
     s.add_argument("--notes", default="")
 
+    s = sub.add_parser("generate", help="sample text from a pretrained language model")
+    s.add_argument("name")
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--max-new-tokens", type=int, default=50)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=40)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-iter", type=int, default=None, help="solver budget (DEQ models)")
+
     s = sub.add_parser("push", help="upload weights + model card to the Hugging Face Hub")
     s.add_argument("name")
     s.add_argument("--repo-id", required=True)
@@ -163,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "leaderboard": _cmd_leaderboard,
         "export": _cmd_export,
         "card": _cmd_card,
+        "generate": _cmd_generate,
         "push": _cmd_push,
     }[args.cmd]
     try:

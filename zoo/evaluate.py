@@ -32,7 +32,10 @@ def _datamodule(cfg: dict, data_dir: str | None):
     import importlib
 
     mod, cls = cfg["datamodule"].rsplit(".", 1)
-    return getattr(importlib.import_module(mod), cls)(data_dir=data_dir, val_size=0)
+    klass = getattr(importlib.import_module(mod), cls)
+    if hasattr(klass, "_documents"):  # text
+        return klass(data_dir=data_dir, **cfg.get("datamodule_args", {}))
+    return klass(data_dir=data_dir, val_size=0)
 
 
 @evaluator("image-classification")
@@ -77,6 +80,47 @@ def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, s
         if nfe
         else None,
         "latency_ms_per_sample": round(1000 * seconds / max(n, 1), 3),
+    }
+
+
+@evaluator("language-modeling")
+def _eval_language_model(model, cfg, data_dir, split, limit, batch_size, sample):
+    import numpy as np
+    from torchmetrics.text import Perplexity
+    from tqdm import tqdm
+
+    from .data._text import StreamSegments, Vocab
+
+    vocab = Vocab(model.tokenizer["vocab"])
+    if sample:
+        tokens = [str(t) for t in np.load(sample_path(cfg["dataset"]))["tokens"]]
+    else:
+        dm = _datamodule(cfg, data_dir)
+        tokens = [t for doc in dm._documents("test" if split == "test" else split) for t in doc]
+    if limit:
+        tokens = tokens[:limit]
+    stream = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+    bs = min(10, max(1, (stream.numel() - 1) // (2 * model.tgt_len)))
+    segs = StreamSegments(stream, bs, model.tgt_len)
+    ppl = Perplexity()
+    nfe, seconds, mems = [], 0.0, None
+    with torch.no_grad():
+        for x, y in tqdm(segs, desc=f"eval {cfg['name']}", unit="segment"):
+            t0 = time.perf_counter()
+            logits, mems = model(x, mems=mems, return_mems=True)
+            seconds += time.perf_counter() - t0
+            ppl.update(logits.float(), y)
+            st = getattr(model, "solver_stats", None)
+            if st is not None:
+                nfe.append(st.nfe)
+    n = int(segs.x.numel())
+    return {
+        "metrics": {"ppl": round(float(ppl.compute()), 2)},
+        "primary_metric": "ppl",
+        "num_samples": n,
+        "nfe_mean": round(sum(nfe) / len(nfe), 2) if nfe else None,
+        "latency_ms_per_sample": round(1000 * seconds / max(n, 1), 4),
+        "unit": "token",
     }
 
 

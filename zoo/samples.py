@@ -15,6 +15,8 @@ SAMPLES = {
     # dataset: (data module, images per class)
     "fashion_mnist": ("zoo.data.FashionMNISTDataModule", 100),
     "cifar10_jpeg": ("zoo.data.CIFAR10JPEGDataModule", 25),
+    # text: the first N test tokens, as strings (encoded with each model's own vocabulary)
+    "sotu": ("zoo.data.SOTUDataModule", 20000),
 }
 
 
@@ -25,7 +27,10 @@ def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None
 
     dm_path, per_class = SAMPLES[dataset]
     mod, cls = dm_path.rsplit(".", 1)
-    dm = getattr(importlib.import_module(mod), cls)(data_dir=data_dir, val_size=0)
+    klass = getattr(importlib.import_module(mod), cls)
+    if hasattr(klass, "_documents"):
+        return _build_text(dataset, klass(data_dir=data_dir), per_class, out_dir)
+    dm = klass(data_dir=data_dir, val_size=0)
     x, y = dm._load("test")
     x, y = x.numpy(), y.numpy()
     idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(int(y.max()) + 1)])
@@ -37,6 +42,17 @@ def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None
     if size > 1_000_000:
         raise ValueError(f"{out} is {size} bytes; samples must stay <= 1 MB")
     print(f"wrote {out}: {len(idx)} images, {size / 1e3:.0f} kB")
+    return out
+
+
+def _build_text(dataset, dm, n_tokens, out_dir) -> Path:
+    from .evaluate import sample_path
+
+    tokens = [t for doc in dm._documents("test") for t in doc][:n_tokens]
+    out = (out_dir / f"{dataset}.npz") if out_dir else sample_path(dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, tokens=np.array(tokens))
+    print(f"wrote {out}: {len(tokens)} tokens, {out.stat().st_size / 1e3:.0f} kB")
     return out
 
 

@@ -54,6 +54,7 @@ def export_checkpoint(
     model = create_model(hp["arch"], **margs)
     sd = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(sd, strict=True)
+    model.tokenizer = state.get("tokenizer")  # text models: the training split's vocabulary
     try:
         static = model_info(name)
     except ValueError:

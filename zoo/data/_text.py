@@ -95,6 +95,8 @@ class StreamSegments(Dataset):
         return (self.n + self.bptt - 1) // self.bptt
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
         s = slice(i * self.bptt, min((i + 1) * self.bptt, self.n))
         return self.x[:, s], self.y[:, s]
 

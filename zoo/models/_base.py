@@ -45,6 +45,9 @@ class ZooModel(
         kw = {k: v for k, v in args.items() if k not in ("self", "__class__")}
         self.model_args = _jsonable(kw)
         self.pretrained_cfg = {}
+        self.tokenizer: dict | None = (
+            None  # {"level": "word"|"char", "vocab": [...]} for text models
+        )
 
     # ----- solver budget (implicit models override) -------------------------------------------
     def set_inference_budget(self, max_iter: int | None = None, tol: float | None = None) -> None:
@@ -64,14 +67,16 @@ class ZooModel(
         }
         if self.pretrained_cfg:
             cfg["pretrained_cfg"] = {k: v for k, v in self.pretrained_cfg.items() if k != "sha256"}
+        if getattr(self, "tokenizer", None):
+            cfg["tokenizer"] = self.tokenizer
         return cfg
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_model
 
         save_directory = Path(save_directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        # save_model stores tied tensors (e.g. embedding = softmax weights) once
+        save_model(self, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
         cfg = self.zoo_config()
         cfg.setdefault("pretrained_cfg", {})["sha256"] = sha256_file(save_directory / WEIGHTS_NAME)
         (save_directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

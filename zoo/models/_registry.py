@@ -243,6 +243,7 @@ def load(name: str, pretrained: bool = True, **overrides):
         elif (w_path.parent / "README.md").is_file():
             static["card_path"] = str(w_path.parent / "README.md")
         model.pretrained_cfg = {**static, **pcfg, "name": pcfg.get("name", name), "source": where}
+        model.tokenizer = cfg.get("tokenizer")
     model.eval()
     if budget:
         model.set_inference_budget(**budget)
@@ -264,14 +265,18 @@ def _verify_sha(path: Path, expected: str | None, name: str) -> None:
 
 def _load_weights(model, path: Path, name: str) -> None:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     try:
-        state = load_file(str(path))
+        missing, unexpected = load_model(model, str(path), strict=False)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"cannot read weights of {name!r} from {path}: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(
+            f"checkpoint {name!r} does not match architecture {type(model).__name__}: {e}"
+        ) from None
     if missing or unexpected:
+        missing, unexpected = sorted(missing), sorted(unexpected)
         raise ValueError(
             f"checkpoint {name!r} does not match architecture {type(model).__name__}:\n"
             f"  missing keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..nn import DEQ
 from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
 from ._base import ImplicitModelMixin, ZooModel
-from ._registry import register_model
+from ._registry import register_model, register_pretrained
 from ._transformer_blocks import TransformerCell, causal_mask, sinusoid_positions
 
 __all__ = ["DEQTransformerLM", "TransformerLM"]
@@ -290,3 +290,49 @@ def deq_transformer_medium(**kwargs) -> DEQTransformerLM:
         vocab_size=267735, d_model=410, n_heads=10, d_ff=2100, tgt_len=150, mem_len=150, dropout=0.1
     )
     return DEQTransformerLM(**{**cfg, **kwargs})
+
+
+_DEQ_PAPER = "Bai, Kolter, Koltun. Deep Equilibrium Models. NeurIPS 2019. arXiv:1909.01377"
+_SOTU = dict(
+    task="language-modeling",
+    dataset="sotu",
+    datamodule="zoo.data.SOTUDataModule",
+    datamodule_args={"vocab_size": 10000},
+    train_split="State of the Union addresses 1790-2000 (1.84 M tokens)",
+    test_split="addresses 2011-2021 (81,714 tokens; 2001-2010 is validation)",
+    license="apache-2.0",
+    paper=_DEQ_PAPER,
+)
+register_pretrained(
+    {
+        "deq_transformer_tiny.sotu": dict(
+            **_SOTU,
+            recipe="recipes/deq_lm/deq_transformer_tiny_sotu_cpu.yaml",
+            card="model_cards/deq_transformer_tiny.sotu.md",
+            paper_results=[
+                {
+                    "metric": "ppl",
+                    "value": 24.2,
+                    "source": "DEQ paper, DEQ-Transformer medium, WikiText-103",
+                },
+                {
+                    "metric": "ppl",
+                    "value": 32.4,
+                    "source": "DEQ paper, DEQ-Transformer small, WikiText-103",
+                },
+            ],
+        ),
+        "transformer_tiny.sotu": dict(
+            **_SOTU,
+            recipe="recipes/deq_lm/transformer_tiny_sotu_cpu.yaml",
+            card="model_cards/transformer_tiny.sotu.md",
+            paper_results=[
+                {
+                    "metric": "ppl",
+                    "value": 24.3,
+                    "source": "DEQ paper, Transformer-XL 16L, WikiText-103",
+                },
+            ],
+        ),
+    }
+)

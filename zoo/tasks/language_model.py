@@ -110,5 +110,14 @@ class LanguageModeling(ZooTask):
         self._mems.pop("train", None)
         self._t0 = None
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "vocab", None) is not None:
+            checkpoint["tokenizer"] = {
+                "level": dm.level,
+                "vocab": dm.vocab.itos,
+                "dataset": dm.name,
+            }
+
     def _warmup_steps(self) -> int:
         return self.hparams.warmup_steps

@@ -1,0 +1,51 @@
+"""Text in and out of the zoo's language models: ``encode``/``decode`` with the vocabulary a
+checkpoint ships (``model.tokenizer``), and ``generate_text`` behind ``zoo generate``."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["encode", "decode", "generate_text"]
+
+
+def _tok(model) -> dict:
+    tok = getattr(model, "tokenizer", None)
+    if not tok:
+        raise ValueError(
+            "this model carries no vocabulary (model.tokenizer); load a pretrained text model"
+        )
+    return tok
+
+
+def encode(model, text: str) -> torch.Tensor:
+    """Token ids ``(1, T)`` of ``text`` with the model's vocabulary (unknown words -> ``<unk>``)."""
+    from .data._text import Vocab, word_tokenize
+
+    tok = _tok(model)
+    vocab = Vocab(tok["vocab"])
+    pieces = list(text) if tok["level"] == "char" else word_tokenize(text)
+    if not pieces:
+        raise ValueError("the prompt is empty; give at least one word (or character)")
+    return torch.tensor([vocab.encode(pieces)], dtype=torch.long)
+
+
+def decode(model, ids) -> str:
+    from .data._text import Vocab
+
+    tok = _tok(model)
+    return Vocab(tok["vocab"]).decode(ids, sep="" if tok["level"] == "char" else " ")
+
+
+def generate_text(
+    model,
+    prompt: str,
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: int | None = 40,
+    seed: int | None = 0,
+) -> str:
+    """Continue ``prompt``; returns the prompt's tokens and the continuation as text."""
+    ids = encode(model, prompt)
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
+    return decode(model, out[0])
