@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backward  # noqa: E402
+import lm  # noqa: E402
 import memory  # noqa: E402
 import solvers  # noqa: E402
 
@@ -29,6 +30,8 @@ def main() -> None:
     memory.main(quick)
     print("\n== 4. backward cost per gradient mode ==")
     backward.main(quick)
+    print("\n== 5. DEQ-Transformer vs explicit Transformer: training memory and step time ==")
+    lm.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 
@@ -92,6 +95,27 @@ def write_summary(seconds: float, quick: bool) -> None:
         markdown_table(back, ["cell", "grad mode", "backward_s"]),
         "",
     ]
+    if (res / "lm.json").is_file():
+        lmrows = json.loads((res / "lm.json").read_text())
+        lines += [
+            "## 5. DEQ-Transformer vs explicit Transformer (training step, ImplicitGrad)",
+            "Depth = explicit blocks = DEQ forward/backward solver iterations. ![plot](lm.png)",
+            "",
+            markdown_table(
+                lmrows,
+                [
+                    "model",
+                    "seq_len",
+                    "depth",
+                    "peak_mib",
+                    "step_s",
+                    "tokens_per_s",
+                    "memory_vs_explicit",
+                    "time_vs_explicit",
+                ],
+            ),
+            "",
+        ]
     (res / "RESULTS.md").write_text("\n".join(lines))
 
 

@@ -1,0 +1,138 @@
+"""DEQ-Transformer against the explicit Transformer: peak training memory and step time at
+growing sequence length and depth (issue #4's claim: a third of the memory).
+
+"Depth" is the explicit model's number of blocks and, for the DEQ, the number of forward
+solver iterations at equal effective depth (the DEQ trains with ImplicitGrad, so its memory
+should not grow with it). Every configuration runs in a fresh subprocess; memory is peak
+anonymous RSS over the baseline (polled every ms), or ``torch.cuda.max_memory_allocated``.
+
+Run: python bench/lm.py [--quick]; writes bench/results/lm.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cells import report  # noqa: E402
+
+CHILD = r"""
+import json, sys, threading, time, warnings
+import torch
+import zoo
+warnings.simplefilter("ignore")
+torch.set_num_threads(2)
+kind, seq, depth, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+common = dict(vocab_size=10000, tgt_len=seq, dropout=0.0)
+if kind == "deq":
+    model = zoo.create_model("deq_transformer_tiny", **common,
+        solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
+        grad={"name": "implicit", "tol": 0.0, "max_iter": depth})
+else:
+    model = zoo.create_model("transformer_tiny", **common, n_layers=depth)
+model = model.to(device).train()
+ids = torch.randint(0, 10000, (batch, seq), device=device)
+PAGE = __import__("os").sysconf("SC_PAGE_SIZE") / 2**20
+def anon():
+    _, res, shared = open("/proc/self/statm").read().split()[:3]
+    return (int(res) - int(shared)) * PAGE
+def step():
+    logits = model(ids)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)).backward()
+peak, stop = [0.0], threading.Event()
+def poll():
+    while not stop.is_set():
+        peak[0] = max(peak[0], anon()); time.sleep(0.001)
+base = torch.cuda.memory_allocated() / 2**20 if device == "cuda" else anon()
+th = threading.Thread(target=poll, daemon=True); th.start()
+t0 = time.perf_counter(); step(); sec = time.perf_counter() - t0
+stop.set(); th.join()
+p = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(peak[0], anon())
+print(json.dumps({"model": kind, "seq_len": seq, "depth": depth, "peak_mib": round(p - base, 1),
+                  "step_s": round(sec, 3), "tokens_per_s": round(batch * seq / sec)}))
+"""
+
+
+def _plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
+    for ax, key, label in (
+        (axes[0], "peak_mib", "peak training memory (MiB)"),
+        (axes[1], "step_s", "step time (s)"),
+    ):
+        for kind, style in (("deq", "o-"), ("explicit", "s--")):
+            for seq in sorted({r["seq_len"] for r in rows}):
+                pts = sorted(
+                    (r["depth"], r[key]) for r in rows if r["model"] == kind and r["seq_len"] == seq
+                )
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{kind}, T={seq}")
+        ax.set_xlabel("depth (explicit blocks = DEQ solver iterations)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="bench/results/lm.json")
+    a = p.parse_args(argv)
+    seqs, depths, batch = ((32,), (2, 4), 2) if a.quick else ((64, 128, 256), (4, 8, 16), 16)
+    rows = []
+    for seq in seqs:
+        for depth in depths:
+            for kind in ("deq", "explicit"):
+                r = subprocess.run(
+                    [sys.executable, "-c", CHILD, kind, str(seq), str(depth), str(batch), a.device],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ},
+                )
+                if r.returncode:
+                    raise RuntimeError(r.stderr[-2000:])
+                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                print(rows[-1], flush=True)
+    for r in rows:
+        if r["model"] == "deq":
+            ex = next(
+                q
+                for q in rows
+                if q["model"] == "explicit"
+                and q["seq_len"] == r["seq_len"]
+                and q["depth"] == r["depth"]
+            )
+            r["memory_vs_explicit"] = round(r["peak_mib"] / ex["peak_mib"], 3)
+            r["time_vs_explicit"] = round(r["step_s"] / ex["step_s"], 3)
+    report(
+        rows,
+        [
+            "model",
+            "seq_len",
+            "depth",
+            "peak_mib",
+            "step_s",
+            "tokens_per_s",
+            "memory_vs_explicit",
+            "time_vs_explicit",
+        ],
+        a.out,
+    )
+    _plot(rows, Path(a.out).with_suffix(".png"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
