@@ -117,7 +117,10 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
 
     assert main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--limit", "50"]) == 0
 
-    assert main(["card", "mdeq_tiny.fashion_mnist", "--budgets", "2", "--compute", "test"]) == 0
+    import zoo.cards as cards
+
+    monkeypatch.setattr(cards.budget_sweep, "__defaults__", (None, None, (4, 1e-3)))
+    assert main(["card", "mdeq_tiny.fashion_mnist", "--budgets", "2,12", "--compute", "test"]) == 0
     card = (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.md").read_text()
     assert (
         card.startswith("---\nlicense: apache-2.0") and "model-index" in card and "zoo card" in card

@@ -39,6 +39,7 @@ def _cmd_eval(args) -> int:
 
     res = evaluate(
         args.name,
+        tol=args.tol,
         data_dir=args.data_dir,
         split=args.split,
         limit=args.limit,
@@ -75,7 +76,7 @@ def _cmd_export(args) -> int:
 def _cmd_card(args) -> int:
     from zoo.cards import write_card
 
-    budgets = [int(b) for b in args.budgets.split(",") if b] + [None]
+    budgets = [int(b) for b in args.budgets.split(",") if b]
     write_card(
         args.name,
         budgets=budgets,
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--split", default="test")
     s.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     s.add_argument("--max-iter", type=int, default=None, help="solver budget at test time")
+    s.add_argument("--tol", type=float, default=None, help="solver tolerance at test time")
     s.add_argument("--batch-size", type=int, default=200)
     s.add_argument(
         "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"

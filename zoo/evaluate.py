@@ -132,11 +132,13 @@ def evaluate(
     max_iter: int | None = None,
     batch_size: int = 200,
     sample: bool = False,
+    tol: float | None = None,
 ) -> dict:
     """Evaluate pretrained ``name``; returns a JSON-ready dict of measured results."""
     import zoo
 
-    model = zoo.load(name, **({"max_iter": max_iter} if max_iter else {}))
+    budget = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
+    model = zoo.load(name, **budget)
     cfg = {**model.pretrained_cfg, "name": name}
     task = cfg.get("task")
     if task not in EVALUATORS:
