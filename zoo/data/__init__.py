@@ -5,6 +5,7 @@ from .brown import BrownDataModule
 from .cifar10 import CIFAR10DataModule, CIFAR10JPEGDataModule
 from .fashion_mnist import FashionMNISTDataModule
 from .imagenet import ImageNetDataModule
+from .physionet import PhysioNet2012DataModule
 from .shakespeare import ShakespeareCharDataModule
 from .sotu import SOTUDataModule
 from .wikitext import PTBDataModule, WikiText103DataModule
@@ -12,6 +13,7 @@ from .wikitext import PTBDataModule, WikiText103DataModule
 __all__ = [
     "BrownDataModule",
     "PTBDataModule",
+    "PhysioNet2012DataModule",
     "SOTUDataModule",
     "ShakespeareCharDataModule",
     "WikiText103DataModule",

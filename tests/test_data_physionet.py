@@ -1,0 +1,99 @@
+"""PhysioNet 2012 preprocessing, on small files written here in the original format."""
+
+import io
+import math
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.data import PhysioNet2012DataModule
+from zoo.data.physionet import PHYSIONET_PARAMS, parse_record
+
+REC = """Time,Parameter,Value
+00:00,RecordID,{rid}
+00:00,Age,54
+00:00,Gender,0
+00:00,Height,-1
+00:00,ICUType,4
+00:00,Weight,-1
+00:07,GCS,15
+00:07,HR,70
+00:09,HR,80
+01:37,HR,90
+47:59,Temp,37.5
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_parse_record_quantizes_and_averages():
+    rid, t, v, m = parse_record(REC.format(rid=7), quantization=0.1)
+    assert rid == 7 and len(PHYSIONET_PARAMS) == 41 and v.shape == (len(t), 41)
+    hr = PHYSIONET_PARAMS.index("HR")
+    # 00:07 and 00:09 round to 0.1 h and are averaged; 00:00 statics share the time-0 row
+    assert np.allclose(t[:3], [0.0, 0.1, 1.6]) and v[1, hr] == 75.0 and m[1, hr] == 1
+    assert m[0, PHYSIONET_PARAMS.index("Age")] == 1 and v[0, PHYSIONET_PARAMS.index("Height")] == -1
+    assert math.isclose(t[-1], 48.0)  # 47:59 rounds up
+    _, t1, _, _ = parse_record(REC.format(rid=7), quantization=1 / 60)
+    assert len(t1) == 5  # 1-minute grid keeps 00:07 and 00:09 apart
+
+
+def _write_sets(root, n_a=6, n_b=4, empty=1):
+    (root / "physionet-2012").mkdir(parents=True)
+    outcomes = {}
+    for s, n, base in (("a", n_a, 132000), ("b", n_b, 142000)):
+        with tarfile.open(root / "physionet-2012" / f"set-{s}.tar.gz", "w:gz") as tf:
+            for k in range(n):
+                rid = base + k
+                text = (
+                    REC.format(rid=rid)
+                    if not (s == "b" and k < empty)
+                    else f"Time,Parameter,Value\n00:00,RecordID,{rid}\n"
+                )
+                data = text.encode()
+                info = tarfile.TarInfo(f"set-{s}/{rid}.txt")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+                outcomes[rid] = k % 2
+        lines = ["RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death"]
+        lines += [
+            f"{r},1,1,5,-1,{o}"
+            for r, o in outcomes.items()
+            if str(r).startswith("13" if s == "a" else "14")
+        ]
+        (root / "physionet-2012" / f"Outcomes-{s}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_datamodule_split_normalization_and_batches(tmp_path):
+    _write_sets(tmp_path)
+    dm = PhysioNet2012DataModule(data_dir=str(tmp_path), quantization=0.1, batch_size=4)
+    dm.setup()
+    assert dm.skipped == 1  # the patient with no observation
+    assert len(dm.splits["test"]) == 2 and len(dm.splits["train"]) == 7  # ceil(0.2 * 9) = 2
+    hr = PHYSIONET_PARAMS.index("HR")
+    assert dm.vmin[hr] == 75.0 and dm.vscale[hr] == 90.0  # reference: (x - min) / max
+    b = next(iter(dm.val_dataloader()))
+    assert b.values.shape[0] == 2 and b.times[0] == 0 and b.times[-1] == 1
+    assert torch.all(b.values[b.mask == 0] == 0) and not torch.isnan(b.labels).any()
+    mm = PhysioNet2012DataModule(data_dir=str(tmp_path), quantization=0.1, normalization="minmax")
+    mm.setup()
+    assert mm.vscale[hr] == 15.0
+    with pytest.raises(ValueError, match="normalization"):
+        PhysioNet2012DataModule(normalization="zscore")
+
+
+def test_missing_tarballs_say_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match="physionet-2012/set-a.tar.gz.*physionet.org"):
+        PhysioNet2012DataModule(data_dir=str(tmp_path)).setup()
+
+
+def test_real_physionet(zoo_data_dir):
+    dm = PhysioNet2012DataModule(data_dir=str(zoo_data_dir), quantization=0.1)
+    dm.setup()
+    assert len(dm.splits["train"]) + len(dm.splits["test"]) + dm.skipped == 8000
+    assert len(dm.splits["test"]) == math.ceil(0.2 * (8000 - dm.skipped))

@@ -1,0 +1,294 @@
+"""PhysioNet/CinC Challenge 2012 ICU time series (Silva et al. 2012), preprocessed as the
+Latent ODE paper did (Rubanova, Chen, Duvenaud 2019; YuliaRubanova/latent_ode), so that the
+reconstruction MSE compares with theirs:
+
+* set-a and set-b together (8,000 patients), 41 variables including the static Age, Gender,
+  Height, ICUType and Weight (observed at time 0); ``RecordID`` is dropped;
+* times in hours over the 48 h window, rounded to a grid of ``quantization`` hours
+  (``0.016`` ~ 1 minute, the paper's protocol; ``0.1`` is 10x cheaper); a row of zeros with an
+  empty mask at time 0 starts every patient, and repeated measurements in a step are averaged;
+* normalization over all records, as the reference code does it: ``(x - min) / max`` per
+  variable (``normalization="minmax"`` gives the textbook ``(x - min) / (max - min)``);
+* an 80/20 train/test split shuffled with seed 42 (sklearn ``train_test_split`` semantics:
+  ``RandomState(42).permutation``; the first ``ceil(0.2 n)`` patients are the test set);
+* batches hold the union of their patients' time points, scaled to [0, 1] by the batch
+  maximum, with a per-variable mask.
+
+The in-hospital mortality label of ``Outcomes-{a,b}.txt`` rides along for classification.
+Patients without a single observation are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tarfile
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ._common import cache_root, data_root, missing
+
+__all__ = ["PHYSIONET_PARAMS", "PhysioNet2012DataModule", "collate_irregular", "IrregularBatch"]
+
+PHYSIONET_PARAMS = (
+    "Age", "Gender", "Height", "ICUType", "Weight", "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN",
+    "Cholesterol", "Creatinine", "DiasABP", "FiO2", "GCS", "Glucose", "HCO3", "HCT", "HR", "K", "Lactate",
+    "Mg", "MAP", "MechVent", "Na", "NIDiasABP", "NIMAP", "NISysABP", "PaCO2", "PaO2", "pH", "Platelets",
+    "RespRate", "SaO2", "SysABP", "Temp", "TroponinI", "TroponinT", "Urine", "WBC",
+)  # fmt: skip
+_INDEX = {p: i for i, p in enumerate(PHYSIONET_PARAMS)}
+
+
+@dataclass
+class Record:
+    record_id: int
+    times: np.ndarray  # (T,) hours
+    values: np.ndarray  # (T, D) raw values, 0 where unobserved
+    mask: np.ndarray  # (T, D) 1 where observed
+    label: float  # in-hospital death (nan when unknown)
+
+
+def parse_record(text: str, quantization: float) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One patient file (``Time,Parameter,Value`` lines) -> (id, times, values, mask)."""
+    rid = -1
+    times = [0.0]
+    sums = [np.zeros(len(PHYSIONET_PARAMS))]
+    counts = [np.zeros(len(PHYSIONET_PARAMS))]
+    prev = 0.0
+    for line in text.splitlines()[1:]:
+        if not line.strip():
+            continue
+        t, param, val = line.split(",")
+        if param == "RecordID":
+            rid = int(float(val))
+            continue
+        if param not in _INDEX:
+            raise ValueError(f"unexpected PhysioNet parameter {param!r}")
+        h, m = t.split(":")
+        hours = int(h) + int(m) / 60.0
+        hours = round(hours / quantization) * quantization
+        if hours != prev:
+            times.append(hours)
+            sums.append(np.zeros(len(PHYSIONET_PARAMS)))
+            counts.append(np.zeros(len(PHYSIONET_PARAMS)))
+            prev = hours
+        j = _INDEX[param]
+        sums[-1][j] += float(val)
+        counts[-1][j] += 1
+    s, c = np.stack(sums), np.stack(counts)
+    values = np.where(c > 0, s / np.maximum(c, 1), 0.0)
+    return rid, np.asarray(times), values, (c > 0).astype(np.float32)
+
+
+def _outcomes(root) -> dict[int, float]:
+    out = {}
+    for f in ("Outcomes-a.txt", "Outcomes-b.txt"):
+        p = root / f
+        if p.is_file():
+            for line in p.read_text().splitlines()[1:]:
+                parts = line.strip().split(",")
+                if len(parts) >= 6:
+                    out[int(parts[0])] = float(parts[5])
+    return out
+
+
+def load_records(
+    data_dir=None, quantization: float = 0.016, sets=("a", "b")
+) -> tuple[list[Record], int]:
+    """Parse (once, then cached) the tarballs. Returns (records, n_skipped_without_observations)."""
+    from tqdm import tqdm
+
+    root = data_root(data_dir) / "physionet-2012"
+    cache = cache_root() / "physionet2012" / f"q{quantization:g}-{''.join(sets)}.npz"
+    if cache.is_file():
+        d = np.load(cache)
+        recs = []
+        for k in range(len(d["ids"])):
+            a, b = d["offsets"][k], d["offsets"][k + 1]
+            recs.append(
+                Record(
+                    int(d["ids"][k]),
+                    d["times"][a:b],
+                    d["values"][a:b],
+                    d["mask"][a:b],
+                    float(d["labels"][k]),
+                )
+            )
+        return recs, int(d["skipped"])
+    labels = _outcomes(root)
+    recs, skipped = [], 0
+    for s in sets:
+        tar = root / f"set-{s}.tar.gz"
+        if not tar.is_file():
+            raise missing(
+                f"PhysioNet 2012 set-{s}",
+                tar,
+                "Set ZOO_DATA_DIR to the folder holding physionet-2012/ (../shared/data here), "
+                "or download set-a/set-b from physionet.org/content/challenge-2012/1.0.0/.",
+            )
+        with tarfile.open(tar, "r:gz") as tf:
+            members = sorted(
+                (m for m in tf.getmembers() if m.isfile() and m.name.endswith(".txt")),
+                key=lambda m: m.name,
+            )
+            for m in tqdm(members, desc=f"parsing set-{s}", unit="patient", mininterval=2):
+                rid, t, v, msk = parse_record(
+                    io.TextIOWrapper(tf.extractfile(m)).read(), quantization
+                )
+                if msk.sum() == 0:
+                    skipped += 1
+                    continue
+                recs.append(Record(rid, t, v, msk, labels.get(rid, math.nan)))
+    recs.sort(key=lambda r: r.record_id)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    offsets = np.cumsum([0] + [len(r.times) for r in recs])
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        ids=np.array([r.record_id for r in recs]),
+        offsets=offsets,
+        times=np.concatenate([r.times for r in recs]),
+        values=np.concatenate([r.values for r in recs]),
+        mask=np.concatenate([r.mask for r in recs]),
+        labels=np.array([r.label for r in recs]),
+        skipped=skipped,
+    )
+    tmp.replace(cache)
+    return recs, skipped
+
+
+@dataclass
+class IrregularBatch:
+    """A batch on the union of its time points.
+
+    Attributes:
+        times: ``(T,)`` increasing times in [0, 1].
+        values: ``(B, T, D)`` normalized values, 0 where unobserved.
+        mask: ``(B, T, D)`` 1 where observed.
+        labels: ``(B,)`` in-hospital death (nan when unknown).
+    """
+
+    times: Tensor
+    values: Tensor
+    mask: Tensor
+    labels: Tensor
+
+    def to(self, device) -> IrregularBatch:
+        return IrregularBatch(
+            *(x.to(device) for x in (self.times, self.values, self.mask, self.labels))
+        )
+
+
+def collate_irregular(
+    records: list[Record], vmin: np.ndarray, vscale: np.ndarray
+) -> IrregularBatch:
+    """Union of the time points of ``records``; values normalized ``(x - vmin) / vscale``."""
+    all_t = np.unique(np.concatenate([r.times for r in records]))
+    B, T, D = len(records), len(all_t), records[0].values.shape[1]
+    values = np.zeros((B, T, D), dtype=np.float32)
+    mask = np.zeros((B, T, D), dtype=np.float32)
+    for b, r in enumerate(records):
+        idx = np.searchsorted(all_t, r.times)
+        values[b, idx] = (r.values - vmin) / vscale
+        mask[b, idx] = r.mask
+    values *= mask
+    t = all_t / all_t.max() if all_t.max() > 0 else all_t
+    return IrregularBatch(
+        torch.tensor(t, dtype=torch.float32),
+        torch.from_numpy(values),
+        torch.from_numpy(mask),
+        torch.tensor([r.label for r in records], dtype=torch.float32),
+    )
+
+
+class _Records(Dataset):
+    def __init__(self, recs: list[Record]) -> None:
+        self.recs = recs
+
+    def __len__(self) -> int:
+        return len(self.recs)
+
+    def __getitem__(self, i: int) -> Record:
+        return self.recs[i]
+
+
+class PhysioNet2012DataModule(pl.LightningDataModule):
+    """PhysioNet 2012 for Latent ODEs (see the module docstring for the protocol).
+
+    Args:
+        data_dir: Root holding ``physionet-2012/`` (default ``$ZOO_DATA_DIR``).
+        quantization: Time grid in hours (0.016 = 1 minute, the paper's; 0.1 is cheaper).
+        batch_size: Patients per batch.
+        normalization: ``"reference"`` (``(x - min) / max``, the paper's code) or ``"minmax"``.
+        seed: Seed of the 80/20 split (42 in the paper).
+        n_patients: Use only the first N patients (by record id) - smoke tests.
+    """
+
+    name = "physionet2012"
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        quantization: float = 0.016,
+        batch_size: int = 50,
+        normalization: str = "reference",
+        seed: int = 42,
+        n_patients: int | None = None,
+    ) -> None:
+        super().__init__()
+        if normalization not in ("reference", "minmax"):
+            raise ValueError(
+                f"normalization must be 'reference' or 'minmax', got {normalization!r}"
+            )
+        self.save_hyperparameters()
+        self.data_dir, self.quantization, self.batch_size = data_dir, quantization, batch_size
+        self.normalization, self.seed, self.n_patients = normalization, seed, n_patients
+        self.splits: dict[str, list[Record]] = {}
+        self.skipped = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        recs, self.skipped = load_records(self.data_dir, self.quantization)
+        if self.n_patients:
+            recs = recs[: self.n_patients]
+        vals = np.concatenate([r.values for r in recs])
+        msk = np.concatenate([r.mask for r in recs]).astype(bool)
+        vmin = np.where(msk.any(0), np.where(msk, vals, np.inf).min(0), 0.0)
+        vmax = np.where(msk.any(0), np.where(msk, vals, -np.inf).max(0), 1.0)
+        scale = vmax if self.normalization == "reference" else vmax - vmin
+        self.vmin, self.vscale = (
+            vmin.astype(np.float32),
+            np.where(scale == 0, 1.0, scale).astype(np.float32),
+        )
+        n = len(recs)
+        perm = np.random.RandomState(self.seed).permutation(n)
+        n_test = math.ceil(0.2 * n)
+        self.splits = {
+            "test": [recs[i] for i in perm[:n_test]],
+            "train": [recs[i] for i in perm[n_test:]],
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            _Records(self.splits[split]),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=lambda rs: collate_irregular(rs, self.vmin, self.vscale),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    test_dataloader = val_dataloader
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
