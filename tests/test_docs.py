@@ -18,6 +18,8 @@ MODULES = [
     "zoo.models._registry",
     "zoo.models.mdeq",
     "zoo.models.deq_transformer",
+    "zoo.models.latent_ode",
+    "zoo.nn._ragged",
 ]
 
 

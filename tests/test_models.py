@@ -27,6 +27,14 @@ def test_big_entry_points(arch):
 def _check(arch):
     from zoo.models._registry import _ENTRY_META
 
+    if _ENTRY_META[arch]["task"] == "time-series":
+        model = zoo.create_model(arch, input_dim=3, latent_dim=4).train()
+        t = torch.linspace(0, 1, 6)
+        out = model(t, torch.randn(2, 6, 3), torch.ones(2, 6, 3), n_samples=2)
+        out["mean"].pow(2).mean().backward()
+        assert out["mean"].shape == (2, 2, 6, 3)
+        assert all(p.grad is not None for p in model.parameters())
+        return
     lm = _ENTRY_META[arch]["task"] == "language-modeling"
     kw = dict(FAST) if "deq" in arch else {}
     if lm:

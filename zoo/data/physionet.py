@@ -106,19 +106,19 @@ def load_records(
     root = data_root(data_dir) / "physionet-2012"
     cache = cache_root() / "physionet2012" / f"q{quantization:g}-{''.join(sets)}.npz"
     if cache.is_file():
-        d = np.load(cache)
-        recs = []
-        for k in range(len(d["ids"])):
-            a, b = d["offsets"][k], d["offsets"][k + 1]
-            recs.append(
-                Record(
-                    int(d["ids"][k]),
-                    d["times"][a:b],
-                    d["values"][a:b],
-                    d["mask"][a:b],
-                    float(d["labels"][k]),
-                )
+        with np.load(cache) as npz:  # read each array once (NpzFile re-reads on every access)
+            d = {k: npz[k] for k in npz.files}
+        off = d["offsets"]
+        recs = [
+            Record(
+                int(d["ids"][k]),
+                d["times"][off[k] : off[k + 1]],
+                d["values"][off[k] : off[k + 1]],
+                d["mask"][off[k] : off[k + 1]],
+                float(d["labels"][k]),
             )
+            for k in range(len(d["ids"]))
+        ]
         return recs, int(d["skipped"])
     labels = _outcomes(root)
     recs, skipped = [], 0
