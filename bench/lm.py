@@ -37,25 +37,27 @@ else:
     model = zoo.create_model("transformer_tiny", **common, n_layers=depth)
 model = model.to(device).train()
 ids = torch.randint(0, 10000, (batch, seq), device=device)
-PAGE = __import__("os").sysconf("SC_PAGE_SIZE") / 2**20
-def anon():
-    _, res, shared = open("/proc/self/statm").read().split()[:3]
-    return (int(res) - int(shared)) * PAGE
 def step():
     logits = model(ids)
     torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)).backward()
-peak, stop = [0.0], threading.Event()
-def poll():
-    while not stop.is_set():
-        peak[0] = max(peak[0], anon()); time.sleep(0.001)
-base = torch.cuda.memory_allocated() / 2**20 if device == "cuda" else anon()
-th = threading.Thread(target=poll, daemon=True); th.start()
-t0 = time.perf_counter(); step(); sec = time.perf_counter() - t0
-stop.set(); th.join()
-p = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(peak[0], anon())
-print(json.dumps({"model": kind, "seq_len": seq, "depth": depth, "peak_mib": round(p - base, 1),
+sys.path.insert(0, "bench")
+from _memprobe import measure
+p, sec = measure(step, device)
+print(json.dumps({"model": kind, "seq_len": seq, "depth": depth, "peak_mib": round(p, 1),
                   "step_s": round(sec, 3), "tokens_per_s": round(batch * seq / sec)}))
 """
+
+
+COLS = [
+    "model",
+    "seq_len",
+    "depth",
+    "peak_mib",
+    "step_s",
+    "tokens_per_s",
+    "memory_vs_explicit",
+    "time_vs_explicit",
+]
 
 
 def _plot(rows: list[dict], out: Path) -> None:
@@ -116,20 +118,7 @@ def main(argv=None) -> list[dict]:
             )
             r["memory_vs_explicit"] = round(r["peak_mib"] / ex["peak_mib"], 3)
             r["time_vs_explicit"] = round(r["step_s"] / ex["step_s"], 3)
-    report(
-        rows,
-        [
-            "model",
-            "seq_len",
-            "depth",
-            "peak_mib",
-            "step_s",
-            "tokens_per_s",
-            "memory_vs_explicit",
-            "time_vs_explicit",
-        ],
-        a.out,
-    )
+    report(rows, COLS, a.out)
     _plot(rows, Path(a.out).with_suffix(".png"))
     return rows
 

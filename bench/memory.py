@@ -42,26 +42,9 @@ deq = DEQ(cell, solver=Anderson(m=5, tol=0.0, max_iter=iters), grad=grad)
 def step():
     z = deq(x, z0)
     sum(t.float().pow(2).mean() for t in z).backward()
-PAGE = __import__("os").sysconf("SC_PAGE_SIZE") / 2**20
-def anon_mib():  # resident minus file-backed pages: excludes the code pages of the libraries
-    _, res, shared = open("/proc/self/statm").read().split()[:3]
-    return (int(res) - int(shared)) * PAGE
-import threading
-peak_anon = [0.0]
-stop = threading.Event()
-def poll():
-    while not stop.is_set():
-        peak_anon[0] = max(peak_anon[0], anon_mib())
-        time.sleep(0.001)
-if device == "cuda":
-    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated() / 2**20
-else:
-    base = anon_mib()
-th = threading.Thread(target=poll, daemon=True); th.start()
-t0 = time.perf_counter(); step(); sec = time.perf_counter() - t0
-stop.set(); th.join()
-peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(peak_anon[0], anon_mib())
-print(json.dumps({"mode": mode, "iters": iters, "peak_over_base_mib": round(peak - base, 1), "step_s": round(sec, 3)}))
+from _memprobe import measure
+peak, sec = measure(step, device)
+print(json.dumps({"mode": mode, "iters": iters, "peak_over_base_mib": round(peak, 1), "step_s": round(sec, 3)}))
 """
 
 

@@ -101,19 +101,7 @@ def write_summary(seconds: float, quick: bool) -> None:
             "## 5. DEQ-Transformer vs explicit Transformer (training step, ImplicitGrad)",
             "Depth = explicit blocks = DEQ forward/backward solver iterations. ![plot](lm.png)",
             "",
-            markdown_table(
-                lmrows,
-                [
-                    "model",
-                    "seq_len",
-                    "depth",
-                    "peak_mib",
-                    "step_s",
-                    "tokens_per_s",
-                    "memory_vs_explicit",
-                    "time_vs_explicit",
-                ],
-            ),
+            markdown_table(lmrows, lm.COLS),
             "",
         ]
     (res / "RESULTS.md").write_text("\n".join(lines))
