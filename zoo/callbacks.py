@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-__all__ = ["SolverStatsCallback"]
+__all__ = ["SolverStatsCallback", "SaveLastOnTrainEnd"]
 
 
 class SolverStatsCallback(pl.Callback):
@@ -45,3 +45,22 @@ class SolverStatsCallback(pl.Callback):
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ):
         self._log(pl_module, "val", on_step=False)
+
+
+class SaveLastOnTrainEnd(pl.Callback):
+    """Write ``<dirpath>/last.ckpt`` when training ends.
+
+    ``ModelCheckpoint(every_n_train_steps=N, save_last=True)`` only saves every N steps, so the
+    final steps of a run would be missing from ``last.ckpt``; this closes that gap.
+
+    Args:
+        dirpath: The checkpoint folder (the recipe's ModelCheckpoint dirpath).
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from pathlib import Path
+
+        trainer.save_checkpoint(str(Path(self.dirpath) / "last.ckpt"))
