@@ -1,14 +1,13 @@
 """The zoo command end to end on tiny data: fit -> export -> list -> eval -> card -> leaderboard."""
 
-import gzip
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _formats import write_idx
 
 from zoo.cli import main
 
@@ -24,12 +23,6 @@ TINY = {
     "solver": {"name": "anderson", "max_iter": 3},
     "grad": {"name": "phantom", "steps": 1},
 }
-
-
-def _idx(path, arr):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape))
-        f.write(arr.astype(np.uint8).tobytes())
 
 
 def test_version_and_help():
@@ -54,8 +47,8 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     data.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for split, n in (("train", 48), ("t10k", 20)):
-        _idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        _idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+        write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))

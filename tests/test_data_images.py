@@ -10,6 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from _formats import write_idx
 from PIL import Image
 
 from zoo.data import (
@@ -28,19 +29,13 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _write_idx(path, arr):
-    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_idx(tmp_path):
     root = tmp_path / "fashion-mnist"
     root.mkdir()
     rng = np.random.default_rng(0)
     for split, n in (("train", 40), ("t10k", 10)):
-        _write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        _write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=8, val_size=8)
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
@@ -61,7 +56,7 @@ def test_fashion_mnist_missing_and_truncated(tmp_path):
     root.mkdir()
     with gzip.open(root / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write(struct.pack(">HBBIII", 0, 8, 3, 5, 28, 28) + b"\0" * 100)
-    _write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(5))
+    write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(5))
     with pytest.raises(ValueError, match="truncated"):
         FashionMNISTDataModule(data_dir=str(tmp_path))._load("train")
 

@@ -1,12 +1,10 @@
 """Every recipe parses, and runs 2 training steps on CPU with tiny overrides on small files
 written here in each dataset's original format. One run uses 2-process DDP (gloo)."""
 
-import gzip
 import io
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import tarfile
@@ -15,17 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _formats import write_idx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def _idx(path, arr):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape))
-        f.write(arr.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +27,13 @@ def tiny_data(tmp_path_factory):
     rng = np.random.default_rng(0)
     (root / "fashion-mnist").mkdir()
     for split, n in (("train", 64), ("t10k", 16)):
-        _idx(
+        write_idx(
             root / "fashion-mnist" / f"{split}-images-idx3-ubyte.gz",
             rng.integers(0, 255, (n, 28, 28)),
         )
-        _idx(root / "fashion-mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+        write_idx(
+            root / "fashion-mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,))
+        )
     (root / "cifar10-jpeg").mkdir()
     with tarfile.open(root / "cifar10-jpeg" / "cifar10-jpeg.tar.gz", "w:gz") as tf:
         for split, per in (("train", 4), ("test", 1)):
