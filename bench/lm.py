@@ -2,8 +2,9 @@
 growing sequence length and depth (issue #4's claim: a third of the memory).
 
 "Depth" is the explicit model's number of blocks and, for the DEQ, the number of forward
-solver iterations at equal effective depth (the DEQ trains with ImplicitGrad, so its memory
-should not grow with it). Every configuration runs in a fresh subprocess; memory is peak
+solver iterations at equal effective depth. ``deq`` trains with ImplicitGrad (its memory
+should not grow with depth); ``deq_phantom`` is the shipped recipe's mode (phantom gradients,
+k=2, plus the Hutchinson Jacobian term). Every configuration runs in a fresh subprocess; memory is peak
 anonymous RSS over the baseline (polled every ms), or ``torch.cuda.max_memory_allocated``.
 
 Run: python bench/lm.py [--quick]; writes bench/results/lm.{json,md,png}.
@@ -33,13 +34,19 @@ if kind == "deq":
     model = zoo.create_model("deq_transformer_tiny", **common,
         solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
         grad={"name": "implicit", "tol": 0.0, "max_iter": depth})
+elif kind == "deq_phantom":  # the shipped recipe's training mode: phantom k=2 + Jacobian reg.
+    model = zoo.create_model("deq_transformer_tiny", **common,
+        solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
+        grad={"name": "phantom", "steps": 2, "tau": 0.8}, jac_reg_samples=1)
 else:
     model = zoo.create_model("transformer_tiny", **common, n_layers=depth)
 model = model.to(device).train()
 ids = torch.randint(0, 10000, (batch, seq), device=device)
 def step():
     logits = model(ids)
-    torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)).backward()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
+    jac = getattr(model, "jac_loss", None)
+    (loss + 0.5 * jac if jac is not None else loss).backward()
 sys.path.insert(0, "bench")
 from _memprobe import measure
 p, sec = measure(step, device)
@@ -71,7 +78,7 @@ def _plot(rows: list[dict], out: Path) -> None:
         (axes[0], "peak_mib", "peak training memory (MiB)"),
         (axes[1], "step_s", "step time (s)"),
     ):
-        for kind, style in (("deq", "o-"), ("explicit", "s--")):
+        for kind, style in (("deq", "o-"), ("deq_phantom", "^:"), ("explicit", "s--")):
             for seq in sorted({r["seq_len"] for r in rows}):
                 pts = sorted(
                     (r["depth"], r[key]) for r in rows if r["model"] == kind and r["seq_len"] == seq
@@ -96,7 +103,7 @@ def main(argv=None) -> list[dict]:
     rows = []
     for seq in seqs:
         for depth in depths:
-            for kind in ("deq", "explicit"):
+            for kind in ("deq", "deq_phantom", "explicit"):
                 r = subprocess.run(
                     [sys.executable, "-c", CHILD, kind, str(seq), str(depth), str(batch), a.device],
                     capture_output=True,
@@ -108,7 +115,7 @@ def main(argv=None) -> list[dict]:
                 rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
                 print(rows[-1], flush=True)
     for r in rows:
-        if r["model"] == "deq":
+        if r["model"] != "explicit":
             ex = next(
                 q
                 for q in rows

@@ -208,3 +208,36 @@ def test_language_model_fit_export_eval_generate(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out.strip().split()
     assert text[:3] == ["the", "people", "of"] and len(text) == 8
     assert main(["generate", "deq_transformer_tiny.sotu", "--prompt", "   "]) == 2
+
+    import zoo.cards as cards
+
+    monkeypatch.setattr(cards, "CARDS", tmp_path / "cards")
+    monkeypatch.setattr(cards.budget_sweep, "__defaults__", (None, None, (4, 1e-3)))
+    assert main(["card", "deq_transformer_tiny.sotu", "--budgets", "2,3"]) == 0
+    card = (tmp_path / "cards" / "deq_transformer_tiny.sotu.md").read_text()
+    assert "perplexity" in card and "## A generated sample" in card and "> the" in card.lower()
+
+
+def test_time_series_fit_export_eval_card(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    import zoo.cards as cards
+
+    monkeypatch.setattr(cards, "CARDS", tmp_path / "cards")
+    recipe = ROOT / "recipes" / "latent_ode" / "latent_ode_periodic_cpu.yaml"
+    margs = {"input_dim": 1, "latent_dim": 3, "rec_dims": 4, "units": 8}
+    args = ["fit", "--config", str(recipe), "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false", f"--model.init_args.model_args={json.dumps(margs)}",
+            "--data.init_args.n=1000"]  # fmt: skip
+    assert main(args) == 0
+    ckpt = tmp_path / "runs" / "latent_ode_periodic" / "checkpoints" / "last.ckpt"
+    assert main(["export", str(ckpt), "--name", "latent_ode.periodic"]) == 0
+    out = tmp_path / "ts.json"
+    assert main(["eval", "latent_ode.periodic", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_samples"] == 200 and res["primary_metric"] == "mse" and res["nfe_mean"] > 0
+    assert main(["card", "latent_ode.periodic"]) == 0
+    card = (tmp_path / "cards" / "latent_ode.periodic.md").read_text()
+    assert "time-series-forecasting" in card and "MSE (reference per-series average)" in card
+    assert (tmp_path / "cards" / "latent_ode.periodic.trajectories.png").stat().st_size > 1000

@@ -1,29 +1,15 @@
 """PhysioNet 2012 preprocessing, on small files written here in the original format."""
 
-import io
 import math
-import tarfile
 
 import numpy as np
 import pytest
 import torch
+from _formats import PHYSIONET_RECORD as REC
+from _formats import write_physionet as _write_sets
 
 from zoo.data import PhysioNet2012DataModule
 from zoo.data.physionet import PHYSIONET_PARAMS, parse_record
-
-REC = """Time,Parameter,Value
-00:00,RecordID,{rid}
-00:00,Age,54
-00:00,Gender,0
-00:00,Height,-1
-00:00,ICUType,4
-00:00,Weight,-1
-00:07,GCS,15
-00:07,HR,70
-00:09,HR,80
-01:37,HR,90
-47:59,Temp,37.5
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -41,32 +27,6 @@ def test_parse_record_quantizes_and_averages():
     assert math.isclose(t[-1], 48.0)  # 47:59 rounds up
     _, t1, _, _ = parse_record(REC.format(rid=7), quantization=1 / 60)
     assert len(t1) == 5  # 1-minute grid keeps 00:07 and 00:09 apart
-
-
-def _write_sets(root, n_a=6, n_b=4, empty=1):
-    (root / "physionet-2012").mkdir(parents=True)
-    outcomes = {}
-    for s, n, base in (("a", n_a, 132000), ("b", n_b, 142000)):
-        with tarfile.open(root / "physionet-2012" / f"set-{s}.tar.gz", "w:gz") as tf:
-            for k in range(n):
-                rid = base + k
-                text = (
-                    REC.format(rid=rid)
-                    if not (s == "b" and k < empty)
-                    else f"Time,Parameter,Value\n00:00,RecordID,{rid}\n"
-                )
-                data = text.encode()
-                info = tarfile.TarInfo(f"set-{s}/{rid}.txt")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-                outcomes[rid] = k % 2
-        lines = ["RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death"]
-        lines += [
-            f"{r},1,1,5,-1,{o}"
-            for r, o in outcomes.items()
-            if str(r).startswith("13" if s == "a" else "14")
-        ]
-        (root / "physionet-2012" / f"Outcomes-{s}.txt").write_text("\n".join(lines) + "\n")
 
 
 def test_datamodule_split_normalization_and_batches(tmp_path):

@@ -146,3 +146,17 @@ def test_hutchinson_frobenius_unbiased():
     exact = A.pow(2).sum() / 4
     est = jacobian_frobenius(out, z, n_samples=3000)
     assert abs(est.item() - exact.item()) / exact.item() < 0.05
+
+
+def test_phantom_damped_mixed_dtypes():
+    # under CUDA autocast the cell returns bf16 while the solver state is fp32 (seen on an H200)
+    w = torch.randn(4, 4) * 0.1
+
+    def f(z):
+        return torch.tanh(z @ w).to(torch.bfloat16)
+
+    z_req = torch.randn(3, 4, requires_grad=True)
+    out = PhantomGrad(steps=2, tau=0.8).attach(f, z_req, f(z_req))
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert torch.isfinite(z_req.grad).all()

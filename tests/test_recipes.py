@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _formats import write_idx
+from _formats import write_idx, write_physionet
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +84,7 @@ def tiny_data(tmp_path_factory):
                 Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(
                     d / f"{i}.JPEG"
                 )
+    write_physionet(root)
     return root
 
 
@@ -91,6 +92,8 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     cfg = yaml.safe_load(recipe.read_text())
     if cfg["model"]["class_path"].endswith("LanguageModeling"):
         return _tiny_lm_overrides(cfg, data_dir)
+    if cfg["model"]["class_path"].endswith("TimeSeries"):
+        return _tiny_ts_overrides(cfg, data_dir)
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
     nb = len(margs.get("head_channels", [])) or (
         4 if "small" in cfg["model"]["init_args"]["arch"] else 2
@@ -152,6 +155,30 @@ def _tiny_lm_overrides(cfg: dict, data_dir: Path) -> list[str]:
         "--data.init_args.bptt=8",
         "--data.init_args.vocab_size=64",
     ] + (["--data.init_args.download=false"] if "download" in cfg["data"]["init_args"] else [])
+
+
+def _tiny_ts_overrides(cfg: dict, data_dir: Path) -> list[str]:
+    margs = dict(cfg["model"]["init_args"].get("model_args") or {})
+    margs.update(rec_dims=4, units=4)
+    if "latent_dim" in margs:
+        margs.update(latent_dim=3)
+    data_cls = cfg["data"]["class_path"].rsplit(".", 1)[-1]
+    data = {
+        "PhysioNet2012DataModule": [f"--data.init_args.data_dir={data_dir}"],
+        "PeriodicDataModule": ["--data.init_args.n=12", "--data.init_args.n_points=10"],
+        "HopperDataModule": ["--data.init_args.n=10", "--data.init_args.steps=6"],
+    }[data_cls]
+    return [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.num_nodes=1",
+        "--trainer.strategy=auto",
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={data_dir / 'runs'}",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        "--data.init_args.batch_size=4",
+        *data,
+    ]
 
 
 def test_recipes_exist():

@@ -1,10 +1,10 @@
-"""Lightning callbacks: solver statistics logging."""
+"""Lightning callbacks: solver statistics, a final last.ckpt, and step timing."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
 
-__all__ = ["SolverStatsCallback", "SaveLastOnTrainEnd"]
+__all__ = ["SolverStatsCallback", "SaveLastOnTrainEnd", "StepTimer"]
 
 
 class SolverStatsCallback(pl.Callback):
@@ -64,3 +64,57 @@ class SaveLastOnTrainEnd(pl.Callback):
         from pathlib import Path
 
         trainer.save_checkpoint(str(Path(self.dirpath) / "last.ckpt"))
+
+
+class StepTimer(pl.Callback):
+    """Measure wall-clock seconds per training step, after ``skip`` warm-up steps.
+
+    Logs ``train/step_time_s`` every ``every_n_steps`` steps and prints one line at the end of
+    training (``step_time_s=<mean> steps=<n>``), which is what a launcher parses to size a run
+    to a time budget. GPU work is synchronized before each reading.
+
+    Args:
+        skip: Steps ignored at the start (allocator, cuDNN autotuning, pretraining switch).
+        every_n_steps: Logging interval in training steps.
+    """
+
+    def __init__(self, skip: int = 10, every_n_steps: int = 50) -> None:
+        self.skip = skip
+        self.every_n_steps = every_n_steps
+        self._t0: float | None = None
+        self._pause: float | None = None
+        self._n = 0
+
+    @staticmethod
+    def _now(pl_module) -> float:
+        import time
+
+        import torch
+
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == self.skip:
+            self._t0, self._n = self._now(pl_module), 0
+        elif self._t0 is not None:
+            self._n += 1
+            if step % self.every_n_steps == 0:
+                pl_module.log("train/step_time_s", self.mean(pl_module), on_step=True)
+
+    def on_validation_start(self, trainer, pl_module):
+        # validation time is not step time: restart the clock after it
+        self._pause = self._now(pl_module) if self._t0 is not None else None
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._pause is not None and self._t0 is not None:
+            self._t0 += self._now(pl_module) - self._pause
+
+    def mean(self, pl_module) -> float:
+        return (self._now(pl_module) - self._t0) / max(self._n, 1)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._t0 is not None and self._n > 0:
+            print(f"step_time_s={self.mean(pl_module):.5f} steps={self._n}", flush=True)

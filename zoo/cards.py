@@ -40,55 +40,76 @@ def _plot(name: str, rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key = rows[0]["primary_metric"]
     pts = [
-        (r["nfe_mean"], r["metrics"]["top1"], r["latency_ms_per_sample"], r["budget"]) for r in rows
+        (r["nfe_mean"], r["metrics"][key], r["latency_ms_per_sample"], r["budget"]) for r in rows
     ]
+    unit = "ms" if rows[0].get("unit", "image") == "image" else "ms/" + rows[0]["unit"]
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=120)
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C0")
     for nfe, acc, lat, _ in pts:
         ax.annotate(
-            f"{lat:.1f} ms", (nfe, acc), textcoords="offset points", xytext=(4, -11), fontsize=7
+            f"{lat:.2g} {unit}", (nfe, acc), textcoords="offset points", xytext=(4, -11), fontsize=7
         )
     ax.set_xlabel("mean solver iterations (NFE) at test time")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{name}: accuracy vs. solver budget", fontsize=9)
+    ax.set_ylabel({"top1": "top-1 accuracy (%)", "ppl": "test perplexity"}.get(key, key))
+    ax.set_title(f"{name}: {key} vs. solver budget", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
 
 
+_TASKS = {
+    "image-classification": ("Image Classification", ["deep-equilibrium-models", "mdeq"]),
+    "language-modeling": ("Language Modeling", ["deep-equilibrium-models", "transformer"]),
+    "time-series": (
+        "Time Series Forecasting",
+        ["neural-ode", "latent-ode", "irregular-time-series"],
+    ),
+}
+
+
+def _metric_entries(task: str, m: dict) -> list[dict]:
+    if task == "image-classification":
+        return [
+            {"type": "accuracy", "name": "top-1 accuracy", "value": m["top1"]},
+            {"type": "accuracy", "name": "top-5 accuracy", "value": m["top5"]},
+        ]
+    if task == "language-modeling":
+        return [{"type": "perplexity", "name": "test perplexity", "value": m["ppl"]}]
+    return [
+        {"type": "mse", "name": "MSE (reference per-series average)", "value": m["mse"]},
+        {"type": "mse", "name": "MSE (mean over observed points)", "value": m["mse_masked_mean"]},
+    ]
+
+
 def _front_matter(info: dict, main: dict) -> str:
     import yaml
 
-    m = main["metrics"]
+    task = info["task"]
+    title, tags = _TASKS[task]
     fm = {
         "license": info.get("license", "apache-2.0"),
         "library_name": "implicit-zoo",
-        "tags": [
-            "implicit-zoo",
-            "deep-equilibrium-models",
-            "mdeq",
-            "image-classification",
-            "pytorch",
-        ],
+        "tags": ["implicit-zoo", *tags, task, "pytorch"],
         "datasets": [info["dataset"]],
-        "pipeline_tag": "image-classification",
+        "pipeline_tag": {
+            "time-series": "time-series-forecasting",
+            "language-modeling": "text-generation",
+        }.get(task, task),
         "model-index": [
             {
                 "name": info["name"],
                 "results": [
                     {
-                        "task": {"type": "image-classification", "name": "Image Classification"},
+                        "task": {"type": task, "name": title},
                         "dataset": {
                             "type": info["dataset"],
                             "name": info["dataset"],
                             "split": "test",
                         },
-                        "metrics": [
-                            {"type": "accuracy", "name": "top-1 accuracy", "value": m["top1"]},
-                            {"type": "accuracy", "name": "top-5 accuracy", "value": m["top5"]},
-                        ],
+                        "metrics": _metric_entries(task, main["metrics"]),
                         "source": {"name": "zoo card (zoo eval on the full test set)", "url": ""},
                     }
                 ],
@@ -96,6 +117,65 @@ def _front_matter(info: dict, main: dict) -> str:
         ],
     }
     return "---\n" + yaml.safe_dump(fm, sort_keys=False) + "---\n"
+
+
+def _plot_trajectories(name: str, model, info: dict, out: Path, data_dir=None, n_series=3):
+    """Observed points, the prediction's mean and its 5-95% band over posterior samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .evaluate import _datamodule
+    from .tasks.time_series import eval_generator, split_masks
+
+    dm = _datamodule(info, data_dir)
+    dm.setup("test")
+    b = next(iter(dm.test_dataloader()))
+    cond, target = split_masks(
+        b.times, b.mask, info.get("mode", "interpolation"), info.get("cond_frac", 1.0),
+        generator=eval_generator(b.values, b.times),
+    )  # fmt: skip
+    idx = torch.argsort(b.mask.sum((1, 2)), descending=True)[:n_series]  # the densest series
+    q = torch.linspace(0, float(b.times.max()), 200)
+    torch.manual_seed(0)
+    mean, samples = model.predict(b.times, b.values[idx], cond[idx], q, n_samples=20)
+    names = getattr(dm, "variable_names", None)
+    ncols = min(2, b.values.shape[-1])
+    fig, axes = plt.subplots(
+        n_series, ncols, figsize=(4 * ncols, 2.2 * n_series), dpi=110, squeeze=False
+    )
+    for row, s in enumerate(idx.tolist()):
+        dims = torch.argsort(b.mask[s].sum(0), descending=True)[:ncols].tolist()
+        for col, d in enumerate(dims):
+            ax = axes[row][col]
+            lo, hi = (
+                samples[:, row, :, d].quantile(0.05, 0),
+                samples[:, row, :, d].quantile(0.95, 0),
+            )
+            ax.fill_between(q, lo, hi, color="C0", alpha=0.25, lw=0, label="5-95% (posterior)")
+            ax.plot(q, mean[row, :, d], color="C0", lw=1.2, label="predicted mean")
+            c, t = cond[s, :, d] > 0, (target[s, :, d] > 0) & ~(cond[s, :, d] > 0)
+            ax.plot(b.times[c], b.values[s, c, d], "k.", ms=4, label="observed (conditioned on)")
+            if t.any():
+                ax.plot(b.times[t], b.values[s, t, d], "rx", ms=4, label="held out (scored)")
+            label = names[d] if names else f"variable {d}"
+            ax.set_title(f"test series {s}: {label}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=6, loc="best")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (scaled to [0, 1] per batch)", fontsize=7)
+    fig.suptitle(f"{name}: {info.get('mode', 'interpolation')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _lm_sample(model, prompt: str = "The state of the union is", n: int = 40) -> str:
+    from .text import generate_text
+
+    return generate_text(model, prompt, max_new_tokens=n, temperature=0.8, top_k=40, seed=0)
 
 
 def write_card(
@@ -106,34 +186,46 @@ def write_card(
     compute: str = "",
     notes: str = "",
 ) -> Path:
+    """Measure ``name`` (``zoo eval``; a solver-budget sweep for DEQs) and write its card."""
     import zoo
 
+    from .evaluate import evaluate
     from .models import checkpoint_dir, model_info
 
     info = {**model_info(name), "name": name}
-    import zoo as _zoo
-
-    default_iter = _zoo.load(name).deq.solver.max_iter
-    rows = budget_sweep(name, budgets, data_dir, limit)
-    main = next((r for r in rows if r["budget"] == default_iter), None)
-    if main is None:  # the shipped default budget is not among the rows: measure it too
-        from .evaluate import evaluate
-
+    task = info["task"]
+    model = zoo.load(name)
+    deq = getattr(model, "deq", None)
+    if deq is not None and budgets:
+        default_iter = deq.solver.max_iter
+        rows = budget_sweep(name, budgets, data_dir, limit)
+        main = next((r for r in rows if r["budget"] == default_iter), None)
+        if main is None:  # the shipped default budget is not among the rows: measure it too
+            main = evaluate(name, data_dir=data_dir, limit=limit)
+            main["budget"] = default_iter
+            rows.insert(0, main)
+    else:
         main = evaluate(name, data_dir=data_dir, limit=limit)
-        main["budget"] = default_iter
-        rows.insert(0, main)
+        main["budget"] = "shipped"
+        rows = [main]
     res_dir = CARDS / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
     (res_dir / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    png = CARDS / f"{name}.budget.png"
-    _plot(name, rows, png)
+    figures = []
+    if len(rows) > 1:
+        png = CARDS / f"{name}.budget.png"
+        _plot(name, rows, png)
+        figures.append((f"{main['primary_metric']} vs solver budget", png))
+    if task == "time-series":
+        png = CARDS / f"{name}.trajectories.png"
+        _plot_trajectories(name, model, info, png, data_dir)
+        figures.append(("test trajectories", png))
 
     # measured metrics into the checkpoint's config (the weights' sha256 is unaffected)
     cfg_path = checkpoint_dir() / name / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["pretrained_cfg"]["metrics"] = {
-        "top1": main["metrics"]["top1"],
-        "top5": main["metrics"]["top5"],
+        **main["metrics"],
         "nfe_mean": main["nfe_mean"],
         "split": main["split"],
         "num_samples": main["num_samples"],
@@ -143,56 +235,113 @@ def write_card(
 
     model = zoo.load(name)
     pc = model.pretrained_cfg
-    solver = model.deq.solver.spec()
+    solver = deq.solver.spec() if deq is not None else None
+    arch = pc.get("architecture", name.split(".")[0])
+    what = {
+        "image-classification": "A Multiscale Deep Equilibrium Model",
+        "language-modeling": "A DEQ-Transformer language model"
+        if deq is not None
+        else "An explicit Transformer language model (the DEQ's baseline)",
+        "time-series": f"A `{arch}` model for irregularly-sampled time series",
+    }[task]
     lines = [_front_matter(info, main), f"# {name}", ""]
     lines += [
-        f"A Multiscale Deep Equilibrium Model ({model.num_params():,} parameters, "
-        f"`{pc.get('architecture', name.split('.')[0])}` entry point) trained by implicit-zoo on "
-        f"**{info['dataset']}**. Paper: {info['paper']}.",
+        f"{what} ({model.num_params():,} parameters, `{arch}` entry point) trained by "
+        f"implicit-zoo on **{info['dataset']}**. Paper: {info['paper']}.",
         "",
         "## Use it",
         "```python",
         "import zoo",
-        f'model = zoo.load("{name}")             # eval mode, sha256-verified safetensors',
-        f'fast = zoo.load("{name}", max_iter=4)  # smaller solver budget at test time',
-        "```",
-        f"Inputs: `{info['input_size']}` tensors normalized with mean `{info['mean']}` and std "
-        f"`{info['std']}` (`model.pretrained_cfg`).",
+        f'model = zoo.load("{name}")   # eval mode, sha256-verified safetensors',
+    ]
+    if deq is not None:
+        lines.append(f'fast = zoo.load("{name}", max_iter=4)  # smaller solver budget at test time')
+    if task == "time-series":
+        lines.append("mean, samples = model.predict(times, values, mask, query_times)")
+    lines.append("```")
+    if task == "image-classification":
+        lines.append(
+            f"Inputs: `{info['input_size']}` tensors normalized with mean `{info['mean']}` and "
+            f"std `{info['std']}` (`model.pretrained_cfg`)."
+        )
+    if task == "language-modeling":
+        lines.append(f'From the shell: `zoo generate {name} --prompt "The state of the union"`.')
+    lines += [
         "",
         "## Results (measured here)",
-        f"Command: `zoo card {name}` (it calls `zoo eval {name} --max-iter K` per row). "
-        f"Test split: {info['test_split']}.",
+        f"Command: `zoo card {name}` (it calls `zoo eval {name}`"
+        + (" --max-iter K` per row)." if len(rows) > 1 else "`).")
+        + f" Test split: {info['test_split']}.",
         "",
-        "| solver budget (max_iter) | mean NFE | top-1 % | top-5 % | ms / image (CPU) |",
-        "|---|---|---|---|---|",
     ]
-    for r in rows:
-        b = f"{r['budget']} (shipped default, tol {solver['tol']:g})" if r is main else r["budget"]
-        lines.append(
-            f"| {b} | {r['nfe_mean']} | {r['metrics']['top1']} | {r['metrics']['top5']} | "
-            f"{r['latency_ms_per_sample']:.2f} |"
-        )
-    lines += ["", f"![accuracy vs solver budget]({png.name})", ""]
+    unit = main.get("unit", "image")
+    if task == "time-series":
+        lines += [
+            f"Protocol: {main['protocol']}.",
+            "",
+            "| MSE (reference's per-series average) | MSE (over observed points) | mean NFE (forward) | ms / series (CPU) |",
+            "|---|---|---|---|",
+            f"| {main['metrics']['mse']:.4g} | {main['metrics']['mse_masked_mean']:.4g} | "
+            f"{main['nfe_mean']} | {main['latency_ms_per_sample']:.2f} |",
+        ]
+    else:
+        cols = ["top-1 %", "top-5 %"] if task == "image-classification" else ["perplexity"]
+        lines += [
+            f"| solver budget (max_iter) | mean NFE | {' | '.join(cols)} | ms / {unit} (CPU) |",
+            "|---" * (3 + len(cols)) + "|",
+        ]
+        for r in rows:
+            b = r["budget"]
+            if r is main and solver is not None:
+                b = f"{b} (shipped default, tol {solver['tol']:g})"
+            vals = (
+                [r["metrics"]["top1"], r["metrics"]["top5"]]
+                if task == "image-classification"
+                else [r["metrics"]["ppl"]]
+            )
+            lines.append(
+                f"| {b} | {r['nfe_mean'] if r['nfe_mean'] is not None else '-'} | "
+                f"{' | '.join(str(v) for v in vals)} | {r['latency_ms_per_sample']:.3g} |"
+            )
+    lines.append("")
+    for title, png in figures:
+        lines += [f"![{title}]({png.name})", ""]
+    if task == "language-modeling":
+        sample = _lm_sample(model)
+        lines += [
+            "## A generated sample",
+            "`zoo generate " + name + ' --prompt "The state of the union is" --max-new-tokens 40 '
+            "--temperature 0.8 --top-k 40 --seed 0`:",
+            "",
+            f"> {sample}",
+            "",
+        ]
     if info.get("paper_results"):
         lines += ["## The papers' numbers (theirs, not ours)", ""]
-        lines += [f"- {p['value']}% {p['metric']}: {p['source']}." for p in info["paper_results"]]
+        lines += [f"- {p['value']:g} {p['metric']}: {p['source']}." for p in info["paper_results"]]
         if "jpeg" in info["dataset"]:
             lines += [
                 "- Ours is measured on a lossy JPEG re-encoding of CIFAR-10 (train and test), "
                 "with a different training budget: the figures are not directly comparable."
+            ]
+        if task != "image-classification":
+            lines += [
+                "- Different data, size or budget from ours: the figures are context, not a "
+                "like-for-like comparison."
             ]
         lines.append("")
     lines += [
         "## Training",
         f"- Recipe: `{info['recipe']}`; reproduce with `zoo fit --config {info['recipe']}` then "
         f"`zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
-        f"- Data: {info['train_split']}; the held-out images select nothing (no early stopping); "
-        f"test: {info['test_split']}.",
+        f"- Data: {info['train_split']}; nothing was selected on the held-out data (no early "
+        f"stopping); test: {info['test_split']}.",
         f"- Trained for {pc.get('trained_epochs', '?')} epochs ({pc.get('trained_steps', '?')} steps).",
         f"- Compute: {compute or 'see the recipe'}.",
-        f"- Solver at test time: `{json.dumps(solver)}`.",
-        "",
     ]
+    if solver is not None:
+        lines.append(f"- Solver at test time: `{json.dumps(solver)}`.")
+    lines.append("")
     if notes:
         lines += ["## Notes", notes, ""]
     lines += [
@@ -202,5 +351,5 @@ def write_card(
     ]
     out = CARDS / f"{name}.md"
     out.write_text("\n".join(lines))
-    print(f"wrote {out}, {png} and {res_dir / (name + '.json')}")
+    print(f"wrote {out}, {', '.join(str(p) for _, p in figures)} and {res_dir / (name + '.json')}")
     return out

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--recipe", default=None)
 
     s = sub.add_parser(
-        "card", help="measure a checkpoint at several solver budgets; write its card"
+        "card", help="measure a checkpoint (a solver-budget sweep for DEQs); write its model card"
     )
     s.add_argument("name")
     s.add_argument("--budgets", default="2,4,6,8,12", help="comma-separated max_iter values")

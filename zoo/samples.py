@@ -17,7 +17,11 @@ SAMPLES = {
     "cifar10_jpeg": ("zoo.data.CIFAR10JPEGDataModule", 25),
     # text: the first N test tokens, as strings (encoded with each model's own vocabulary)
     "sotu": ("zoo.data.SOTUDataModule", 20000),
+    # time series: the first N test series, as one irregular batch (times, values, mask, labels)
+    "physionet2012": ("zoo.data.PhysioNet2012DataModule", 50),
+    "periodic": ("zoo.data.PeriodicDataModule", 50),
 }
+SERIES_ARGS = {"physionet2012": {"quantization": 0.1}, "periodic": {}}
 
 
 def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None) -> Path:
@@ -30,6 +34,8 @@ def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None
     klass = getattr(importlib.import_module(mod), cls)
     if hasattr(klass, "_documents"):
         return _build_text(dataset, klass(data_dir=data_dir), per_class, out_dir)
+    if dataset in SERIES_ARGS:
+        return _build_series(dataset, klass, per_class, data_dir, out_dir)
     dm = klass(data_dir=data_dir, val_size=0)
     x, y = dm._load("test")
     x, y = x.numpy(), y.numpy()
@@ -53,6 +59,30 @@ def _build_text(dataset, dm, n_tokens, out_dir) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, tokens=np.array(tokens))
     print(f"wrote {out}: {len(tokens)} tokens, {out.stat().st_size / 1e3:.0f} kB")
+    return out
+
+
+def _build_series(dataset, klass, n, data_dir, out_dir) -> Path:
+    import inspect
+
+    from .evaluate import sample_path
+
+    kwargs = dict(SERIES_ARGS[dataset])
+    if "data_dir" in inspect.signature(klass).parameters:
+        kwargs["data_dir"] = data_dir
+    dm = klass(batch_size=n, **kwargs)
+    dm.setup("test")
+    b = next(iter(dm.test_dataloader()))
+    out = (out_dir / f"{dataset}.npz") if out_dir else sample_path(dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out, times=b.times.numpy(), values=b.values.numpy(), mask=b.mask.numpy(),
+        labels=b.labels.numpy(),
+    )  # fmt: skip
+    size = out.stat().st_size
+    if size > 1_000_000:
+        raise ValueError(f"{out} is {size} bytes; samples must stay <= 1 MB")
+    print(f"wrote {out}: {b.values.shape[0]} series, {size / 1e3:.0f} kB")
     return out
 
 

@@ -5,15 +5,19 @@ from .brown import BrownDataModule
 from .cifar10 import CIFAR10DataModule, CIFAR10JPEGDataModule
 from .fashion_mnist import FashionMNISTDataModule
 from .imagenet import ImageNetDataModule
-from .physionet import PhysioNet2012DataModule
+from .physionet import IrregularBatch, PhysioNet2012DataModule
 from .shakespeare import ShakespeareCharDataModule
 from .sotu import SOTUDataModule
+from .trajectories import HopperDataModule, PeriodicDataModule
 from .wikitext import PTBDataModule, WikiText103DataModule
 
 __all__ = [
     "BrownDataModule",
     "PTBDataModule",
     "PhysioNet2012DataModule",
+    "HopperDataModule",
+    "IrregularBatch",
+    "PeriodicDataModule",
     "SOTUDataModule",
     "ShakespeareCharDataModule",
     "WikiText103DataModule",

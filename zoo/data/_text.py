@@ -8,7 +8,9 @@ segment ``i + 1`` of a row continues segment ``i`` (what segment memory and warm
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -175,10 +177,16 @@ class LMDataModule(pl.LightningDataModule):
                 s: torch.tensor([i for d in ds for i in self.vocab.encode(d)], dtype=torch.long)
                 for s, ds in docs.items()
             }
-            cache.mkdir(parents=True, exist_ok=True)
-            self.vocab.save(cache / "vocab.json")
+            # write beside the cache and rename, so runs sharing it never read a partial file
+            tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
+            tmp.mkdir(parents=True, exist_ok=True)
+            self.vocab.save(tmp / "vocab.json")
             for s, t in self.streams.items():
-                torch.save(t, cache / f"{s}.pt")
+                torch.save(t, tmp / f"{s}.pt")
+            try:
+                tmp.rename(cache)
+            except OSError:  # another run got there first: theirs is identical
+                shutil.rmtree(tmp, ignore_errors=True)
         if self.limit_tokens:
             self.streams = {s: t[: self.limit_tokens] for s, t in self.streams.items()}
 

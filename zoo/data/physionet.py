@@ -217,7 +217,39 @@ class _Records(Dataset):
         return self.recs[i]
 
 
-class PhysioNet2012DataModule(pl.LightningDataModule):
+class IrregularDataModule(pl.LightningDataModule):
+    """Loaders shared by the irregular time-series data modules: an 80/20 split served as
+    :class:`IrregularBatch` es (the test split doubles as validation, as in the reference)."""
+
+    batch_size: int
+
+    def _dataset(self, split: str) -> Dataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _collate(self, items) -> IrregularBatch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self._collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    test_dataloader = val_dataloader
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
+
+
+class PhysioNet2012DataModule(IrregularDataModule):
     """PhysioNet 2012 for Latent ODEs (see the module docstring for the protocol).
 
     Args:
@@ -230,6 +262,7 @@ class PhysioNet2012DataModule(pl.LightningDataModule):
     """
 
     name = "physionet2012"
+    variable_names = PHYSIONET_PARAMS
 
     def __init__(
         self,
@@ -274,21 +307,8 @@ class PhysioNet2012DataModule(pl.LightningDataModule):
             "train": [recs[i] for i in perm[n_test:]],
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            _Records(self.splits[split]),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=lambda rs: collate_irregular(rs, self.vmin, self.vscale),
-        )
+    def _dataset(self, split: str) -> Dataset:
+        return _Records(self.splits[split])
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    test_dataloader = val_dataloader
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch.to(device)
+    def _collate(self, records: list[Record]) -> IrregularBatch:
+        return collate_irregular(records, self.vmin, self.vscale)

@@ -53,7 +53,7 @@ def register_pretrained(table: dict[str, dict[str, Any]]) -> None:
 
 
 def _ensure_loaded() -> None:
-    from . import deq_transformer, latent_ode, mdeq  # noqa: F401  (each family registers itself on import)
+    from . import deq_transformer, latent_ode, mdeq, ode_rnn  # noqa: F401  (each family registers on import)
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:

@@ -324,7 +324,7 @@ register_pretrained(
         ),
         "transformer_tiny.sotu": dict(
             **_SOTU,
-            recipe="recipes/deq_lm/transformer_tiny_sotu_cpu.yaml",
+            recipe="recipes/deq_lm/transformer_tiny_sotu_gpu.yaml",
             card="model_cards/transformer_tiny.sotu.md",
             paper_results=[
                 {

@@ -20,9 +20,19 @@ from torch import Tensor, nn
 
 from ..nn import ODEBlock, integrate_intervals
 from ._base import ZooModel
-from ._registry import register_model
+from ._registry import register_model, register_pretrained
 
-__all__ = ["LatentODE", "ODEFunc", "ODERNNEncoder", "masked_mse", "ragged_from_union", "Ragged"]
+__all__ = [
+    "LatentODE",
+    "ODEFunc",
+    "ODERNNEncoder",
+    "RNNEncoder",
+    "TimeSeriesModel",
+    "gaussian_bound",
+    "masked_mse",
+    "ragged_from_union",
+    "Ragged",
+]
 
 
 class ODEFunc(nn.Module):
@@ -47,17 +57,29 @@ class ODEFunc(nn.Module):
 @dataclass
 class Ragged:
     """Each series on its own observation times, padded to the longest: ``times (B, L)``,
-    ``values``/``mask (B, L, D)``, ``lengths (B,)``."""
+    ``values``/``mask (B, L, D)``, ``lengths (B,)`` and ``index (B, L)``, the position of each
+    entry on the batch's union grid (a permutation: padding points at unused positions)."""
 
     times: Tensor
     values: Tensor
     mask: Tensor
     lengths: Tensor
+    index: Tensor
+
+    def scatter(self, x: Tensor, T: int) -> Tensor:
+        """``(B, L, D)`` per-series entries back onto the union grid ``(B, T, D)`` (0 elsewhere)."""
+        valid = torch.arange(x.shape[1], device=x.device)[None] < self.lengths[:, None]
+        out = x.new_zeros(x.shape[0], T, x.shape[-1])
+        idx = self.index.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        return out.scatter(1, idx, x * valid[..., None])
 
 
-def ragged_from_union(times: Tensor, values: Tensor, mask: Tensor) -> Ragged:
-    """Keep, per series, only the union time points where it has an observation."""
-    obs = mask.amax(dim=-1) > 0  # (B, T)
+def ragged_from_union(
+    times: Tensor, values: Tensor, mask: Tensor, points: Tensor | None = None
+) -> Ragged:
+    """Keep, per series, only the union time points where it has an observation (or, if given,
+    where ``points (B, T)`` is true)."""
+    obs = mask.amax(dim=-1) > 0 if points is None else points.bool()  # (B, T)
     lengths = obs.sum(1)
     L = max(int(lengths.max()), 1)
     # stable sort puts observed steps first, in time order
@@ -70,10 +92,42 @@ def ragged_from_union(times: Tensor, values: Tensor, mask: Tensor) -> Ragged:
         values.gather(1, gather) * valid[..., None],
         mask.gather(1, gather) * valid[..., None],
         lengths,
+        order,
     )
 
 
-class ODERNNEncoder(nn.Module):
+class _BackwardEncoder(nn.Module):
+    """Runs a recurrent state backwards over each series' own points; ``q(z0 | x)`` from it."""
+
+    def _init_head(self, latent_dim: int, rec_dims: int, units: int) -> None:
+        self.out = nn.Sequential(
+            nn.Linear(rec_dims, units), nn.Tanh(), nn.Linear(units, 2 * latent_dim)
+        )
+        self.rec_dims = rec_dims
+        self.nfe = 0
+
+    def _step(self, h: Tensor, x: Tensor, t_prev: Tensor, t_k: Tensor) -> Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def _finish(self, h: Tensor, t_first: Tensor) -> Tensor:
+        return h
+
+    def forward(self, r: Ragged) -> tuple[Tensor, Tensor]:
+        B, L, _ = r.values.shape
+        h = r.values.new_zeros(B, self.rec_dims)
+        idx_last = (r.lengths - 1).clamp_min(0)
+        t_prev = r.times.gather(1, idx_last[:, None]).squeeze(1)
+        for k in range(L - 1, -1, -1):
+            valid = k < r.lengths
+            t_k = torch.where(valid, r.times[:, k], t_prev)
+            x = torch.cat([r.values[:, k], r.mask[:, k]], dim=-1)
+            h = torch.where(valid[:, None], self._step(h, x, t_prev, t_k), h)
+            t_prev = t_k
+        mean, s = self.out(self._finish(h, t_prev)).chunk(2, dim=-1)
+        return mean, nn.functional.softplus(s) + 1e-4
+
+
+class ODERNNEncoder(_BackwardEncoder):
     """ODE-RNN run backwards in time; returns the mean and std of ``q(z0 | x)`` at ``t = 0``.
 
     Between observations the hidden state follows an ODE (``method``, ``steps`` per interval);
@@ -88,99 +142,72 @@ class ODERNNEncoder(nn.Module):
         units: int = 100,
         method: str = "euler",
         steps: int = 1,
+        layers: int = 1,
     ) -> None:
         super().__init__()
-        self.func = ODEFunc(rec_dims, units)
+        self.func = ODEFunc(rec_dims, units, layers)
         self.gru = nn.GRUCell(2 * input_dim, rec_dims)
-        self.out = nn.Sequential(
-            nn.Linear(rec_dims, units), nn.Tanh(), nn.Linear(units, 2 * latent_dim)
-        )
-        self.rec_dims, self.method, self.steps = rec_dims, method, steps
-        self.nfe = 0
+        self._init_head(latent_dim, rec_dims, units)
+        self.method, self.steps = method, steps
 
-    def forward(self, r: Ragged) -> tuple[Tensor, Tensor]:
-        B, L, _ = r.values.shape
-        h = r.values.new_zeros(B, self.rec_dims)
-        idx_last = (r.lengths - 1).clamp_min(0)
-        t_prev = r.times.gather(1, idx_last[:, None]).squeeze(1)
-        for k in range(L - 1, -1, -1):
-            valid = k < r.lengths
-            t_k = torch.where(valid, r.times[:, k], t_prev)
-            if bool((t_k != t_prev).any()):
-                h = integrate_intervals(
-                    self.func, h, t_prev, t_k, method=self.method, steps=self.steps
-                )
-                self.nfe += self.steps * (4 if self.method == "rk4" else 1)
-            h_new = self.gru(torch.cat([r.values[:, k], r.mask[:, k]], dim=-1), h)
-            h = torch.where(valid[:, None], h_new, h)
-            t_prev = t_k
-        # carry the state from the first observation back to t = 0
-        zero = torch.zeros_like(t_prev)
-        if bool((t_prev != 0).any()):
-            h = integrate_intervals(
-                self.func, h, t_prev, zero, method=self.method, steps=self.steps
-            )
-        mean, s = self.out(h).chunk(2, dim=-1)
-        return mean, nn.functional.softplus(s) + 1e-4
+    def _evolve(self, h: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        if not bool((t0 != t1).any()):
+            return h
+        self.nfe += self.steps * (4 if self.method == "rk4" else 1)
+        return integrate_intervals(self.func, h, t0, t1, method=self.method, steps=self.steps)
+
+    def _step(self, h, x, t_prev, t_k):
+        return self.gru(x, self._evolve(h, t_prev, t_k))
+
+    def _finish(self, h, t_first):
+        return self._evolve(h, t_first, torch.zeros_like(t_first))  # back to t = 0
 
 
-class LatentODE(ZooModel):
-    """Latent ODE VAE with an ODE-RNN encoder.
+class RNNEncoder(_BackwardEncoder):
+    """GRU run backwards over each series' observations with the time gap as an extra input
+    (the RNN encoder of Chen et al. 2018); returns the mean and std of ``q(z0 | x)``."""
 
-    Args:
-        input_dim: Observed variables (41 for PhysioNet).
-        latent_dim: Latent state size.
-        rec_dims: Encoder hidden size.
-        units: Hidden units of the vector fields.
-        obsrv_std: Std of the Gaussian observation model.
-        method: Decoder solver (torchdiffeq method).
-        rtol: Decoder relative tolerance.
-        atol: Decoder absolute tolerance.
-        adjoint: Decoder gradients by the adjoint method.
-        enc_method: Encoder solver between observations (``euler``/``rk4``/adaptive).
-        enc_steps: Fixed steps per encoder interval.
+    def __init__(self, input_dim: int, latent_dim: int, rec_dims: int = 40, units: int = 100):
+        super().__init__()
+        self.gru = nn.GRUCell(2 * input_dim + 1, rec_dims)
+        self._init_head(latent_dim, rec_dims, units)
 
-    Example:
-        >>> m = LatentODE(input_dim=3, latent_dim=4, rec_dims=6, units=8)
-        >>> t = torch.linspace(0, 1, 5); x = torch.randn(2, 5, 3); mk = torch.ones(2, 5, 3)
-        >>> out = m(t, x, mk, n_samples=2)
-        >>> out["mean"].shape
-        torch.Size([2, 2, 5, 3])
+    def _step(self, h, x, t_prev, t_k):
+        return self.gru(torch.cat([x, (t_prev - t_k)[:, None]], dim=-1), h)
+
+
+def gaussian_bound(
+    mean: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    obsrv_std: float,
+    kl: Tensor | None = None,
+    kl_weight: float = 1.0,
+) -> Tensor:
+    """The reference code's IWAE-style bound, negated (a loss).
+
+    Per sample, the Gaussian log-likelihood of the points in ``mask`` averaged per series, minus
+    ``kl_weight * kl``; ``logsumexp`` over the ``S`` samples of ``mean (S, B, T, D)``, less
+    ``log S``; averaged over the batch. Without ``kl`` it is the plain averaged likelihood.
+    """
+    var = obsrv_std**2
+    logp = -0.5 * ((values - mean) ** 2 / var + math.log(2 * math.pi * var)) * mask
+    ll = logp.sum((2, 3)) / mask.sum((1, 2)).clamp_min(1)  # (S, B)
+    if kl is not None:
+        ll = ll - kl_weight * kl
+    bound = torch.logsumexp(ll, dim=0) - math.log(mean.shape[0])
+    return -bound.mean()
+
+
+class TimeSeriesModel(ZooModel):
+    """What the :class:`~zoo.tasks.TimeSeries` task needs from a model.
+
+    ``reconstruct(times, values, cond_mask, query_mask, n_samples)`` sees only the points of
+    ``cond_mask`` and returns ``{"mean": (S, B, T, D), "kl": (B,) or None}`` on the batch's
+    union grid ``times``; the loss and metrics read the points of ``query_mask``.
     """
 
-    arch = "latent_ode"
-
-    def __init__(
-        self,
-        input_dim: int = 41,
-        latent_dim: int = 20,
-        rec_dims: int = 40,
-        units: int = 100,
-        obsrv_std: float = 0.01,
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-4,
-        adjoint: bool = False,
-        enc_method: str = "euler",
-        enc_steps: int = 1,
-    ) -> None:
-        super().__init__()
-        self._capture(locals())
-        self.encoder = ODERNNEncoder(input_dim, latent_dim, rec_dims, units, enc_method, enc_steps)
-        self.decoder_ode = ODEBlock(
-            ODEFunc(latent_dim, units), method=method, rtol=rtol, atol=atol, adjoint=adjoint
-        )
-        self.decoder = nn.Linear(latent_dim, input_dim)
-        self.obsrv_std = obsrv_std
-        self.input_dim, self.latent_dim = input_dim, latent_dim
-
-    @property
-    def nfe(self) -> dict[str, int]:
-        return {
-            "encoder": self.encoder.nfe,
-            "decoder_forward": self.decoder_ode.nfe_forward,
-            "decoder_backward": self.decoder_ode.nfe_backward,
-        }
+    obsrv_std: float
 
     @staticmethod
     def check_inputs(times: Tensor, values: Tensor, mask: Tensor) -> None:
@@ -201,10 +228,143 @@ class LatentODE(ZooModel):
         if bool(torch.isnan(values[mask > 0]).any()):
             raise ValueError("NaN values inside the mask (observed points must be finite)")
 
+    def reset_nfe(self) -> None:
+        """Zero the encoders' counters (ODE blocks reset their own at each solve)."""
+        for m in self.modules():
+            if isinstance(m.__dict__.get("nfe"), int):
+                m.nfe = 0
+
+    def _sample_z0(self, mean: Tensor, std: Tensor, n_samples: int) -> Tensor:
+        """``(S, B, latent)`` posterior samples; in eval mode with one sample, the mean."""
+        if not self.training and n_samples == 1:
+            return mean.unsqueeze(0)
+        return mean + std * torch.randn(
+            n_samples, *mean.shape, device=mean.device, dtype=mean.dtype
+        )
+
+    def loss(self, out: dict, values: Tensor, mask: Tensor, kl_weight: float = 1.0) -> Tensor:
+        return gaussian_bound(out["mean"], values, mask, self.obsrv_std, out.get("kl"), kl_weight)
+
+    def reconstruct(
+        self,
+        times: Tensor,
+        values: Tensor,
+        cond_mask: Tensor,
+        query_mask: Tensor | None = None,
+        n_samples: int = 1,
+    ) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(
+        self, times: Tensor, values: Tensor, mask: Tensor, query_times: Tensor, n_samples: int = 10
+    ):
+        """Mean and samples at arbitrary ``query_times`` given the observed ``(times, values,
+        mask)``.
+
+        Returns:
+            ``(mean (B, T', D), samples (S, B, T', D))``.
+        """
+        self.check_inputs(times, values, mask)
+        grid = torch.unique(torch.cat([times, query_times]))  # sorted union
+        pos_obs = torch.searchsorted(grid, times)
+        pos_q = torch.searchsorted(grid, query_times)
+        B, _, D = values.shape
+        v = values.new_zeros(B, len(grid), D)
+        m = mask.new_zeros(B, len(grid), D)
+        v[:, pos_obs], m[:, pos_obs] = torch.where(mask > 0, values, 0), mask
+        q = m.new_zeros(B, len(grid), D)
+        q[:, pos_q] = 1.0
+        was = self.training
+        self.train(n_samples > 1)  # sample z0 where the model has a posterior
+        out = self.reconstruct(grid, v, m, q, n_samples=n_samples)
+        self.train(was)
+        samples = out["mean"][:, :, pos_q]
+        return samples.mean(0), samples
+
+
+def _kl_std_normal(mean: Tensor, std: Tensor) -> Tensor:
+    q = torch.distributions.Normal(mean, std)
+    return torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).mean(-1)
+
+
+class LatentODE(TimeSeriesModel):
+    """Latent ODE VAE with an ODE-RNN (or RNN) encoder.
+
+    Args:
+        input_dim: Observed variables (41 for PhysioNet).
+        latent_dim: Latent state size.
+        rec_dims: Encoder hidden size.
+        units: Hidden units of the vector fields.
+        rec_layers: Hidden layers of the encoder's vector field.
+        gen_layers: Hidden layers of the decoder's vector field.
+        obsrv_std: Std of the Gaussian observation model.
+        method: Decoder solver (torchdiffeq method).
+        rtol: Decoder relative tolerance.
+        atol: Decoder absolute tolerance.
+        adjoint: Decoder gradients by the adjoint method.
+        encoder: ``"odernn"`` (the paper's) or ``"rnn"`` (a GRU with time gaps, Chen et al.).
+        enc_method: Encoder solver between observations (``euler``/``rk4``/adaptive).
+        enc_steps: Fixed steps per encoder interval.
+
+    Example:
+        >>> m = LatentODE(input_dim=3, latent_dim=4, rec_dims=6, units=8)
+        >>> t = torch.linspace(0, 1, 5); x = torch.randn(2, 5, 3); mk = torch.ones(2, 5, 3)
+        >>> out = m(t, x, mk, n_samples=2)
+        >>> out["mean"].shape
+        torch.Size([2, 2, 5, 3])
+    """
+
+    arch = "latent_ode"
+
+    def __init__(
+        self,
+        input_dim: int = 41,
+        latent_dim: int = 20,
+        rec_dims: int = 40,
+        units: int = 100,
+        rec_layers: int = 1,
+        gen_layers: int = 1,
+        obsrv_std: float = 0.01,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        adjoint: bool = False,
+        encoder: str = "odernn",
+        enc_method: str = "euler",
+        enc_steps: int = 1,
+    ) -> None:
+        super().__init__()
+        self._capture(locals())
+        if encoder == "odernn":
+            self.encoder = ODERNNEncoder(
+                input_dim, latent_dim, rec_dims, units, enc_method, enc_steps, rec_layers
+            )
+        elif encoder == "rnn":
+            self.encoder = RNNEncoder(input_dim, latent_dim, rec_dims, units)
+        else:
+            raise ValueError(f"encoder must be 'odernn' or 'rnn', got {encoder!r}")
+        self.decoder_ode = ODEBlock(
+            ODEFunc(latent_dim, units, gen_layers),
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            adjoint=adjoint,
+        )
+        self.decoder = nn.Linear(latent_dim, input_dim)
+        self.obsrv_std = obsrv_std
+        self.input_dim, self.latent_dim = input_dim, latent_dim
+
+    @property
+    def nfe(self) -> dict[str, int]:
+        return {
+            "encoder": self.encoder.nfe,
+            "decoder_forward": self.decoder_ode.nfe_forward,
+            "decoder_backward": self.decoder_ode.nfe_backward,
+        }
+
     def encode(self, times: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        values = torch.where(
-            mask > 0, values, torch.zeros_like(values)
-        )  # NaN outside the mask is ignored
+        values = torch.where(mask > 0, values, torch.zeros_like(values))  # NaN outside is ignored
         return self.encoder(ragged_from_union(times, values, mask))
 
     def decode(self, z0: Tensor, query_times: Tensor) -> Tensor:
@@ -229,43 +389,17 @@ class LatentODE(ZooModel):
         """Encode the observed points and decode at ``query_times`` (default: ``times``)."""
         self.check_inputs(times, values, mask)
         mean, std = self.encode(times, values, mask)
-        eps = torch.randn(n_samples, *mean.shape, device=mean.device, dtype=mean.dtype)
-        z0 = (
-            mean + std * eps
-            if self.training or n_samples > 1
-            else mean.unsqueeze(0).expand(n_samples, -1, -1)
-        )
+        z0 = self._sample_z0(mean, std, n_samples)
         mu = self.decode(z0, times if query_times is None else query_times)
-        return {"mean": mu, "z0_mean": mean, "z0_std": std}
+        return {"mean": mu, "z0_mean": mean, "z0_std": std, "kl": _kl_std_normal(mean, std)}
+
+    def reconstruct(self, times, values, cond_mask, query_mask=None, n_samples=1):
+        self.reset_nfe()
+        return self(times, values, cond_mask, n_samples=n_samples)
 
     def elbo(self, out: dict, values: Tensor, mask: Tensor, kl_weight: float = 1.0) -> Tensor:
-        """IWAE-style bound of the reference code: per-point Gaussian log-likelihood averaged
-        per patient, minus the KL of ``q(z0)`` from ``N(0, I)``; returns the loss (negated)."""
-        mu = out["mean"]
-        var = self.obsrv_std**2
-        logp = -0.5 * ((values - mu) ** 2 / var + math.log(2 * math.pi * var)) * mask
-        ll = logp.sum((2, 3)) / mask.sum((1, 2)).clamp_min(1)  # (S, B)
-        q = torch.distributions.Normal(out["z0_mean"], out["z0_std"])
-        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).mean(
-            -1
-        )  # (B,)
-        bound = torch.logsumexp(ll - kl_weight * kl, dim=0) - math.log(mu.shape[0])
-        return -bound.mean()
-
-    @torch.no_grad()
-    def predict(
-        self, times: Tensor, values: Tensor, mask: Tensor, query_times: Tensor, n_samples: int = 10
-    ):
-        """Mean and samples of the reconstruction at arbitrary ``query_times``.
-
-        Returns:
-            ``(mean (B, T, D), samples (S, B, T, D))``; samples draw ``z0`` from ``q(z0 | x)``.
-        """
-        was = self.training
-        self.train()  # sample z0
-        out = self(times, values, mask, query_times, n_samples=n_samples)
-        self.train(was)
-        return out["mean"].mean(0), out["mean"]
+        """The negated bound of :func:`gaussian_bound` (kept for the original API)."""
+        return self.loss(out, values, mask, kl_weight)
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -285,3 +419,77 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
 def latent_ode(**kwargs) -> LatentODE:
     """The paper's PhysioNet configuration: 20 latents, 40 encoder units, 100-unit fields."""
     return LatentODE(**kwargs)
+
+
+_LATENT_ODE_PAPER = (
+    "Rubanova, Chen, Duvenaud. Latent ODEs for Irregularly-Sampled Time Series. NeurIPS 2019. "
+    "arXiv:1907.03907"
+)
+PHYSIONET = dict(
+    task="time-series",
+    dataset="physionet2012",
+    datamodule="zoo.data.PhysioNet2012DataModule",
+    datamodule_args={"quantization": 0.1},
+    mode="interpolation",
+    cond_frac=1.0,
+    train_split="6,400 of the 8,000 patients of set-a + set-b (seed-42 permutation, 80%)",
+    test_split="the other 1,600 patients (20%); 0.1 h grid",
+    license="apache-2.0",
+    paper=_LATENT_ODE_PAPER,
+)
+HOPPER = dict(
+    task="time-series",
+    dataset="hopper",
+    datamodule="zoo.data.HopperDataModule",
+    datamodule_args={"n": 10000, "steps": 100, "obs_frac": 1.0},
+    mode="extrapolation",
+    cond_frac=1.0,
+    train_split="8,000 of 10,000 simulated trajectories (simulation seed 123, split seed 42)",
+    test_split="the other 2,000; condition on steps 0-49, predict 50-99",
+    license="apache-2.0",
+    paper=_LATENT_ODE_PAPER,
+)
+
+
+def series_entry(base: dict, name: str, recipe: str, paper_results=()) -> dict:
+    """A pretrained-table entry: the dataset's protocol plus the checkpoint's recipe and card."""
+    return dict(
+        **base,
+        recipe=f"recipes/latent_ode/{recipe}.yaml",
+        card=f"model_cards/{name}.md",
+        paper_results=list(paper_results),
+    )
+
+
+register_pretrained(
+    {
+        "latent_ode.physionet": series_entry(
+            PHYSIONET,
+            "latent_ode.physionet",
+            "latent_ode_physionet_gpu",
+            [
+                {
+                    "metric": "mse",
+                    "value": 2.118e-3,
+                    "source": "Latent ODE paper, PhysioNet interpolation, ODE-RNN encoder, 1-minute grid",
+                }
+            ],
+        ),
+        "latent_ode.periodic": dict(
+            task="time-series",
+            dataset="periodic",
+            datamodule="zoo.data.PeriodicDataModule",
+            datamodule_args={"n": 1000, "n_points": 100, "noise": 0.01, "obs_frac": 0.5},
+            mode="extrapolation",
+            cond_frac=1.0,
+            train_split="800 of 1,000 generated series (seed 42)",
+            test_split="the other 200; condition on the first 50 time points, predict the rest",
+            license="apache-2.0",
+            paper=_LATENT_ODE_PAPER,
+            recipe="recipes/latent_ode/latent_ode_periodic_cpu.yaml",
+            card="model_cards/latent_ode.periodic.md",
+            paper_results=[],
+        ),
+        "latent_ode.hopper": series_entry(HOPPER, "latent_ode.hopper", "latent_ode_hopper_cpu"),
+    }
+)

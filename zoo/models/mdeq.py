@@ -387,7 +387,7 @@ register_pretrained(
             std=[0.2470, 0.2435, 0.2616],
             license="apache-2.0",
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq/mdeq_tiny_cifar10_cpu.yaml",
+            recipe="recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
             card="model_cards/mdeq_tiny.cifar10.md",
             paper_results=[
                 {

@@ -130,10 +130,11 @@ class PhantomGrad(GradMode):
         return {"steps": self.steps, "tau": self.tau}
 
     def attach(self, f, z_req, f_out):
-        z = f_out if self.tau == 1.0 else torch.lerp(z_req, f_out, self.tau)
+        # under autocast f may return bf16 while the solver state is fp32: lerp needs one dtype
+        z = f_out if self.tau == 1.0 else torch.lerp(z_req, f_out.to(z_req.dtype), self.tau)
         for _ in range(self.steps - 1):
             fz = f(z)
-            z = fz if self.tau == 1.0 else torch.lerp(z, fz, self.tau)
+            z = fz if self.tau == 1.0 else torch.lerp(z, fz.to(z.dtype), self.tau)
         return z
 
 

@@ -2,5 +2,6 @@
 
 from .classification import ImageClassification
 from .language_model import LanguageModeling
+from .time_series import MaskedMSE, TimeSeries
 
-__all__ = ["ImageClassification", "LanguageModeling"]
+__all__ = ["ImageClassification", "LanguageModeling", "MaskedMSE", "TimeSeries"]

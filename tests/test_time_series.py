@@ -1,0 +1,201 @@
+"""Time-series baselines, the TimeSeries task's pieces, the simulated data, and DDP gradients."""
+
+import os
+import socket
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.models.latent_ode import LatentODE, masked_mse
+from zoo.models.ode_rnn import ODERNN, RNNVAE, GRUDeltaT
+from zoo.tasks import MaskedMSE, TimeSeries
+from zoo.tasks.time_series import split_masks
+
+
+def _batch(seed=0, B=3, T=6, D=2):
+    g = torch.Generator().manual_seed(seed)
+    times = torch.linspace(0, 1, T)
+    mask = (torch.rand(B, T, D, generator=g) < 0.6).float()
+    mask[:, 0, 0] = 1
+    values = torch.randn(B, T, D, generator=g) * mask
+    return times, values, mask
+
+
+@pytest.mark.parametrize("cls", [ODERNN, GRUDeltaT])
+def test_predictor_never_sees_the_point_it_predicts(cls):
+    torch.manual_seed(0)
+    m = cls(input_dim=2, rec_dims=5, units=7).eval()
+    t, v, mk = _batch()
+    k = 3
+    v2 = v.clone()
+    v2[:, k] += 5.0 * mk[:, k]  # change the observations at time k only
+    a, b = m(t, v, mk), m(t, v2, mk)
+    assert torch.allclose(a[:, : k + 1], b[:, : k + 1])  # up to and including k: unchanged
+    later = mk[:, k + 1 :].sum() > 0
+    assert not later or not torch.allclose(a[:, k + 1 :], b[:, k + 1 :])
+    assert torch.all(a[mk.amax(-1) == 0] == 0)  # nothing written at times with nothing asked
+
+
+@pytest.mark.parametrize("cls", [ODERNN, GRUDeltaT])
+def test_predictor_series_independent_of_batch(cls):
+    torch.manual_seed(0)
+    m = cls(input_dim=2, rec_dims=5, units=7).eval()
+    t, v, mk = _batch()
+    both = m(t, v, mk)
+    alone = m(t, v[1:2], mk[1:2])
+    assert torch.allclose(both[1:2], alone, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: ODERNN(input_dim=2, rec_dims=5, units=7),
+        lambda: GRUDeltaT(input_dim=2, rec_dims=5, units=7),
+        lambda: RNNVAE(input_dim=2, latent_dim=3, rec_dims=5, units=7),
+        lambda: LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, encoder="rnn"),
+        lambda: LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, gen_layers=2),
+    ],
+)
+def test_models_train_step_and_predict_anywhere(model):
+    torch.manual_seed(0)
+    m = model().train()
+    t, v, mk = _batch()
+    out = m.reconstruct(t, v, mk, mk, n_samples=2)
+    assert out["mean"].shape == (2, 3, 6, 2)
+    loss = m.loss(out, v, mk, kl_weight=0.5)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    q = torch.tensor([0.05, 0.5, 1.5])  # between, on and beyond the observed times
+    mean, samples = m.predict(t, v, mk, q, n_samples=4)
+    assert mean.shape == (3, 3, 2) and samples.shape == (4, 3, 3, 2) and torch.isfinite(mean).all()
+
+
+def test_masked_mse_metric_matches_function_and_accumulates():
+    t, v, mk = _batch(B=6)
+    pred = torch.randn_like(v)
+    whole = masked_mse(pred, v, mk)
+    metric = MaskedMSE()
+    metric.update(pred[:2], v[:2], mk[:2])
+    metric.update(pred[2:], v[2:], mk[2:])
+    got = metric.compute()
+    assert torch.isclose(got["mse"], whole["paper"], rtol=1e-5)
+    assert torch.isclose(got["mse_masked_mean"], whole["masked_mean"], rtol=1e-5)
+    # hand check: one series, variable 0 seen twice (errors 1 and 3), variable 1 never
+    m = MaskedMSE()
+    m.update(
+        torch.tensor([[[1.0, 9], [3, 9]]]), torch.zeros(1, 2, 2), torch.tensor([[[1.0, 0], [1, 0]]])
+    )
+    assert float(m.compute()["mse"]) == pytest.approx((1 + 9) / 2 / 2)
+
+
+def test_split_masks():
+    t, v, mk = _batch(T=6)
+    cond, target = split_masks(t, mk, "extrapolation")
+    assert cond[:, 3:].sum() == 0 and target[:, :3].sum() == 0 and torch.equal(cond + target, mk)
+    cond, target = split_masks(
+        t, mk, "interpolation", cond_frac=0.5, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(target, mk) and cond.sum() < mk.sum() and torch.all(cond <= mk)
+    with pytest.raises(ValueError, match="mode"):
+        split_masks(t, mk, "forecast")
+    with pytest.raises(ValueError, match="cond_frac"):
+        TimeSeries(arch="ode_rnn", model_args={"input_dim": 2}, cond_frac=0.0)
+
+
+def test_bad_inputs_are_named():
+    m = ODERNN(input_dim=2, rec_dims=5, units=7)
+    t, v, mk = _batch()
+    with pytest.raises(ValueError, match="same shape"):
+        m(t, v, mk[:, :, :1])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        m(t.flip(0), v, mk)
+    bad = v.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        m(t, bad, mk)
+    bad = v.clone()
+    bad[mk == 0] = float("nan")  # NaN outside the mask is ignored
+    assert torch.isfinite(m(t, bad, mk)).all()
+
+
+def test_periodic_data_is_irregular_and_seeded():
+    from zoo.data import PeriodicDataModule
+
+    a, b = PeriodicDataModule(n=20, n_points=30), PeriodicDataModule(n=20, n_points=30)
+    a.setup(), b.setup()
+    ba, bb = next(iter(a.val_dataloader())), next(iter(b.val_dataloader()))
+    assert torch.equal(ba.values, bb.values) and ba.times[0] == 0 and ba.times[-1] == 1
+    assert 0.3 < float(ba.mask.mean()) < 0.8  # about half of the points kept
+
+
+def test_hopper_needs_the_extra(monkeypatch):
+    from zoo.data.trajectories import simulate_hopper
+
+    monkeypatch.setitem(sys.modules, "dm_control", None)
+    with pytest.raises(ImportError, match=r"mujoco.*dm-control==1\.0\.50"):
+        simulate_hopper(2, 3)
+
+
+def test_hopper_simulation_is_deterministic():
+    pytest.importorskip("dm_control")
+    from zoo.data.trajectories import simulate_hopper
+
+    a, b = simulate_hopper(3, 5, progress=False), simulate_hopper(3, 5, progress=False)
+    assert a.shape == (3, 5, 14) and np.array_equal(a, b) and np.isfinite(a).all()
+    assert not np.allclose(a[:, 0], a[:, -1])  # it moves
+
+
+# ---- DDP: gradients of 2 gloo processes == one process on the whole batch (float64) ----
+
+
+class _Loss(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, t, v, mk):
+        return self.model.loss(self.model.reconstruct(t, v, mk), v, mk)
+
+
+def _model(adjoint):
+    torch.manual_seed(0)
+    m = LatentODE(
+        input_dim=2, latent_dim=3, rec_dims=5, units=7, rtol=1e-9, atol=1e-9, adjoint=adjoint
+    )
+    return m.double().eval()  # eval: z0 = posterior mean, so no sampling noise
+
+
+def _ddp_worker(rank, world, port, adjoint, out):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    ddp = DDP(_Loss(_model(adjoint)))
+    t, v, mk = (x.double() for x in _batch(B=4))
+    half = slice(2 * rank, 2 * rank + 2)
+    ddp(t, v[half], mk[half]).backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in ddp.module.model.named_parameters()}, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_ddp_gradients_match_single_process(adjoint, tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "grads.pt"
+    mp.spawn(_ddp_worker, args=(2, port, adjoint, str(out)), nprocs=2, join=True)
+    ddp_grads = torch.load(out, weights_only=True)
+    single = _Loss(_model(adjoint))
+    t, v, mk = (x.double() for x in _batch(B=4))
+    single(t, v, mk).backward()
+    for n, p in single.model.named_parameters():
+        assert torch.allclose(ddp_grads[n], p.grad, rtol=1e-5, atol=1e-9), n
