@@ -110,10 +110,8 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
 
     assert main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--limit", "50"]) == 0
 
-    import zoo.cards as cards
-
-    monkeypatch.setattr(cards.budget_sweep, "__defaults__", (None, None, (4, 1e-3)))
-    assert main(["card", "mdeq_tiny.fashion_mnist", "--budgets", "2,12", "--compute", "test"]) == 0
+    card_args = ["--budgets", "2,12", "--compute", "test", "--full-solve", "4,1e-3"]
+    assert main(["card", "mdeq_tiny.fashion_mnist", *card_args]) == 0
     card = (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.md").read_text()
     assert (
         card.startswith("---\nlicense: apache-2.0") and "model-index" in card and "zoo card" in card
@@ -212,8 +210,9 @@ def test_language_model_fit_export_eval_generate(tmp_path, monkeypatch, capsys):
     import zoo.cards as cards
 
     monkeypatch.setattr(cards, "CARDS", tmp_path / "cards")
-    monkeypatch.setattr(cards.budget_sweep, "__defaults__", (None, None, (4, 1e-3)))
-    assert main(["card", "deq_transformer_tiny.sotu", "--budgets", "2,3"]) == 0
+    assert (
+        main(["card", "deq_transformer_tiny.sotu", "--budgets", "2,3", "--full-solve", "none"]) == 0
+    )
     card = (tmp_path / "cards" / "deq_transformer_tiny.sotu.md").read_text()
     assert "perplexity" in card and "## A generated sample" in card and "> the" in card.lower()
 

@@ -19,6 +19,8 @@ MODULES = [
     "zoo.models.mdeq",
     "zoo.models.deq_transformer",
     "zoo.models.latent_ode",
+    "zoo.models.ode_rnn",
+    "zoo.tasks.time_series",
     "zoo.nn._ragged",
 ]
 

@@ -186,3 +186,34 @@ def test_integrate_intervals_matches_separate_solves():
         assert torch.allclose(got[b : b + 1], ref, atol=1e-8)
     rk = integrate_intervals(ps, z0, t0, t1, method="rk4", steps=20)
     assert torch.allclose(rk, got, atol=1e-6)
+
+
+def test_grid_solve_matches_matrix_exponential_at_irregular_times():
+    from zoo.nn import grid_solve
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64) * 0.8
+    z0 = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    t = torch.sort(torch.rand(300, generator=g, dtype=torch.float64)).values
+    t = torch.cat([t.new_zeros(1), t, t.new_ones(1)])
+    got = grid_solve(lambda s, z: z @ A.T, z0, t, steps=100)
+    want = torch.stack([z0 @ torch.linalg.matrix_exp(A * s).T for s in t])
+    assert (got - want).abs().max() < 1e-7
+
+
+def test_latent_ode_grid_decoder_matches_adaptive_solve_and_backprops():
+    from zoo.models.latent_ode import LatentODE
+
+    torch.manual_seed(0)
+    exact = LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, rtol=1e-10, atol=1e-10)
+    grid = LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, decoder_steps=64)
+    grid.load_state_dict(exact.state_dict())
+    exact, grid = exact.double().eval(), grid.double().eval()
+    t = torch.sort(torch.rand(200, dtype=torch.float64)).values
+    v, m = torch.randn(2, 200, 2, dtype=torch.float64), torch.ones(2, 200, 2, dtype=torch.float64)
+    a, b = exact(t, v, m)["mean"], grid(t, v, m)["mean"]
+    assert (a - b).abs().max() < 1e-6
+    grid.loss(grid.reconstruct(t, v, m), v, m).backward()
+    assert grid.decoder_ode.nfe_forward == 4 * 64 + 1
+    with pytest.raises(ValueError, match="adjoint"):
+        LatentODE(input_dim=2, latent_dim=3, decoder_steps=8, adjoint=True)

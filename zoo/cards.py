@@ -185,6 +185,7 @@ def write_card(
     limit=None,
     compute: str = "",
     notes: str = "",
+    full=(30, 1e-4),
 ) -> Path:
     """Measure ``name`` (``zoo eval``; a solver-budget sweep for DEQs) and write its card."""
     import zoo
@@ -198,7 +199,7 @@ def write_card(
     deq = getattr(model, "deq", None)
     if deq is not None and budgets:
         default_iter = deq.solver.max_iter
-        rows = budget_sweep(name, budgets, data_dir, limit)
+        rows = budget_sweep(name, budgets, data_dir, limit, full=full)
         main = next((r for r in rows if r["budget"] == default_iter), None)
         if main is None:  # the shipped default budget is not among the rows: measure it too
             main = evaluate(name, data_dir=data_dir, limit=limit)
@@ -269,7 +270,7 @@ def write_card(
     lines += [
         "",
         "## Results (measured here)",
-        f"Command: `zoo card {name}` (it calls `zoo eval {name}`"
+        f"Command: `zoo card {name}` (it calls `zoo eval {name}"
         + (" --max-iter K` per row)." if len(rows) > 1 else "`).")
         + f" Test split: {info['test_split']}.",
         "",
@@ -336,7 +337,8 @@ def write_card(
         f"`zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
         f"- Data: {info['train_split']}; nothing was selected on the held-out data (no early "
         f"stopping); test: {info['test_split']}.",
-        f"- Trained for {pc.get('trained_epochs', '?')} epochs ({pc.get('trained_steps', '?')} steps).",
+        f"- Trained for {pc.get('trained_steps', '?')} optimizer steps "
+        f"(Lightning's epoch counter: {pc.get('trained_epochs', '?')}).",
         f"- Compute: {compute or 'see the recipe'}.",
     ]
     if solver is not None:
@@ -351,5 +353,8 @@ def write_card(
     ]
     out = CARDS / f"{name}.md"
     out.write_text("\n".join(lines))
-    print(f"wrote {out}, {', '.join(str(p) for _, p in figures)} and {res_dir / (name + '.json')}")
+    print(
+        "wrote",
+        ", ".join(str(p) for p in [out, *(f for _, f in figures), res_dir / f"{name}.json"]),
+    )
     return out

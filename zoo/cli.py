@@ -77,9 +77,14 @@ def _cmd_card(args) -> int:
     from zoo.cards import write_card
 
     budgets = [int(b) for b in args.budgets.split(",") if b]
+    full = None
+    if args.full_solve.lower() != "none":
+        it, tol = args.full_solve.split(",")
+        full = (int(it), float(tol))
     write_card(
         args.name,
         budgets=budgets,
+        full=full,
         data_dir=args.data_dir,
         limit=args.limit,
         compute=args.compute,
@@ -162,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--compute", default="", help="hardware and wall time of the training run")
     s.add_argument("--notes", default="")
+    s.add_argument(
+        "--full-solve",
+        default="30,1e-4",
+        help="'MAX_ITER,TOL' of the extra full-solve row of the sweep, or 'none'",
+    )
 
     s = sub.add_parser("generate", help="sample text from a pretrained language model")
     s.add_argument("name")
