@@ -337,8 +337,7 @@ def write_card(
         f"`zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
         f"- Data: {info['train_split']}; nothing was selected on the held-out data (no early "
         f"stopping); test: {info['test_split']}.",
-        f"- Trained for {pc.get('trained_steps', '?')} optimizer steps "
-        f"(Lightning's epoch counter: {pc.get('trained_epochs', '?')}).",
+        f"- Trained for {pc.get('trained_steps', '?')} optimizer steps (epochs: see Compute).",
         f"- Compute: {compute or 'see the recipe'}.",
     ]
     if solver is not None:
