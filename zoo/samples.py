@@ -20,8 +20,9 @@ SAMPLES = {
     # time series: the first N test series, as one irregular batch (times, values, mask, labels)
     "physionet2012": ("zoo.data.PhysioNet2012DataModule", 50),
     "periodic": ("zoo.data.PeriodicDataModule", 50),
+    "hopper": ("zoo.data.HopperDataModule", 50),
 }
-SERIES_ARGS = {"physionet2012": {"quantization": 0.1}, "periodic": {}}
+SERIES_ARGS = {"physionet2012": {"quantization": 0.1}, "periodic": {}, "hopper": {}}
 
 
 def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None) -> Path:

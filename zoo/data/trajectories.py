@@ -170,6 +170,11 @@ class HopperDataModule(_DenseTrajectories):
     """
 
     name = "hopper"
+    variable_names = tuple(
+        f"{kind} {j}"
+        for kind in ("qpos", "qvel")
+        for j in ("rootx", "rootz", "rooty", "waist", "hip", "knee", "ankle")
+    )
 
     def __init__(self, n: int = 10000, steps: int = 100, batch_size: int = 50,
                  obs_frac: float = 1.0, seed: int = 42) -> None:  # fmt: skip
