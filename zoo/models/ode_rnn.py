@@ -23,6 +23,7 @@ from ._registry import register_model, register_pretrained
 from .latent_ode import (
     HOPPER,
     PHYSIONET,
+    ODEFunc,
     RNNEncoder,
     TimeSeriesModel,
     _kl_std_normal,
@@ -120,8 +121,6 @@ class ODERNN(_RecurrentPredictor):
     ) -> None:
         super().__init__()
         self._capture(locals())
-        from .latent_ode import ODEFunc
-
         self._init_common(input_dim, rec_dims, units, obsrv_std)
         self.func = ODEFunc(rec_dims, units, layers)
         self.method, self.steps = method, steps
