@@ -197,8 +197,26 @@ def test_recipe_parses_and_runs_two_steps(recipe, tiny_data, monkeypatch, tmp_pa
 
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    overrides = _tiny_overrides(recipe, tiny_data)
+    init = yaml.safe_load(recipe.read_text())["model"]["init_args"].get("init_from")
+    if init:  # a stage-2 recipe: stand in a tiny stage-1 checkpoint at the path it names
+        _write_stage1(recipe, overrides, tmp_path / init)
     # jsonargparse validates every key of the recipe; the overrides only shrink it
-    run_cli(["fit", "--config", str(recipe), *_tiny_overrides(recipe, tiny_data)])
+    run_cli(["fit", "--config", str(recipe), *overrides])
+
+
+def _write_stage1(recipe: Path, overrides: list[str], path: Path) -> None:
+    import importlib
+
+    import torch
+
+    cfg = yaml.safe_load(recipe.read_text())["model"]
+    module, cls = cfg["class_path"].rsplit(".", 1)
+    flag = "--model.init_args.model_args="
+    margs = json.loads(next(a[len(flag) :] for a in overrides if a.startswith(flag)))
+    task = getattr(importlib.import_module(module), cls)(cfg["init_args"]["arch"], margs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": task.state_dict()}, path)
 
 
 def test_ddp_two_processes_gloo(tiny_data, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["run_cli", "export_checkpoint", "load_lightning_checkpoint"]
+__all__ = ["run_cli", "export_checkpoint", "load_lightning_checkpoint", "init_weights_from"]
 
 
 def run_cli(args: list[str] | None = None, run: bool = True):
@@ -32,6 +32,43 @@ def load_lightning_checkpoint(path: str | Path) -> dict:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def init_weights_from(model, source: str | Path) -> dict[str, list[str]]:
+    """Copy matching weights from ``source`` into ``model`` (fine-tuning, warm restarts).
+
+    ``source`` is a local Lightning checkpoint (``*.ckpt``, read with ``weights_only=True``) or
+    anything ``zoo.load`` takes: ``arch.tag``, ``hf-hub:org/name`` or a local folder. Tensors
+    whose name and shape match are copied; the rest keep their initialization (e.g. a new
+    classifier head for a different number of classes) and are returned, so callers can report
+    them. Raises ``ValueError`` when nothing matches (the wrong architecture).
+    """
+    if str(source).endswith(".ckpt"):
+        if not Path(source).is_file():
+            raise FileNotFoundError(
+                f"init_from: no Lightning checkpoint at {source}; train the previous stage first "
+                "or pass a zoo name such as 'mdeq_tiny.cifar10'"
+            )
+        raw = load_lightning_checkpoint(source)["state_dict"]
+        src = {k[len("model.") :]: v for k, v in raw.items() if k.startswith("model.")}
+    else:
+        from .models import load
+
+        src = load(str(source)).state_dict()
+    own = model.state_dict()
+    take = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not take:
+        raise ValueError(
+            f"init_from: no tensor of {source} matches the model being trained "
+            f"(its keys start {sorted(src)[:3]}, the model's {sorted(own)[:3]}); "
+            "is it the same architecture?"
+        )
+    model.load_state_dict(take, strict=False)
+    return {
+        "loaded": sorted(take),
+        "kept_init": sorted(k for k in own if k not in take),
+        "ignored": sorted(k for k in src if k not in take),
+    }
 
 
 def export_checkpoint(

@@ -10,12 +10,33 @@ __all__ = ["ZooTask"]
 
 class ZooTask(pl.LightningModule):
     """Subclasses implement ``_common_step(batch, stage)`` and ``_warmup_steps()``; their
-    hyperparameters include ``optimizer``, ``lr``, ``weight_decay``, ``min_lr`` and ``bf16``."""
+    hyperparameters include ``optimizer``, ``lr``, ``weight_decay``, ``min_lr`` and ``bf16``, and
+    optionally ``init_from`` (weights to start from, see ``zoo.training.init_weights_from``)."""
 
     def _autocast(self):
         return torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=bool(self.hparams.bf16)
         )
+
+    def configure_model(self) -> None:
+        self._apply_init_from()
+
+    def _apply_init_from(self) -> None:
+        # runs in configure_model, before Lightning restores a resumed run, so --ckpt_path wins
+        source = self.hparams.get("init_from")
+        if not source or self.model is None or getattr(self, "_initialized_from", None):
+            return
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        from ..training import init_weights_from
+
+        report = init_weights_from(self.model, source)
+        self._initialized_from = source
+        kept = report["kept_init"]
+        msg = f"init_from {source}: {len(report['loaded'])} tensors loaded"
+        if kept:
+            msg += f"; {len(kept)} keep their initialization ({', '.join(kept[:4])})"
+        print(msg, flush=True)
 
     def _common_step(self, batch, stage: str):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -34,6 +34,9 @@ class ImageClassification(ZooTask):
             "pretraining"), before switching to the equilibrium solve.
         eval_max_iter: Solver budget at validation/test (``None`` = the training solver's).
         bf16: Run the forward in bfloat16 autocast (CPU and GPU); the solver's algebra stays fp32.
+        init_from: Start from these weights: a zoo name (``mdeq_tiny.cifar10``), a local
+            folder or a Lightning ``.ckpt``. Matching tensors are copied; a resumed run
+            (``--ckpt_path``) still restores its own state.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class ImageClassification(ZooTask):
         pretrain_steps: int = 0,
         eval_max_iter: int | None = None,
         bf16: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

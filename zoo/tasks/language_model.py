@@ -33,6 +33,9 @@ class LanguageModeling(ZooTask):
         grad_clip_norm: Gradient clipping (0 = off); Lightning's ``gradient_clip_val`` also works.
         eval_max_iter: Solver budget in validation/test.
         bf16: bfloat16 autocast for the forward.
+        init_from: Start from these weights: a zoo name (``transformer_tiny.sotu``), a local
+            folder or a Lightning ``.ckpt``. Matching tensors are copied; a resumed run
+            (``--ckpt_path``) still restores its own state.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class LanguageModeling(ZooTask):
         jac_reg_weight: float = 0.0,
         eval_max_iter: int | None = None,
         bf16: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -67,6 +71,7 @@ class LanguageModeling(ZooTask):
         if self.hparams.eval_max_iter and hasattr(self.model, "set_inference_budget"):
             self.model.set_inference_budget(max_iter=self.hparams.eval_max_iter)
         self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
+        self._apply_init_from()
 
     def forward(self, ids):
         return self.model(ids)

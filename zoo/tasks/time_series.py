@@ -110,6 +110,9 @@ class TimeSeries(ZooTask):
             (so a time-limited run stops on a sensible learning rate).
         lr_decay: Per-step factor of the ``"exp"`` schedule (0.999 in the reference).
         bf16: bfloat16 autocast (off by default: ODE solvers want fp32).
+        init_from: Start from these weights: a zoo name (``latent_ode.physionet``), a local
+            folder or a Lightning ``.ckpt``. Matching tensors are copied; a resumed run
+            (``--ckpt_path``) still restores its own state.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class TimeSeries(ZooTask):
         lr_schedule: str = "cosine",
         lr_decay: float = 0.999,
         bf16: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("cosine", "exp"):
