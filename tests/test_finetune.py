@@ -108,3 +108,15 @@ def test_trainer_starts_from_init_weights_and_resume_wins(tmp_path):
     again = ImageClassification("mdeq_tiny", model_args=TINY, init_from=str(tmp_path / "init.ckpt"))
     _, start = _fit(again, tmp_path, ckpt_path=tmp_path / "run.ckpt", steps=2)
     assert all(torch.equal(v, start[k]) for k, v in trained.items())
+
+
+def test_cards_name_every_stage_of_a_chained_recipe():
+    from zoo.cards import recipe_stages
+
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml") == [
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu.yaml",
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml",
+    ]
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml") == [
+        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml"
+    ]

@@ -12,10 +12,50 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["write_card", "budget_sweep"]
+__all__ = ["write_card", "budget_sweep", "recipe_stages"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
+
+
+def recipe_stages(recipe: str) -> list[str]:
+    """The recipes that train a checkpoint, first stage first.
+
+    A stage whose ``model.init_args.init_from`` is a Lightning checkpoint starts from the run of
+    the recipe whose checkpoint folder holds that file (found among ``recipes/``).
+    """
+    import yaml
+
+    def ckpt_dirs(cfg: dict) -> list[str]:
+        tr = cfg.get("trainer") or {}
+        dirs = (
+            [str(Path(tr["default_root_dir"]) / "checkpoints")] if "default_root_dir" in tr else []
+        )
+        for cb in tr.get("callbacks") or []:
+            if str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
+                d = (cb.get("init_args") or {}).get("dirpath")
+                dirs += [str(Path(d))] if d else []
+        return dirs
+
+    stages = [recipe]
+    while len(stages) < 10:
+        path = ROOT / stages[0]
+        if not path.is_file():
+            break
+        cfg = yaml.safe_load(path.read_text()) or {}
+        init = ((cfg.get("model") or {}).get("init_args") or {}).get("init_from")
+        if not init or not str(init).endswith(".ckpt"):
+            break
+        parent = str(Path(init).parent)
+        prev = [
+            str(p.relative_to(ROOT))
+            for p in sorted((ROOT / "recipes").rglob("*.yaml"))
+            if p != path and parent in ckpt_dirs(yaml.safe_load(p.read_text()) or {})
+        ]
+        if not prev:
+            break
+        stages.insert(0, prev[0])
+    return stages
 
 
 def budget_sweep(name: str, budgets, data_dir=None, limit=None, full=(30, 1e-4)) -> list[dict]:
@@ -331,10 +371,23 @@ def write_card(
                 "like-for-like comparison."
             ]
         lines.append("")
+    stages = recipe_stages(info["recipe"])
+    if len(stages) > 1:
+        recipe_line = (
+            f"- Recipe: {len(stages)} stages, each starting from the previous one's weights "
+            "(`init_from`): "
+            + ", then ".join(f"`{r}`" for r in stages)
+            + "; reproduce with "
+            + ", ".join(f"`zoo fit --config {r}`" for r in stages)
+        )
+    else:
+        recipe_line = (
+            f"- Recipe: `{info['recipe']}`; reproduce with `zoo fit --config {info['recipe']}`"
+        )
     lines += [
         "## Training",
-        f"- Recipe: `{info['recipe']}`; reproduce with `zoo fit --config {info['recipe']}` then "
-        f"`zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
+        recipe_line
+        + f", then `zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
         f"- Data: {info['train_split']}; nothing was selected on the held-out data (no early "
         f"stopping); test: {info['test_split']}.",
         f"- Trained for {pc.get('trained_steps', '?')} optimizer steps (epochs: see Compute).",

@@ -9,12 +9,16 @@ __all__ = ["run_cli", "export_checkpoint", "load_lightning_checkpoint", "init_we
 
 def run_cli(args: list[str] | None = None, run: bool = True):
     """LightningCLI with any task and data module chosen by ``class_path`` in the YAML."""
+    import warnings
+
     import lightning.pytorch as pl
     from lightning.pytorch.cli import LightningCLI
 
     import zoo.data  # noqa: F401  (so short class names resolve)
     import zoo.tasks  # noqa: F401
 
+    # ``zoo fit ARGS`` hands ARGS over explicitly (sys.argv must stay intact: DDP relaunches it)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return LightningCLI(
         pl.LightningModule,
         pl.LightningDataModule,
