@@ -80,7 +80,7 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
         (tmp_path / "checkpoints" / "mdeq_tiny.fashion_mnist" / "config.json").read_text()
     )
     assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
-    assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu.yaml")
+    assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage2.yaml")
 
     # timm returns the zoo's weights once zoo is imported
     code = (
