@@ -80,6 +80,7 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
         (tmp_path / "checkpoints" / "mdeq_tiny.fashion_mnist" / "config.json").read_text()
     )
     assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
+    assert cfg["pretrained_cfg"]["trained_epochs"] == 1  # saved at the end of its one epoch
     assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage2.yaml")
 
     # timm returns the zoo's weights once zoo is imported
@@ -240,3 +241,40 @@ def test_time_series_fit_export_eval_card(tmp_path, monkeypatch):
     card = (tmp_path / "cards" / "latent_ode.periodic.md").read_text()
     assert "time-series-forecasting" in card and "MSE (reference per-series average)" in card
     assert (tmp_path / "cards" / "latent_ode.periodic.trajectories.png").stat().st_size > 1000
+
+
+def test_checkpoints_follow_default_root_dir_and_resume(tmp_path, monkeypatch):
+    """A recipe's checkpoints go to <default_root_dir>/checkpoints; '--ckpt_path last' finds them."""
+    import torch
+
+    data = tmp_path / "data" / "fashion-mnist"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("t10k", 8)):
+        write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+    args = [
+        "fit",
+        "--config",
+        str(RECIPE),
+        "--trainer.default_root_dir=mine",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        f"--model.init_args.model_args={json.dumps(TINY)}",
+        "--model.init_args.pretrain_steps=0",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.val_size=4",
+        "--data.init_args.eval_batch_size=4",
+    ]
+    assert main([*args, "--trainer.max_epochs=1"]) == 0
+    last = tmp_path / "mine" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert not (tmp_path / "runs" / "mdeq_tiny_fashion_mnist" / "checkpoints").exists()
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+
+    # the next session: same command plus --ckpt_path last continues the run
+    assert main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0
+    assert torch.load(last, weights_only=True)["global_step"] == 4

@@ -117,6 +117,54 @@ def test_cards_name_every_stage_of_a_chained_recipe():
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu.yaml",
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml",
     ]
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml")[1:] == [
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml",
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml",
+    ]
     assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml") == [
         "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml"
     ]
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml") == [
+        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
+        "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
+    ]
+
+
+def test_export_ships_the_averaged_weights_and_counts_whole_epochs(tmp_path):
+    """An EMA run's checkpoint holds the average in ``state_dict``; ``zoo export`` ships it."""
+    import json
+
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+    from safetensors.torch import load_file
+
+    from zoo.training import export_checkpoint
+
+    torch.manual_seed(0)
+    task = ImageClassification("mdeq_tiny", model_args=TINY, lr=0.05)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    trainer = pl.Trainer(
+        max_steps=3,  # 2 batches per epoch: one whole epoch and half of the next
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[EMAWeightAveraging(decay=0.5)],
+        limit_val_batches=0,
+    )
+    trainer.fit(task, DataLoader(TensorDataset(x, y), batch_size=4))
+    trainer.save_checkpoint(tmp_path / "ema.ckpt")
+    state = torch.load(tmp_path / "ema.ckpt", map_location="cpu", weights_only=True)
+    assert "current_model_state" in state
+    # make the raw weights differ from the average, so shipping the wrong one would show
+    state["current_model_state"] = {k: v + 1 for k, v in state["current_model_state"].items()}
+    torch.save(state, tmp_path / "ema.ckpt")
+
+    out = export_checkpoint(tmp_path / "ema.ckpt", "mdeq_tiny.fashion_mnist", tmp_path / "out")
+    shipped = load_file(out / "model.safetensors")
+    avg = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    assert shipped.keys() == avg.keys()
+    assert all(torch.equal(shipped[k], avg[k]) for k in avg)
+    cfg = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+    assert cfg["averaged_weights"] is True
+    assert (cfg["trained_steps"], cfg["trained_epochs"]) == (3, 1)

@@ -54,16 +54,21 @@ class SaveLastOnTrainEnd(pl.Callback):
     final steps of a run would be missing from ``last.ckpt``; this closes that gap.
 
     Args:
-        dirpath: The checkpoint folder (the recipe's ModelCheckpoint dirpath).
+        dirpath: The checkpoint folder; by default the ModelCheckpoint's folder (``zoo fit``
+            sets it to ``<default_root_dir>/checkpoints``).
     """
 
-    def __init__(self, dirpath: str) -> None:
+    def __init__(self, dirpath: str | None = None) -> None:
         self.dirpath = dirpath
 
     def on_train_end(self, trainer, pl_module) -> None:
         from pathlib import Path
 
-        trainer.save_checkpoint(str(Path(self.dirpath) / "last.ckpt"))
+        folder = self.dirpath
+        if folder is None:  # the ModelCheckpoint's folder, else <default_root_dir>/checkpoints
+            cb = trainer.checkpoint_callback
+            folder = getattr(cb, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
+        trainer.save_checkpoint(str(Path(folder) / "last.ckpt"), weights_only=False)
 
 
 class StepTimer(pl.Callback):

@@ -390,9 +390,15 @@ def write_card(
         + f", then `zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
         f"- Data: {info['train_split']}; nothing was selected on the held-out data (no early "
         f"stopping); test: {info['test_split']}.",
-        f"- Trained for {pc.get('trained_steps', '?')} optimizer steps (epochs: see Compute).",
+        f"- {'The last stage ran' if len(stages) > 1 else 'Trained for'} "
+        f"{pc.get('trained_steps', '?')} optimizer steps (epochs: see Compute).",
         f"- Compute: {compute or 'see the recipe'}.",
     ]
+    if pc.get("averaged_weights"):
+        lines.append(
+            "- The shipped weights are the exponential moving average of the training weights "
+            "(Lightning's `EMAWeightAveraging`, as the last stage's recipe sets)."
+        )
     if solver is not None:
         lines.append(f"- Solver at test time: `{json.dumps(solver)}`.")
     lines.append("")

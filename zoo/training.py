@@ -17,9 +17,15 @@ def run_cli(args: list[str] | None = None, run: bool = True):
     import zoo.data  # noqa: F401  (so short class names resolve)
     import zoo.tasks  # noqa: F401
 
+    class ZooCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+            if cfg is not None:
+                _checkpoints_follow_root(cfg.get("trainer"))
+
     # ``zoo fit ARGS`` hands ARGS over explicitly (sys.argv must stay intact: DDP relaunches it)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return LightningCLI(
+    return ZooCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
@@ -29,6 +35,27 @@ def run_cli(args: list[str] | None = None, run: bool = True):
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
+
+
+CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "SaveLastOnTrainEnd")
+
+
+def _checkpoints_follow_root(trainer_cfg) -> None:
+    """Checkpoint callbacks without a ``dirpath`` write to ``<default_root_dir>/checkpoints``.
+
+    Lightning's own default is a versioned logger folder, which ``--ckpt_path last`` cannot find
+    in the next session; a fixed ``dirpath`` in a recipe would not follow
+    ``--trainer.default_root_dir``. This keeps both: one run folder, set in one place.
+    """
+    if trainer_cfg is None or not trainer_cfg.get("default_root_dir"):
+        return
+    folder = str(Path(trainer_cfg["default_root_dir"]) / "checkpoints")
+    for cb in trainer_cfg.get("callbacks") or []:
+        class_path = str(cb.get("class_path", "")) if hasattr(cb, "get") else ""
+        args = cb.get("init_args") if class_path else None
+        if class_path.endswith(CHECKPOINT_CALLBACKS) and args is not None:
+            if args.get("dirpath") is None:
+                args["dirpath"] = folder
 
 
 def load_lightning_checkpoint(path: str | Path) -> dict:
@@ -75,6 +102,16 @@ def init_weights_from(model, source: str | Path) -> dict[str, list[str]]:
     }
 
 
+def _completed_epochs(state: dict) -> int:
+    """Whole epochs a Lightning checkpoint has finished (``epoch`` alone is off by one at the end)."""
+    try:
+        loop = state["loops"]["fit_loop"]
+        started = int(loop["epoch_progress"]["total"]["started"])
+        return started - (0 if loop["epoch_loop.batch_progress"]["is_last_batch"] else 1)
+    except (KeyError, TypeError):
+        return int(state.get("epoch", 0))
+
+
 def export_checkpoint(
     ckpt: str | Path, name: str, out_dir: str | Path | None = None, recipe: str | None = None
 ) -> Path:
@@ -105,8 +142,11 @@ def export_checkpoint(
         "name": name,
         "recipe": recipe or static.get("recipe"),
         "trained_steps": int(state.get("global_step", 0)),
-        "trained_epochs": int(state.get("epoch", 0)) + 1,
+        "trained_epochs": _completed_epochs(state),
     }
+    if "current_model_state" in state:
+        # saved by a WeightAveraging callback (e.g. EMA): state_dict holds the averaged weights
+        model.pretrained_cfg["averaged_weights"] = True
     out = Path(out_dir) if out_dir else checkpoint_dir() / name
     out.mkdir(parents=True, exist_ok=True)
     model._save_pretrained(out)
