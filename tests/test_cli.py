@@ -42,16 +42,21 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "did you mean" in capsys.readouterr().err
 
 
-def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
+def _tiny_fashion(tmp_path, monkeypatch, n_train: int, n_test: int) -> None:
+    """Random Fashion-MNIST IDX files under tmp_path/data; chdir there and point ZOO_DATA_DIR at it."""
     data = tmp_path / "data" / "fashion-mnist"
     data.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for split, n in (("train", 48), ("t10k", 20)):
+    for split, n in (("train", n_train), ("t10k", n_test)):
         write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
         write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
+    _tiny_fashion(tmp_path, monkeypatch, 48, 20)
+    monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     import zoo.cards
 
@@ -247,14 +252,7 @@ def test_checkpoints_follow_default_root_dir_and_resume(tmp_path, monkeypatch):
     """A recipe's checkpoints go to <default_root_dir>/checkpoints; '--ckpt_path last' finds them."""
     import torch
 
-    data = tmp_path / "data" / "fashion-mnist"
-    data.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 24), ("t10k", 8)):
-        write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
+    _tiny_fashion(tmp_path, monkeypatch, 24, 8)
     args = [
         "fit",
         "--config",
