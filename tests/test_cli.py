@@ -276,3 +276,35 @@ def test_checkpoints_follow_default_root_dir_and_resume(tmp_path, monkeypatch):
     # the next session: same command plus --ckpt_path last continues the run
     assert main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0
     assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+def test_resume_after_a_mid_epoch_stop_finishes_that_epoch(tmp_path, monkeypatch):
+    """A run stopped mid-epoch (max_time, max_steps) resumes inside that epoch.
+
+    Lightning marks the epoch completed when training stops early, so without the rewind in
+    SaveLastOnTrainEnd the resumed run would skip the rest of that epoch's batches.
+    """
+    import torch
+
+    _tiny_fashion(tmp_path, monkeypatch, 24, 8)  # 20 training images, batch 4: 5 steps/epoch
+    args = [
+        "fit",
+        "--config",
+        str(RECIPE),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        f"--model.init_args.model_args={json.dumps(TINY)}",
+        "--model.init_args.pretrain_steps=0",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.val_size=4",
+        "--data.init_args.eval_batch_size=4",
+    ]
+    assert main([*args, "--trainer.max_steps=2"]) == 0  # stops after 2 of 5 steps
+    last = tmp_path / "runs" / "mdeq_tiny_fashion_mnist" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 2 and state["epoch"] == 0
+    assert main([*args, "--ckpt_path=last"]) == 0
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 5  # the other 3 steps of epoch 0 ran
+    assert state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1

@@ -145,6 +145,33 @@ def test_batch_augment_shapes_and_content():
     assert out.shape == x.shape
 
 
+def test_pad_argument_overrides_the_dataset_default():
+    """pad=0 must leave only the flip: every augmented image is the original or its mirror."""
+
+    class T:
+        training = True
+
+    assert FashionMNISTDataModule(val_size=0).pad == 2
+    dm = FashionMNISTDataModule(val_size=0, pad=0)
+    dm.trainer = T()
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    out, _ = dm.on_after_batch_transfer((x, torch.zeros(64, dtype=torch.long)), 0)
+    ref = dm.normalize(x)
+    same = (out == ref).flatten(1).all(1)
+    mirrored = (out == ref.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 64
+    # with the default padding some images are shifted, so neither matches
+    dm2 = FashionMNISTDataModule(val_size=0)
+    dm2.trainer = T()
+    out2, _ = dm2.on_after_batch_transfer((x, torch.zeros(64, dtype=torch.long)), 0)
+    assert not bool(
+        ((out2 == ref).flatten(1).all(1) | (out2 == ref.flip(3)).flatten(1).all(1)).all()
+    )
+    with pytest.raises(ValueError, match="padding"):
+        FashionMNISTDataModule(pad=-1)
+
+
 def test_real_fashion_mnist(zoo_data_dir):
     dm = FashionMNISTDataModule(data_dir=str(zoo_data_dir), val_size=5000)
     x, y = dm._load("test")

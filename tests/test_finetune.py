@@ -121,6 +121,10 @@ def test_cards_name_every_stage_of_a_chained_recipe():
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml",
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml",
     ]
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml")[2:] == [
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml",
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml",
+    ]
     assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml") == [
         "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml"
     ]

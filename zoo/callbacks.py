@@ -51,7 +51,9 @@ class SaveLastOnTrainEnd(pl.Callback):
     """Write ``<dirpath>/last.ckpt`` when training ends.
 
     ``ModelCheckpoint(every_n_train_steps=N, save_last=True)`` only saves every N steps, so the
-    final steps of a run would be missing from ``last.ckpt``; this closes that gap.
+    final steps of a run would be missing from ``last.ckpt``; this closes that gap. A run that
+    stopped mid-epoch (``max_time``, ``max_steps``) is saved as mid-epoch, so that
+    ``--ckpt_path last`` finishes that epoch instead of skipping the rest of it.
 
     Args:
         dirpath: The checkpoint folder; by default the ModelCheckpoint's folder (``zoo fit``
@@ -68,7 +70,34 @@ class SaveLastOnTrainEnd(pl.Callback):
         if folder is None:  # the ModelCheckpoint's folder, else <default_root_dir>/checkpoints
             cb = trainer.checkpoint_callback
             folder = getattr(cb, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
-        trainer.save_checkpoint(str(Path(folder) / "last.ckpt"), weights_only=False)
+        path = str(Path(folder) / "last.ckpt")
+        # Lightning counts the epoch as completed when training stops early (max_time,
+        # max_steps, should_stop), so resuming from this file would skip the rest of that
+        # epoch. Save the progress as a mid-epoch ModelCheckpoint would: epoch started, not done.
+        fit = trainer.fit_loop
+        progress = fit.epoch_progress
+        mid_epoch = (
+            not fit.epoch_loop.batch_progress.is_last_batch
+            and fit.epoch_loop.batch_progress.current.completed > 0
+            and progress.current.completed == progress.current.started > 0
+        )
+        for cb in trainer.checkpoint_callbacks:  # Lightning >= 2.6 would save it again as last-v1
+            if (
+                getattr(cb, "dirpath", None)
+                and Path(cb.dirpath).resolve() == Path(folder).resolve()
+            ):
+                if hasattr(cb, "_last_checkpoint_saved"):
+                    cb._last_checkpoint_saved = True
+        rewound = (progress.total, progress.current) if mid_epoch else ()
+        for p in rewound:
+            p.completed -= 1
+            p.processed -= 1
+        try:
+            trainer.save_checkpoint(path, weights_only=False)
+        finally:
+            for p in rewound:
+                p.completed += 1
+                p.processed += 1
 
 
 class StepTimer(pl.Callback):

@@ -41,6 +41,8 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         eval_batch_size: Validation/test batch size.
         val_size: Images held out from the training split for validation (seeded).
         augment: Random crop + flip on training batches.
+        pad: Zero padding of the random crop, in pixels (default: the dataset's ``pad``, 4 for
+            CIFAR-10, 2 for Fashion-MNIST); 0 leaves only the horizontal flip.
         num_workers: DataLoader workers (0 is fastest for in-memory tensors).
         seed: Seed of the train/val split.
         limit_train: Use only the first N training images (smoke tests).
@@ -60,6 +62,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         eval_batch_size: int = 256,
         val_size: int = 5000,
         augment: bool = True,
+        pad: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
         limit_train: int | None = None,
@@ -71,6 +74,12 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
         self.augment = augment
+        if pad is not None:
+            if pad < 0:
+                raise ValueError(
+                    f"pad={pad}: the random-crop padding must be 0 (flip only) or more"
+                )
+            self.pad = pad
         self.num_workers = num_workers
         self.seed = seed
         self.limit_train = limit_train
