@@ -413,7 +413,7 @@ register_pretrained(
             std=[0.3530],
             license="apache-2.0",
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml",  # after _cpu, _stage2, _stage3
+            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",  # after _cpu, _stage2 to _stage4
             card="model_cards/mdeq_tiny.fashion_mnist.md",
             paper_results=[],
         ),
