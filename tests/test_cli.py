@@ -248,17 +248,13 @@ def test_time_series_fit_export_eval_card(tmp_path, monkeypatch):
     assert (tmp_path / "cards" / "latent_ode.periodic.trajectories.png").stat().st_size > 1000
 
 
-def test_checkpoints_follow_default_root_dir_and_resume(tmp_path, monkeypatch):
-    """A recipe's checkpoints go to <default_root_dir>/checkpoints; '--ckpt_path last' finds them."""
-    import torch
-
-    _tiny_fashion(tmp_path, monkeypatch, 24, 8)
-    args = [
+def _tiny_fit_args(*extra: str) -> list[str]:
+    """`zoo fit` of the Fashion-MNIST recipe on the tiny files: batch 4, 4 held out, TINY cell."""
+    return [
         "fit",
         "--config",
         str(RECIPE),
-        "--trainer.default_root_dir=mine",
-        "--trainer.limit_train_batches=2",
+        *extra,
         "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false",
         f"--model.init_args.model_args={json.dumps(TINY)}",
@@ -267,6 +263,14 @@ def test_checkpoints_follow_default_root_dir_and_resume(tmp_path, monkeypatch):
         "--data.init_args.val_size=4",
         "--data.init_args.eval_batch_size=4",
     ]
+
+
+def test_checkpoints_follow_default_root_dir_and_resume(tmp_path, monkeypatch):
+    """A recipe's checkpoints go to <default_root_dir>/checkpoints; '--ckpt_path last' finds them."""
+    import torch
+
+    _tiny_fashion(tmp_path, monkeypatch, 24, 8)
+    args = _tiny_fit_args("--trainer.default_root_dir=mine", "--trainer.limit_train_batches=2")
     assert main([*args, "--trainer.max_epochs=1"]) == 0
     last = tmp_path / "mine" / "checkpoints" / "last.ckpt"
     assert last.is_file()
@@ -287,19 +291,7 @@ def test_resume_after_a_mid_epoch_stop_finishes_that_epoch(tmp_path, monkeypatch
     import torch
 
     _tiny_fashion(tmp_path, monkeypatch, 24, 8)  # 20 training images, batch 4: 5 steps/epoch
-    args = [
-        "fit",
-        "--config",
-        str(RECIPE),
-        "--trainer.max_epochs=1",
-        "--trainer.limit_val_batches=1",
-        "--trainer.enable_progress_bar=false",
-        f"--model.init_args.model_args={json.dumps(TINY)}",
-        "--model.init_args.pretrain_steps=0",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.val_size=4",
-        "--data.init_args.eval_batch_size=4",
-    ]
+    args = _tiny_fit_args("--trainer.max_epochs=1")
     assert main([*args, "--trainer.max_steps=2"]) == 0  # stops after 2 of 5 steps
     last = tmp_path / "runs" / "mdeq_tiny_fashion_mnist" / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True)
