@@ -81,13 +81,15 @@ class SaveLastOnTrainEnd(pl.Callback):
             and fit.epoch_loop.batch_progress.current.completed > 0
             and progress.current.completed == progress.current.started > 0
         )
+        here = Path(folder).resolve()
         for cb in trainer.checkpoint_callbacks:  # Lightning >= 2.6 would save it again as last-v1
+            dirpath = getattr(cb, "dirpath", None)
             if (
-                getattr(cb, "dirpath", None)
-                and Path(cb.dirpath).resolve() == Path(folder).resolve()
+                dirpath
+                and Path(dirpath).resolve() == here
+                and hasattr(cb, "_last_checkpoint_saved")
             ):
-                if hasattr(cb, "_last_checkpoint_saved"):
-                    cb._last_checkpoint_saved = True
+                cb._last_checkpoint_saved = True
         rewound = (progress.total, progress.current) if mid_epoch else ()
         for p in rewound:
             p.completed -= 1
