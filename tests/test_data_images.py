@@ -6,6 +6,7 @@ import io
 import pickle
 import struct
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -45,6 +46,29 @@ def test_fashion_mnist_idx(tmp_path):
         and len(dm._splits["val"]) == 8
         and len(dm._splits["test"]) == 10
     )
+
+
+def test_val_size_zero_validates_on_test_with_a_warning(tmp_path):
+    """val_size=0 trains on every training image; validating then means the test split."""
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 10)):
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=8, val_size=0)
+    dm.setup()
+    assert len(dm._splits["train"]) == 40 and "val" not in dm._splits
+    with pytest.warns(UserWarning, match="limit_val_batches=0"):
+        assert len(dm.val_dataloader().dataset) == 10
+
+    class T:
+        limit_val_batches = 0
+
+    dm.trainer = T()  # validation switched off: nothing to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.val_dataloader()
 
 
 def test_fashion_mnist_missing_and_truncated(tmp_path):

@@ -129,6 +129,10 @@ def test_cards_name_every_stage_of_a_chained_recipe():
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml",
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",
     ]
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml")[4:] == [
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",
+        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml",
+    ]
     assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml") == [
         "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml"
     ]

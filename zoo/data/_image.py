@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -39,7 +40,10 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         data_dir: Dataset root (default ``$ZOO_DATA_DIR``).
         batch_size: Training batch size.
         eval_batch_size: Validation/test batch size.
-        val_size: Images held out from the training split for validation (seeded).
+        val_size: Images held out from the training split for validation (seeded). With 0
+            the whole training split is trained on and validation runs on the test split (the
+            papers' protocol; a warning says so): watch it, select nothing on it, or switch
+            validation off with the Trainer's ``limit_val_batches=0``.
         augment: Random crop + flip on training batches.
         pad: Zero padding of the random crop, in pixels (default: the dataset's ``pad``, 4 for
             CIFAR-10, 2 for Fashion-MNIST); 0 leaves only the horizontal flip.
@@ -120,7 +124,14 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         return self._loader("train", True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val" if "val" in self._splits else "test", False, self.eval_batch_size)
+        if "val" in self._splits:
+            return self._loader("val", False, self.eval_batch_size)
+        if self.trainer is None or self.trainer.limit_val_batches != 0:
+            rank_zero_warn(
+                "val_size=0: validation runs on the test split. Select nothing on it (no early "
+                "stopping, no best-checkpoint choice), or set trainer.limit_val_batches=0."
+            )
+        return self._loader("test", False, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False, self.eval_batch_size)

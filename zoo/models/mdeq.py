@@ -406,14 +406,14 @@ register_pretrained(
             task="image-classification",
             dataset="fashion_mnist",
             datamodule="zoo.data.FashionMNISTDataModule",
-            train_split="55,000 of the 60,000 training images (5,000 held out, seed 0)",
+            train_split="all 60,000 training images (stages 1-5 held 5,000 out for validation, seed 0)",
             test_split="the 10,000 test images",
             input_size=[1, 28, 28],
             mean=[0.2860],
             std=[0.3530],
             license="apache-2.0",
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",  # after _cpu, _stage2 to _stage4
+            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml",  # after _cpu, _stage2 to _stage5
             card="model_cards/mdeq_tiny.fashion_mnist.md",
             paper_results=[],
         ),
