@@ -16,6 +16,20 @@ def write_idx(path, arr) -> None:
         f.write(arr.astype(np.uint8).tobytes())
 
 
+def write_fashion_mnist(root, n_train: int, n_test: int) -> None:
+    """Random Fashion-MNIST images and labels in IDX files under ``root/fashion-mnist``."""
+    (root / "fashion-mnist").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(
+            root / "fashion-mnist" / f"{split}-images-idx3-ubyte.gz",
+            rng.integers(0, 255, (n, 28, 28)),
+        )
+        write_idx(
+            root / "fashion-mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,))
+        )
+
+
 PHYSIONET_RECORD = """Time,Parameter,Value
 00:00,RecordID,{rid}
 00:00,Age,54

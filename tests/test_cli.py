@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _formats import write_idx
+from _formats import write_fashion_mnist
 
 from zoo.cli import main
 
@@ -44,12 +44,7 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 def _tiny_fashion(tmp_path, monkeypatch, n_train: int, n_test: int) -> None:
     """Random Fashion-MNIST IDX files under tmp_path/data; chdir there and point ZOO_DATA_DIR at it."""
-    data = tmp_path / "data" / "fashion-mnist"
-    data.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    write_fashion_mnist(tmp_path / "data", n_train, n_test)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
 

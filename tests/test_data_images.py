@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _formats import write_idx
+from _formats import write_fashion_mnist, write_idx
 from PIL import Image
 
 from zoo.data import (
@@ -31,12 +31,7 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_idx(tmp_path):
-    root = tmp_path / "fashion-mnist"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("t10k", 10)):
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    write_fashion_mnist(tmp_path, 40, 10)
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=8, val_size=8)
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
@@ -50,12 +45,7 @@ def test_fashion_mnist_idx(tmp_path):
 
 def test_val_size_zero_validates_on_test_with_a_warning(tmp_path):
     """val_size=0 trains on every training image; validating then means the test split."""
-    root = tmp_path / "fashion-mnist"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("t10k", 10)):
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    write_fashion_mnist(tmp_path, 40, 10)
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=8, val_size=0)
     dm.setup()
     assert len(dm._splits["train"]) == 40 and "val" not in dm._splits

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _formats import write_idx, write_physionet
+from _formats import write_fashion_mnist, write_physionet
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,16 +24,8 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
+    write_fashion_mnist(root, 64, 16)
     rng = np.random.default_rng(0)
-    (root / "fashion-mnist").mkdir()
-    for split, n in (("train", 64), ("t10k", 16)):
-        write_idx(
-            root / "fashion-mnist" / f"{split}-images-idx3-ubyte.gz",
-            rng.integers(0, 255, (n, 28, 28)),
-        )
-        write_idx(
-            root / "fashion-mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,))
-        )
     (root / "cifar10-jpeg").mkdir()
     with tarfile.open(root / "cifar10-jpeg" / "cifar10-jpeg.tar.gz", "w:gz") as tf:
         for split, per in (("train", 4), ("test", 1)):
