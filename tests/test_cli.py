@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _formats import write_fashion_mnist
 
 from zoo.cli import main
@@ -295,3 +296,16 @@ def test_resume_after_a_mid_epoch_stop_finishes_that_epoch(tmp_path, monkeypatch
     state = torch.load(last, weights_only=True)
     assert state["global_step"] == 5  # the other 3 steps of epoch 0 ran
     assert state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_eval_device_errors_and_auto(capsys):
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--device", "gpu0"]) == 2
+    assert "unknown device 'gpu0'" in capsys.readouterr().err
+    assert (
+        main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--limit", "8", "--device", "auto"])
+        == 0
+    )
+    assert "mdeq_tiny.fashion_mnist" in capsys.readouterr().out

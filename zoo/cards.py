@@ -388,8 +388,9 @@ def write_card(
         "## Training",
         recipe_line
         + f", then `zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
-        f"- Data: {info['train_split']}; nothing was selected on the held-out data (no early "
-        f"stopping); test: {info['test_split']}.",
+        f"- Data: {info['train_split']}; "
+        + info.get("selection", "nothing was selected on the held-out data (no early stopping)")
+        + f"; test: {info['test_split']}.",
         f"- {'The last stage ran' if len(stages) > 1 else 'Trained for'} "
         f"{pc.get('trained_steps', '?')} optimizer steps (epochs: see Compute).",
         f"- Compute: {compute or 'see the recipe'}.",

@@ -46,6 +46,7 @@ def _cmd_eval(args) -> int:
         max_iter=args.max_iter,
         batch_size=args.batch_size,
         sample=args.sample,
+        device=args.device,
     )
     print_results([res])
     if args.json:
@@ -61,7 +62,13 @@ def _cmd_eval(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from zoo.evaluate import leaderboard
 
-    leaderboard(data_dir=args.data_dir, out=args.out, limit=args.limit, sample=args.sample)
+    leaderboard(
+        data_dir=args.data_dir,
+        out=args.out,
+        limit=args.limit,
+        sample=args.sample,
+        device=args.device,
+    )
     return 0
 
 
@@ -143,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"
     )
     s.add_argument("--json", default=None, help="write the results to this JSON file")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
 
     s = sub.add_parser("leaderboard", help="evaluate every pretrained model; markdown + JSON")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--out", default="leaderboard.md")
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--sample", action="store_true")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
 
     sub.add_parser("fit", help="train with LightningCLI: zoo fit --config recipes/...yaml")
 

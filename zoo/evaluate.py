@@ -23,6 +23,53 @@ def evaluator(task: str):
     return deco
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"`` (CUDA when there is one, else CPU)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} asked for, but this PyTorch ({torch.__version__}) sees no CUDA GPU; "
+            "use --device cpu (or auto), or install a CUDA build of PyTorch"
+        )
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here; use cpu")
+    return dev
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    if dev.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    return str(dev)
+
+
+class _Clock:
+    """Wall time of the model calls alone; waits for the GPU's queue so the times are real."""
+
+    def __init__(self, dev: torch.device):
+        self.dev, self.seconds = dev, 0.0
+
+    def _sync(self):
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    def __enter__(self):
+        self._sync()
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self._sync()
+        self.seconds += time.perf_counter() - self.t0
+
+
 def sample_path(dataset: str) -> Path:
     """The small evaluation sample shipped in the repo for ``dataset`` (offline demo)."""
     return Path(__file__).resolve().parents[1] / "samples" / f"{dataset}.npz"
@@ -44,7 +91,7 @@ def _datamodule(cfg: dict, data_dir: str | None):
 
 
 @evaluator("time-series")
-def _eval_time_series(model, cfg, data_dir, split, limit, batch_size, sample):
+def _eval_time_series(model, cfg, data_dir, split, limit, batch_size, sample, device):
     from tqdm import tqdm
 
     from .tasks.time_series import MaskedMSE, eval_generator, split_masks
@@ -54,16 +101,18 @@ def _eval_time_series(model, cfg, data_dir, split, limit, batch_size, sample):
 
         from .data import IrregularBatch
 
-        d = np.load(sample_path(cfg["dataset"]))
-        batches = [
-            IrregularBatch(*(torch.from_numpy(d[k]) for k in ("times", "values", "mask", "labels")))
-        ]
+        with np.load(sample_path(cfg["dataset"])) as d:
+            batches = [
+                IrregularBatch(
+                    *(torch.from_numpy(d[k]) for k in ("times", "values", "mask", "labels"))
+                )
+            ]
     else:
         dm = _datamodule(cfg, data_dir)
         dm.setup("test")
         batches = dm.test_dataloader()
-    mse = MaskedMSE()
-    nfe, seconds, n = [], 0.0, 0
+    mse = MaskedMSE().to(device)
+    nfe, clock, n = [], _Clock(device), 0
     model.eval()
     with torch.no_grad():
         for b in tqdm(batches, desc=f"eval {cfg['name']}", unit="batch"):
@@ -73,10 +122,11 @@ def _eval_time_series(model, cfg, data_dir, split, limit, batch_size, sample):
                 b.times, b.mask, cfg.get("mode", "interpolation"), cfg.get("cond_frac", 1.0),
                 generator=eval_generator(b.values, b.times),
             )  # fmt: skip
-            t0 = time.perf_counter()
-            out = model.reconstruct(b.times, b.values, cond, target, n_samples=1)
-            seconds += time.perf_counter() - t0
-            mse.update(out["mean"].mean(0), b.values, target)
+            times, values = b.times.to(device), b.values.to(device)
+            cond, target = cond.to(device), target.to(device)
+            with clock:
+                out = model.reconstruct(times, values, cond, target, n_samples=1)
+            mse.update(out["mean"].mean(0), values, target)
             counts = model.nfe if isinstance(model.nfe, dict) else {"ode": model.nfe}
             nfe.append(sum(v for k, v in counts.items() if "backward" not in k))
             n += b.values.shape[0]
@@ -86,7 +136,7 @@ def _eval_time_series(model, cfg, data_dir, split, limit, batch_size, sample):
         "primary_metric": "mse",
         "num_samples": n,
         "nfe_mean": round(sum(nfe) / len(nfe), 1) if nfe else None,
-        "latency_ms_per_sample": round(1000 * seconds / max(n, 1), 3),
+        "latency_ms_per_sample": round(1000 * clock.seconds / max(n, 1), 3),
         "unit": "series",
         "protocol": f"{cfg.get('mode', 'interpolation')}; MSE on normalized values (mse: the "
         "reference code's per-series, per-variable average; mse_masked_mean: over all points)",
@@ -94,30 +144,29 @@ def _eval_time_series(model, cfg, data_dir, split, limit, batch_size, sample):
 
 
 @evaluator("image-classification")
-def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, sample):
+def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, sample, device):
     import numpy as np
     from torchmetrics.classification import MulticlassAccuracy
     from tqdm import tqdm
 
     dm = _datamodule(cfg, data_dir)
     if sample:
-        d = np.load(sample_path(cfg["dataset"]))
-        x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+        with np.load(sample_path(cfg["dataset"])) as d:
+            x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     else:
         x_all, y_all = dm._load("test" if split == "test" else "train")
     if limit:
         x_all, y_all = x_all[:limit], y_all[:limit]
     n_cls = model.num_classes
-    top1 = MulticlassAccuracy(n_cls, average="micro")
-    top5 = MulticlassAccuracy(n_cls, top_k=min(5, n_cls), average="micro")
-    nfe, seconds = [], 0.0
+    top1 = MulticlassAccuracy(n_cls, average="micro").to(device)
+    top5 = MulticlassAccuracy(n_cls, top_k=min(5, n_cls), average="micro").to(device)
+    nfe, clock = [], _Clock(device)
     with torch.no_grad():
         for i in tqdm(range(0, len(y_all), batch_size), desc=f"eval {cfg['name']}", unit="batch"):
-            x = dm.normalize(x_all[i : i + batch_size])
-            y = y_all[i : i + batch_size]
-            t0 = time.perf_counter()
-            logits = model(x)
-            seconds += time.perf_counter() - t0
+            x = dm.normalize(x_all[i : i + batch_size]).to(device)
+            y = y_all[i : i + batch_size].to(device)
+            with clock:
+                logits = model(x)
             top1.update(logits, y)
             top5.update(logits, y)
             st = getattr(model, "solver_stats", None)
@@ -134,12 +183,12 @@ def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, s
         "nfe_mean": round(sum(a * b for a, b in nfe) / max(sum(b for _, b in nfe), 1), 2)
         if nfe
         else None,
-        "latency_ms_per_sample": round(1000 * seconds / max(n, 1), 3),
+        "latency_ms_per_sample": round(1000 * clock.seconds / max(n, 1), 3),
     }
 
 
 @evaluator("language-modeling")
-def _eval_language_model(model, cfg, data_dir, split, limit, batch_size, sample):
+def _eval_language_model(model, cfg, data_dir, split, limit, batch_size, sample, device):
     import numpy as np
     from torchmetrics.text import Perplexity
     from tqdm import tqdm
@@ -148,7 +197,8 @@ def _eval_language_model(model, cfg, data_dir, split, limit, batch_size, sample)
 
     vocab = Vocab(model.tokenizer["vocab"])
     if sample:
-        tokens = [str(t) for t in np.load(sample_path(cfg["dataset"]))["tokens"]]
+        with np.load(sample_path(cfg["dataset"])) as d:
+            tokens = [str(t) for t in d["tokens"]]
     else:
         dm = _datamodule(cfg, data_dir)
         tokens = [t for doc in dm._documents("test" if split == "test" else split) for t in doc]
@@ -157,13 +207,13 @@ def _eval_language_model(model, cfg, data_dir, split, limit, batch_size, sample)
     stream = torch.tensor(vocab.encode(tokens), dtype=torch.long)
     bs = min(10, max(1, (stream.numel() - 1) // (2 * model.tgt_len)))
     segs = StreamSegments(stream, bs, model.tgt_len)
-    ppl = Perplexity()
-    nfe, seconds, mems = [], 0.0, None
+    ppl = Perplexity().to(device)
+    nfe, clock, mems = [], _Clock(device), None
     with torch.no_grad():
         for x, y in tqdm(segs, desc=f"eval {cfg['name']}", unit="segment"):
-            t0 = time.perf_counter()
-            logits, mems = model(x, mems=mems, return_mems=True)
-            seconds += time.perf_counter() - t0
+            x, y = x.to(device), y.to(device)
+            with clock:
+                logits, mems = model(x, mems=mems, return_mems=True)
             ppl.update(logits.float(), y)
             st = getattr(model, "solver_stats", None)
             if st is not None:
@@ -174,7 +224,7 @@ def _eval_language_model(model, cfg, data_dir, split, limit, batch_size, sample)
         "primary_metric": "ppl",
         "num_samples": n,
         "nfe_mean": round(sum(nfe) / len(nfe), 2) if nfe else None,
-        "latency_ms_per_sample": round(1000 * seconds / max(n, 1), 4),
+        "latency_ms_per_sample": round(1000 * clock.seconds / max(n, 1), 4),
         "unit": "token",
     }
 
@@ -188,18 +238,24 @@ def evaluate(
     batch_size: int = 200,
     sample: bool = False,
     tol: float | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Evaluate pretrained ``name``; returns a JSON-ready dict of measured results."""
+    """Evaluate pretrained ``name``; returns a JSON-ready dict of measured results.
+
+    ``device``: where the model runs (``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``). The
+    latency column is that device's; the shipped cards are measured on CPU.
+    """
     import zoo
 
+    dev = resolve_device(device)
     budget = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
-    model = zoo.load(name, **budget)
+    model = zoo.load(name, **budget).to(dev)
     cfg = {**model.pretrained_cfg, "name": name}
     task = cfg.get("task")
     if task not in EVALUATORS:
         raise ValueError(f"no evaluator for task {task!r} of {name!r}; known: {sorted(EVALUATORS)}")
     torch.manual_seed(0)
-    res = EVALUATORS[task](model, cfg, data_dir, split, limit, batch_size, sample)
+    res = EVALUATORS[task](model, cfg, data_dir, split, limit, batch_size, sample, dev)
     solver = getattr(getattr(model, "deq", None), "eval_solver", None) or getattr(
         getattr(model, "deq", None), "solver", None
     )
@@ -211,12 +267,13 @@ def evaluate(
         **res,
         "max_iter": max_iter,
         "solver": solver.spec() if solver is not None else None,
-        "device": f"cpu ({torch.get_num_threads()} threads, {platform.machine()})",
+        "device": _device_name(dev),
         "torch": torch.__version__,
         "command": f"zoo eval {name}"
         + (f" --max-iter {max_iter}" if max_iter else "")
         + (" --sample" if sample else "")
-        + (f" --limit {limit}" if limit else ""),
+        + (f" --limit {limit}" if limit else "")
+        + (f" --device {device}" if str(device) != "cpu" else ""),
     }
 
 
@@ -238,6 +295,7 @@ def leaderboard(
     out: str | Path = "leaderboard.md",
     limit: int | None = None,
     sample: bool = False,
+    device: str = "cpu",
 ) -> list[dict]:
     """Evaluate every pretrained model; write a markdown table and ``<out>.json``."""
     import zoo
@@ -245,7 +303,7 @@ def leaderboard(
 
     results = []
     for name in zoo.list_models(pretrained=True):
-        results.append(evaluate(name, data_dir=data_dir, limit=limit, sample=sample))
+        results.append(evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device))
     print()
     print_results(results)
     lines = [
@@ -270,6 +328,7 @@ def leaderboard(
     lines.append(
         "Ours: measured by `zoo leaderboard`"
         + (" on the shipped samples" if sample else "")
+        + f", on {results[0]['device'] if results else device}"
         + ". Paper columns are the papers' own figures, on their own data and setup."
     )
     out = Path(out)

@@ -97,8 +97,8 @@ def load_cifar10_jpeg(data_dir, split: str) -> tuple[Tensor, Tensor]:
     tar = src / "cifar10-jpeg.tar.gz"
     cache = cache_root() / "cifar10_jpeg" / f"{split}.npz"
     if cache.is_file():
-        d = np.load(cache)
-        return torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+        with np.load(cache) as d:
+            return torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     if tar.is_file():
         x, y = _decode_tar(tar, split)
     elif (src / split).is_dir():
