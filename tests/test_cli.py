@@ -82,7 +82,7 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     )
     assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
     assert cfg["pretrained_cfg"]["trained_epochs"] == 1  # saved at the end of its one epoch
-    assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage6.yaml")
+    assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage7.yaml")
 
     # timm returns the zoo's weights once zoo is imported
     code = (

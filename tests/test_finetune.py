@@ -133,6 +133,7 @@ def test_cards_name_every_stage_of_a_chained_recipe():
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",
         "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml",
     ]
+    assert len(recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage7.yaml")) == 7
     assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml") == [
         "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml"
     ]

@@ -419,7 +419,7 @@ register_pretrained(
             std=[0.3530],
             license="apache-2.0",
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml",  # after _cpu, _stage2 to _stage5
+            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage7.yaml",  # after _cpu, _stage2 to _stage6
             card="model_cards/mdeq_tiny.fashion_mnist.md",
             paper_results=[],
         ),
