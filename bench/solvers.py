@@ -109,9 +109,14 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--quick", action="store_true", help="tiny batches (smoke test)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="bench/results/solvers.json")
+    p.add_argument(
+        "--problems",
+        default="mdeq,mdeq_tiny_trained,transformer",
+        help="comma-separated cells to time (default: all three)",
+    )
     a = p.parse_args(argv)
     rows = []
-    for problem in ("mdeq", "mdeq_tiny_trained", "transformer"):
+    for problem in a.problems.split(","):
         rows += run(
             problem,
             [(lib, k, m if k == "anderson" else None, t) for lib, k, m, t in CONFIGS],
