@@ -115,8 +115,12 @@ def main(argv=None) -> list[dict]:
         help="comma-separated cells to time (default: all three)",
     )
     a = p.parse_args(argv)
+    problems = a.problems.split(",")
+    unknown = [x for x in problems if x not in PROBLEMS]
+    if unknown:
+        p.error(f"unknown problem(s) {unknown}; valid: {', '.join(PROBLEMS)}")
     rows = []
-    for problem in a.problems.split(","):
+    for problem in problems:
         rows += run(
             problem,
             [(lib, k, m if k == "anderson" else None, t) for lib, k, m, t in CONFIGS],

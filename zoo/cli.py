@@ -7,6 +7,8 @@ import sys
 
 __all__ = ["main"]
 
+_DEVICE_HELP = "where the model runs: cpu, cuda, cuda:N, mps or auto (default cpu)"
+
 
 def _cmd_list(args) -> int:
     import zoo
@@ -150,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"
     )
     s.add_argument("--json", default=None, help="write the results to this JSON file")
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    s.add_argument("--device", default="cpu", help=_DEVICE_HELP)
 
     s = sub.add_parser("leaderboard", help="evaluate every pretrained model; markdown + JSON")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--out", default="leaderboard.md")
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--sample", action="store_true")
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    s.add_argument("--device", default="cpu", help=_DEVICE_HELP)
 
     sub.add_parser("fit", help="train with LightningCLI: zoo fit --config recipes/...yaml")
 
