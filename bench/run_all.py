@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backward  # noqa: E402
+import grad_quality  # noqa: E402
 import latent_ode  # noqa: E402
 import lm  # noqa: E402
 import memory  # noqa: E402
@@ -35,6 +36,8 @@ def main() -> None:
     lm.main(quick)
     print("\n== 6. Latent ODE on PhysioNet: seconds per training step ==")
     latent_ode.main(quick)
+    print("\n== 7. gradient quality at trained weights: each mode against the exact gradient ==")
+    grad_quality.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 
@@ -115,6 +118,15 @@ def write_summary(seconds: float, quick: bool) -> None:
             "The reference code: about 11 s (0.1 h grid) and 126 s (1 minute) per batch here.",
             "",
             markdown_table(json.loads((res / "latent_ode.json").read_text()), latent_ode.COLS),
+            "",
+        ]
+    if (res / "grad_quality.json").is_file():
+        lines += [
+            "## 7. Gradient quality at trained weights (MDEQ checkpoints, fp32, dropout off)",
+            "Each mode against the exact implicit gradient at a tight equilibrium: cosine over all "
+            "parameters and over the equilibrium cell's, and the norm ratio.",
+            "",
+            markdown_table(json.loads((res / "grad_quality.json").read_text()), grad_quality.COLS),
             "",
         ]
     (res / "RESULTS.md").write_text("\n".join(lines))

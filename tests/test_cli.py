@@ -112,6 +112,24 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
 
     assert main(["eval", "mdeq_tiny.fashion_mnist", "--sample", "--limit", "50"]) == 0
 
+    # --split val: the training images the recipes hold out; with 48 < 5,000 that is all of them
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--split", "val", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    import zoo
+    from zoo.data import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path / "data"))
+    x, y = dm._load("train")
+    with torch.no_grad():
+        pred = zoo.load("mdeq_tiny.fashion_mnist")(dm.normalize(x)).argmax(1)
+    assert res["num_samples"] == 48 and res["command"].endswith("--split val")
+    assert res["metrics"]["top1"] == round(100 * (pred == y).float().mean().item(), 2)
+    capsys.readouterr()
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--split", "train"]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert main(["eval", "mdeq_tiny.fashion_mnist", "--split", "tset"]) == 2
+    assert "unknown split 'tset'" in capsys.readouterr().err
+
     card_args = ["--budgets", "2,12", "--compute", "test", "--full-solve", "4,1e-3"]
     assert main(["card", "mdeq_tiny.fashion_mnist", *card_args]) == 0
     card = (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.md").read_text()

@@ -141,6 +141,12 @@ def test_cards_name_every_stage_of_a_chained_recipe():
         "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
         "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
     ]
+    # stage 4 starts from stage 2 (stage 3 was tried and not shipped)
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_cpu_stage4.yaml") == [
+        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
+        "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
+        "recipes/mdeq/mdeq_tiny_cifar10_cpu_stage4.yaml",
+    ]
 
 
 def test_export_ships_the_averaged_weights_and_counts_whole_epochs(tmp_path):

@@ -143,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("eval", help="evaluate a pretrained model on its test set")
     s.add_argument("name")
     s.add_argument("--data-dir", default=None, help="dataset root (default $ZOO_DATA_DIR)")
-    s.add_argument("--split", default="test")
+    s.add_argument(
+        "--split",
+        default="test",
+        help="test (default); for image models also val (the training images the recipes hold "
+        "out, seed 0) or train (the rest)",
+    )
     s.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     s.add_argument("--max-iter", type=int, default=None, help="solver budget at test time")
     s.add_argument("--tol", type=float, default=None, help="solver tolerance at test time")

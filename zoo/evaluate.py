@@ -75,7 +75,9 @@ def sample_path(dataset: str) -> Path:
     return Path(__file__).resolve().parents[1] / "samples" / f"{dataset}.npz"
 
 
-def _datamodule(cfg: dict, data_dir: str | None):
+def _datamodule(cfg: dict, data_dir: str | None, held_out: bool = False):
+    """The checkpoint's datamodule; ``held_out`` keeps its default validation hold-out (the
+    split the recipes train with), else every training example stays in ``train``."""
     import importlib
     import inspect
 
@@ -85,9 +87,30 @@ def _datamodule(cfg: dict, data_dir: str | None):
     kwargs = dict(cfg.get("datamodule_args", {}))
     if "data_dir" in params:
         kwargs["data_dir"] = data_dir
-    if "val_size" in params:
+    if "val_size" in params and not held_out:
         kwargs["val_size"] = 0
     return klass(**kwargs)
+
+
+def _image_split(cfg: dict, data_dir: str | None, split: str):
+    """``(images, labels)`` of ``test``, ``val`` (the training images the recipes hold out,
+    seed 0) or ``train`` (the rest of the training images)."""
+    if split == "test":
+        return _datamodule(cfg, data_dir)._load("test")
+    if split not in ("train", "val"):
+        raise ValueError(
+            f"unknown split {split!r} for {cfg['name']}: use test, val (the training images "
+            "held out for validation) or train (the rest)"
+        )
+    dm = _datamodule(cfg, data_dir, held_out=True)
+    dm.setup()
+    ds = dm._splits.get(split)
+    if ds is None or len(ds) == 0:
+        raise ValueError(
+            f"split {split!r} of {cfg['name']} is empty: the training set has fewer images than "
+            f"the {dm.val_size} held out for validation"
+        )
+    return ds.tensors
 
 
 @evaluator("time-series")
@@ -154,7 +177,7 @@ def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, s
         with np.load(sample_path(cfg["dataset"])) as d:
             x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     else:
-        x_all, y_all = dm._load("test" if split == "test" else "train")
+        x_all, y_all = _image_split(cfg, data_dir, split)
     if limit:
         x_all, y_all = x_all[:limit], y_all[:limit]
     n_cls = model.num_classes
@@ -270,7 +293,9 @@ def evaluate(
         "device": _device_name(dev),
         "torch": torch.__version__,
         "command": f"zoo eval {name}"
+        + (f" --split {split}" if split != "test" else "")
         + (f" --max-iter {max_iter}" if max_iter else "")
+        + (f" --tol {tol:g}" if tol is not None else "")
         + (" --sample" if sample else "")
         + (f" --limit {limit}" if limit else "")
         + (f" --device {device}" if str(device) != "cpu" else ""),
