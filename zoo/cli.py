@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "--split",
         default="test",
         help="test (default); for image models also val (the training images the recipes hold "
-        "out, seed 0) or train (the rest)",
+        "out, seed 0; a card's data line says whether a late stage trained on them too) or "
+        "train (the rest)",
     )
     s.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     s.add_argument("--max-iter", type=int, default=None, help="solver budget at test time")
