@@ -92,11 +92,12 @@ def _datamodule(cfg: dict, data_dir: str | None, held_out: bool = False):
     return klass(**kwargs)
 
 
-def _image_split(cfg: dict, data_dir: str | None, split: str):
+def _image_split(cfg: dict, data_dir: str | None, split: str, dm=None):
     """``(images, labels)`` of ``test``, ``val`` (the training images the recipes hold out,
-    seed 0) or ``train`` (the rest of the training images)."""
+    seed 0) or ``train`` (the rest of the training images). ``dm``: a datamodule already made
+    for ``test``."""
     if split == "test":
-        return _datamodule(cfg, data_dir)._load("test")
+        return (dm or _datamodule(cfg, data_dir))._load("test")
     if split not in ("train", "val"):
         raise ValueError(
             f"unknown split {split!r} for {cfg['name']}: use test, val (the training images "
@@ -177,7 +178,7 @@ def _eval_image_classification(model, cfg, data_dir, split, limit, batch_size, s
         with np.load(sample_path(cfg["dataset"])) as d:
             x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     else:
-        x_all, y_all = _image_split(cfg, data_dir, split)
+        x_all, y_all = _image_split(cfg, data_dir, split, dm)
     if limit:
         x_all, y_all = x_all[:limit], y_all[:limit]
     n_cls = model.num_classes
