@@ -147,6 +147,10 @@ def test_cards_name_every_stage_of_a_chained_recipe():
         "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
         "recipes/mdeq/mdeq_tiny_cifar10_cpu_stage4.yaml",
     ]
+    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_cpu_stage5.yaml")[1:] == [
+        "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
+        "recipes/mdeq/mdeq_tiny_cifar10_cpu_stage5.yaml",
+    ]
 
 
 def test_export_ships_the_averaged_weights_and_counts_whole_epochs(tmp_path):
