@@ -152,8 +152,14 @@ def main(argv=None) -> list[dict]:
         help="the shipped evaluation sample (offline), or the first images of the training "
         "split (needs ZOO_DATA_DIR)",
     )
-    p.add_argument("--out", default="bench/results/grad_quality.json")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default bench/results/grad_quality.json, or grad_quality_train.json "
+        "with --images train)",
+    )
     a = p.parse_args(argv)
+    out = a.out or f"bench/results/grad_quality{'_train' if a.images == 'train' else ''}.json"
     batch, repeats = (8, 1) if a.quick else (a.batch, a.repeats)
     torch.manual_seed(0)
     rows = []
@@ -161,7 +167,7 @@ def main(argv=None) -> list[dict]:
         warnings.simplefilter("ignore")  # budget-limited solves warn by design
         for name in a.models:
             rows += run(name, batch, repeats, a.images)
-    report(rows, COLS, a.out)
+    report(rows, COLS, out)
     return rows
 
 
