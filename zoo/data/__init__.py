@@ -10,6 +10,23 @@ from .shakespeare import ShakespeareCharDataModule
 from .sotu import SOTUDataModule
 from .trajectories import HopperDataModule, PeriodicDataModule
 from .wikitext import PTBDataModule, WikiText103DataModule
+from ._registry import build_datamodule, datamodule_class, list_datamodules, register_datamodule
+
+for _cls in (
+    BrownDataModule,
+    CIFAR10DataModule,
+    CIFAR10JPEGDataModule,
+    FashionMNISTDataModule,
+    HopperDataModule,
+    ImageNetDataModule,
+    PeriodicDataModule,
+    PhysioNet2012DataModule,
+    PTBDataModule,
+    SOTUDataModule,
+    ShakespeareCharDataModule,
+    WikiText103DataModule,
+):
+    register_datamodule(_cls)
 
 __all__ = [
     "BrownDataModule",
@@ -26,6 +43,10 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageNetDataModule",
     "MissingDataError",
+    "build_datamodule",
     "cache_root",
     "data_root",
+    "datamodule_class",
+    "list_datamodules",
+    "register_datamodule",
 ]

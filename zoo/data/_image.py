@@ -111,6 +111,31 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         xt, yt = self._load("test")
         self._splits["test"] = TensorDataset(xt, yt)
 
+    eval_splits = ("test", "val", "train")
+
+    def eval_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """``(uint8 images NCHW, labels)`` of ``test``, ``val`` (the ``val_size`` training images
+        held out, seeded) or ``train`` (the rest).
+
+        Raises:
+            ValueError: for another split, or an empty one.
+        """
+        if split not in self.eval_splits:
+            raise ValueError(
+                f"unknown split {split!r} for {self.name}: use test, val (the training images "
+                "held out for validation) or train (the rest)"
+            )
+        if split == "test":
+            return self._load("test")
+        self.setup()
+        ds = self._splits.get(split)
+        if ds is None or len(ds) == 0:
+            raise ValueError(
+                f"split {split!r} of {self.name} is empty (val_size={self.val_size}): the "
+                "training set has no images held out for it"
+            )
+        return ds.tensors
+
     def _loader(self, split: str, shuffle: bool, bs: int) -> DataLoader:
         return DataLoader(
             self._splits[split],

@@ -143,6 +143,19 @@ class LMDataModule(pl.LightningDataModule):
         """The split's documents, each a list of tokens (``<eos>`` between lines where wanted)."""
         raise NotImplementedError
 
+    eval_splits = ("test", "val", "train")
+
+    def eval_split(self, split: str) -> list[str]:
+        """The raw tokens of ``split`` (``test``, ``val`` or ``train``), documents concatenated;
+        a model encodes them with its own vocabulary.
+
+        Raises:
+            ValueError: for another split.
+        """
+        if split not in self.eval_splits:
+            raise ValueError(f"unknown split {split!r} for {self.name}: use test, val or train")
+        return [t for doc in self._documents(split) for t in doc]
+
     def _cache_key(self) -> str:
         import hashlib
 

@@ -237,6 +237,23 @@ class IrregularDataModule(pl.LightningDataModule):
             collate_fn=self._collate,
         )
 
+    eval_splits = ("test", "train")
+
+    def eval_split(self, split: str) -> DataLoader:
+        """Batches of ``test`` or ``train``, in a fixed order.
+
+        Raises:
+            ValueError: for another split. The protocol (the reference code's) has no separate
+                validation split: the test split doubles as it.
+        """
+        if split not in self.eval_splits:
+            raise ValueError(
+                f"unknown split {split!r} for {self.name}: use test or train (this protocol, the "
+                "reference code's 80/20 split, has no separate validation split)"
+            )
+        self.setup("test")
+        return self._loader(split, False)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-__all__ = ["ZooModel", "ImplicitModelMixin", "sha256_file"]
+__all__ = ["Cost", "ZooModel", "ImplicitModelMixin", "sha256_file"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -23,6 +25,37 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What the last forward (and backward) call cost, the same record for every family.
+
+    Attributes:
+        nfe_forward: Cell / vector-field evaluations of the last forward solve (0: explicit).
+        nfe_backward: Evaluations of the backward solve since then (implicit gradient, adjoint).
+        residual: Largest final relative residual of a fixed-point solve (``None`` for ODEs and
+            explicit models).
+        converged: Whether every sample of the solve met its tolerance (``None`` when there is
+            no such test: an ODE solved to its tolerances, or an explicit model).
+    """
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    residual: float | None = None
+    converged: bool | None = None
+
+
+def _check_budget(max_iter, tol, rtol=None, atol=None) -> None:
+    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int)):
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
+    for k, v in (("tol", tol), ("rtol", rtol), ("atol", atol)):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{k} must be a positive finite number, got {v!r}")
 
 
 class ZooModel(
@@ -49,9 +82,81 @@ class ZooModel(
             None  # {"level": "word"|"char", "vocab": [...]} for text models
         )
 
-    # ----- solver budget (implicit models override) -------------------------------------------
-    def set_inference_budget(self, max_iter: int | None = None, tol: float | None = None) -> None:
-        """Change the test-time solver budget without retraining (no-op for explicit models)."""
+    # ----- solver budget and cost (the same contract for every family) -------------------------
+    def _ode_blocks(self) -> list:
+        from ..nn import ODEBlock
+
+        return [m for m in self.modules() if isinstance(m, ODEBlock)]
+
+    def set_inference_budget(
+        self,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+    ) -> None:
+        """Change the test-time budget without retraining.
+
+        Implicit (DEQ) models: ``max_iter`` solver iterations and/or tolerance ``tol``. ODE
+        models: ``rtol``/``atol`` (``tol`` sets both) of adaptive solves, or ``max_iter`` RK4
+        steps of a fixed-grid solve.
+
+        Raises:
+            ValueError: for a bad value, for a budget the model cannot use (a tolerance on a
+                fixed grid), or for any budget given to an explicit model: never ignored.
+        """
+        _check_budget(max_iter, tol, rtol, atol)
+        if all(v is None for v in (max_iter, tol, rtol, atol)):
+            return
+        blocks = self._ode_blocks()
+        if not blocks:
+            raise ValueError(
+                f"{type(self).__name__} is an explicit model: it has no solver, so a test-time "
+                "budget (max_iter / tol) does not apply; drop it"
+            )
+        rtol = tol if rtol is None else rtol
+        atol = tol if atol is None else atol
+        for b in blocks:
+            if b.grid_steps:
+                if rtol is not None or atol is not None:
+                    raise ValueError(
+                        f"{type(self).__name__} solves its ODE on a fixed grid of {b.grid_steps} "
+                        "RK4 steps: set the number of steps (max_iter), not a tolerance"
+                    )
+                if max_iter is not None:
+                    b.grid_steps = int(max_iter)
+            else:
+                if max_iter is not None:
+                    raise ValueError(
+                        f"{type(self).__name__} solves its ODE adaptively ({b.method}): set "
+                        "rtol/atol (or tol), not max_iter"
+                    )
+                b.rtol = b.rtol if rtol is None else float(rtol)
+                b.atol = b.atol if atol is None else float(atol)
+
+    def inference_budget(self) -> dict[str, Any] | None:
+        """The current test-time budget (``None`` for an explicit model)."""
+        blocks = self._ode_blocks()
+        if not blocks:
+            return None
+        b = blocks[-1]
+        if b.grid_steps:
+            return {"max_iter": b.grid_steps, "method": "rk4 grid"}
+        return {"rtol": b.rtol, "atol": b.atol, "method": b.method}
+
+    def cost(self) -> Cost:
+        """The :class:`Cost` of the last call: NFE forward/backward, residual, converged."""
+        fwd = bwd = 0
+        for m in self.modules():
+            if m is self:
+                continue
+            n = m.__dict__.get("nfe")
+            if isinstance(n, int):  # recurrent ODE encoders count their own steps
+                fwd += n
+        for b in self._ode_blocks():
+            fwd += b.nfe_forward
+            bwd += b.nfe_backward
+        return Cost(nfe_forward=fwd, nfe_backward=bwd)
 
     # ----- serialization -----------------------------------------------------------------------
     def zoo_config(self) -> dict[str, Any]:
@@ -121,11 +226,42 @@ class ImplicitModelMixin:
         """Jacobian-regularization term of the last training forward (``None`` when off)."""
         return self.deq.jac_loss
 
-    def set_inference_budget(self, max_iter: int | None = None, tol: float | None = None) -> None:
-        """Test-time trade-off: solve with ``max_iter`` iterations (and/or ``tol``) in eval."""
+    def set_inference_budget(
+        self,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+    ) -> None:
+        """Test-time trade-off: solve with ``max_iter`` iterations (and/or ``tol``) in eval.
+
+        Raises:
+            ValueError: for a bad value, or rtol/atol (ODE budgets) given to a DEQ.
+        """
+        _check_budget(max_iter, tol, rtol, atol)
+        if rtol is not None or atol is not None:
+            raise ValueError(
+                f"{type(self).__name__} is a DEQ: its budget is max_iter and tol, not rtol/atol"
+            )
         kw = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
         base = self.deq.eval_solver or self.deq.solver
         self.deq.eval_solver = base.replace(**kw) if kw else None
+
+    def inference_budget(self) -> dict[str, Any]:
+        s = self.deq.eval_solver or self.deq.solver
+        return {"max_iter": s.max_iter, "tol": s.tol, "solver": s.name}
+
+    def cost(self) -> Cost:
+        st = self.deq.stats
+        if st is None:
+            return Cost()
+        back = getattr(self.deq.grad, "last_stats", None)
+        return Cost(
+            nfe_forward=int(st.nfe),
+            nfe_backward=int(back.nfe) if back is not None else 0,
+            residual=float(st.residual.max()) if st.residual.numel() else None,
+            converged=bool(st.converged),
+        )
 
     def set_solver(self, solver) -> None:
         """Replace the forward solver (object, spec dict or name)."""

@@ -11,8 +11,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
 from ._base import ZooTask
+from ._spec import EvalResult, Metric, TaskSpec, register_task, sample_path
 
-__all__ = ["ImageClassification"]
+__all__ = ["ImageClassification", "ImageClassificationSpec"]
 
 
 class ImageClassification(ZooTask):
@@ -130,3 +131,88 @@ class ImageClassification(ZooTask):
         return self.hparams.warmup_epochs * max(
             int(self.trainer.estimated_stepping_batches // epochs), 1
         )
+
+
+class ImageClassificationSpec(TaskSpec):
+    """Top-1/top-5 accuracy on a labelled image set; samples: the first images of each class."""
+
+    name = "image-classification"
+    title = "Image Classification"
+    pipeline_tag = "image-classification"
+    tags = ("deep-equilibrium-models",)
+    unit = "image"
+    metrics = (
+        Metric("top1", "top-1 %", True, "accuracy"),
+        Metric("top5", "top-5 %", True, "accuracy"),
+    )
+    primary = "top1"
+    splits = ("test", "val", "train")
+    lightning_module = "zoo.tasks.classification:ImageClassification"
+    default_sample_size = 100  # images per class, capped by the 1 MB limit
+
+    def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
+        import numpy as np
+
+        dm = protocol.datamodule_obj(data_dir)
+        if sample:
+            with np.load(sample_path(protocol.sample)) as d:
+                x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+        else:
+            x_all, y_all = dm.eval_split(split)
+        if limit:
+            x_all, y_all = x_all[:limit], y_all[:limit]
+        return [
+            (dm.normalize(x_all[i : i + batch_size]), y_all[i : i + batch_size])
+            for i in range(0, len(y_all), batch_size)
+        ]
+
+    def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        from tqdm import tqdm
+
+        n_cls = model.num_classes
+        top1 = MulticlassAccuracy(n_cls, average="micro").to(device)
+        top5 = MulticlassAccuracy(n_cls, top_k=min(5, n_cls), average="micro").to(device)
+        nfe, n = 0, 0
+        for x, y in tqdm(batches, desc="eval", unit="batch"):
+            x, y = x.to(device), y.to(device)
+            with clock:
+                logits = model(x)
+            top1.update(logits, y)
+            top5.update(logits, y)
+            nfe += model.cost().nfe_forward * len(y)
+            n += len(y)
+        return EvalResult(
+            metrics={
+                "top1": round(100 * float(top1.compute()), 2),
+                "top5": round(100 * float(top5.compute()), 2),
+            },
+            num_samples=n,
+            nfe_mean=round(nfe / n, 2) if n and nfe else None,
+            seconds=clock.seconds,
+        )
+
+    def build_sample(self, protocol, data_dir, out) -> str:
+        import numpy as np
+
+        x, y = protocol.datamodule_obj(data_dir).eval_split("test")
+        x, y = x.numpy(), y.numpy()
+        per_class = int(protocol.options.get("sample_per_class", self.default_sample_size))
+        idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(int(y.max()) + 1)])
+        idx.sort()
+        np.savez_compressed(out, x=x[idx], y=y[idx], source_index=idx)
+        return f"{len(idx)} images"
+
+    def options(self, cfg: dict) -> dict:
+        return {k: cfg[k] for k in ("sample_per_class",) if k in cfg}
+
+    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+        return [
+            f"Inputs: `{info['input_size']}` tensors normalized with mean `{info['mean']}` and "
+            f"std `{info['std']}` (`model.pretrained_cfg`).",
+        ]
+
+    def comparison_note(self, info: dict) -> list[str]:
+        return [f"- {info['data_note']}"] if info.get("data_note") else []
+
+
+register_task(ImageClassificationSpec())

@@ -10,8 +10,9 @@ from torchmetrics.text import Perplexity
 
 from ..models import create_model
 from ._base import ZooTask
+from ._spec import EvalResult, Metric, TaskSpec, register_task, sample_path
 
-__all__ = ["LanguageModeling"]
+__all__ = ["LanguageModeling", "LanguageModelingSpec"]
 
 
 class LanguageModeling(ZooTask):
@@ -126,3 +127,88 @@ class LanguageModeling(ZooTask):
 
     def _warmup_steps(self) -> int:
         return self.hparams.warmup_steps
+
+
+class LanguageModelingSpec(TaskSpec):
+    """Perplexity over a token stream, segment memory carried across segments."""
+
+    name = "language-modeling"
+    title = "Language Modeling"
+    pipeline_tag = "text-generation"
+    tags = ("transformer",)
+    unit = "token"
+    metrics = (Metric("ppl", "perplexity", False, "perplexity"),)
+    primary = "ppl"
+    splits = ("test", "val", "train")
+    lightning_module = "zoo.tasks.language_model:LanguageModeling"
+    default_sample_size = 20000  # tokens
+
+    def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
+        import numpy as np
+        import torch
+
+        from ..data._text import StreamSegments, Vocab
+
+        if sample:
+            with np.load(sample_path(protocol.sample)) as d:
+                tokens = [str(t) for t in d["tokens"]]
+        else:
+            tokens = protocol.datamodule_obj(data_dir).eval_split(split)
+        if limit:
+            tokens = tokens[:limit]
+        stream = torch.tensor(Vocab(model.tokenizer["vocab"]).encode(tokens), dtype=torch.long)
+        if stream.numel() < 2:
+            raise ValueError(f"{len(tokens)} tokens: perplexity needs at least 2")
+        bs = min(10, max(1, (stream.numel() - 1) // (2 * model.tgt_len)))
+        return StreamSegments(stream, bs, model.tgt_len)
+
+    def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        from tqdm import tqdm
+
+        ppl = Perplexity().to(device)
+        nfe, mems = [], None
+        for x, y in tqdm(batches, desc="eval", unit="segment"):
+            x, y = x.to(device), y.to(device)
+            with clock:
+                logits, mems = model(x, mems=mems, return_mems=True)
+            ppl.update(logits.float(), y)
+            nfe.append(model.cost().nfe_forward)
+        n = int(batches.x.numel())
+        return EvalResult(
+            metrics={"ppl": round(float(ppl.compute()), 2)},
+            num_samples=n,
+            nfe_mean=round(sum(nfe) / len(nfe), 2) if any(nfe) else None,
+            seconds=clock.seconds,
+        )
+
+    def build_sample(self, protocol, data_dir, out) -> str:
+        import numpy as np
+
+        n = int(protocol.options.get("sample_tokens", self.default_sample_size))
+        tokens = protocol.datamodule_obj(data_dir).eval_split("test")[:n]
+        np.savez_compressed(out, tokens=np.array(tokens))
+        return f"{len(tokens)} tokens"
+
+    def options(self, cfg: dict) -> dict:
+        return {"prompt": cfg.get("card_prompt", "The")}
+
+    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+        return [f'From the shell: `zoo generate {name} --prompt "{self.options(info)["prompt"]}"`.']
+
+    def card_extra(self, name: str, model, info: dict) -> list[str]:
+        from ..text import generate_text
+
+        prompt = self.options(info)["prompt"]
+        args = dict(max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
+        text = generate_text(model, prompt, **args)
+        return [
+            "## A generated sample",
+            f'`zoo generate {name} --prompt "{prompt}" --max-new-tokens 40 --temperature 0.8 '
+            "--top-k 40 --seed 0`:",
+            "",
+            f"> {text}",
+            "",
+        ]
+
+
+register_task(LanguageModelingSpec())
