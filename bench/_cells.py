@@ -117,7 +117,7 @@ def trained_mdeq_problem(batch: int = 64, name: str = "mdeq_tiny.fashion_mnist")
     import numpy as np
 
     import zoo
-    from zoo.evaluate import sample_path
+    from zoo.tasks import sample_path
 
     if name not in zoo.list_models(pretrained=True):
         return None

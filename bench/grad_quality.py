@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from _cells import report
 
 import zoo
-from zoo.evaluate import _image_split, sample_path
+from zoo.data import build_datamodule
 from zoo.models._mdeq_cell import VariationalDropout2d
 from zoo.solvers import Anderson, ImplicitGrad, PhantomGrad, UnrolledGrad
+from zoo.tasks import sample_path
 
 COLS = [
     "model",
@@ -89,7 +90,8 @@ def run(name: str, batch: int, repeats: int, images: str = "sample") -> list[dic
             m.p = 0.0
     cfg = model.pretrained_cfg
     if images == "train":
-        x, y = _image_split(cfg, None, "train")  # the recipes' training split (ZOO_DATA_DIR)
+        dm = build_datamodule(cfg["datamodule"], cfg.get("datamodule_args"))
+        x, y = dm.eval_split("train")  # the recipes' training split (ZOO_DATA_DIR)
         x, y = x[:batch], y[:batch].long()
     else:
         with np.load(sample_path(cfg["dataset"])) as d:

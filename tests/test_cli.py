@@ -82,7 +82,13 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     )
     assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
     assert cfg["pretrained_cfg"]["trained_epochs"] == 1  # saved at the end of its one epoch
-    assert cfg["pretrained_cfg"]["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage7.yaml")
+    # one source of truth: the protocol stays in the pretrained table, merged in at load
+    assert not {"recipe", "datamodule", "task"} & set(cfg["pretrained_cfg"])
+    import zoo
+
+    loaded = zoo.load("mdeq_tiny.fashion_mnist").pretrained_cfg
+    assert loaded["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage7.yaml")
+    assert loaded["trained_epochs"] == 1
 
     # timm returns the zoo's weights once zoo is imported
     code = (
@@ -115,11 +121,10 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     # --split val: the training images the recipes hold out; with 48 < 5,000 that is all of them
     assert main(["eval", "mdeq_tiny.fashion_mnist", "--split", "val", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    import zoo
     from zoo.data import FashionMNISTDataModule
 
     dm = FashionMNISTDataModule(data_dir=str(tmp_path / "data"))
-    x, y = dm._load("train")
+    x, y = dm.eval_split("val")
     with torch.no_grad():
         pred = zoo.load("mdeq_tiny.fashion_mnist")(dm.normalize(x)).argmax(1)
     assert res["num_samples"] == 48 and res["command"].endswith("--split val")
@@ -130,7 +135,7 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     assert main(["eval", "mdeq_tiny.fashion_mnist", "--split", "tset"]) == 2
     assert "unknown split 'tset'" in capsys.readouterr().err
 
-    card_args = ["--budgets", "2,12", "--compute", "test", "--full-solve", "4,1e-3"]
+    card_args = ["--budgets", "2,12", "--full-solve", "4,1e-3"]
     assert main(["card", "mdeq_tiny.fashion_mnist", *card_args]) == 0
     card = (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.md").read_text()
     assert (

@@ -1,8 +1,11 @@
 """Register the zoo's image models with timm, without importing timm eagerly.
 
 ``import timm`` costs seconds, so ``import zoo`` only installs an import hook: when timm is
-imported (before or after zoo), the MDEQ entry points are registered, and
-``timm.create_model("mdeq_tiny", pretrained=True)`` returns the zoo's weights.
+imported (before or after zoo), every registered image-classification architecture is
+registered with timm, with its pretrained tags. ``timm.create_model("mdeq_tiny",
+pretrained=True)`` returns the architecture's declared default weights (timm's convention;
+``zoo.models.default_pretrained("mdeq_tiny")`` names them) and
+``timm.create_model("mdeq_tiny.fashion_mnist", pretrained=True)`` picks a tag.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import importlib.util
 import sys
 
 _DONE = False
-_TIMM_ARCHS = ("mdeq_tiny", "mdeq_small", "mdeq_large", "mdeq_xl")
+_TASK = "image-classification"
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
 
 
@@ -24,15 +27,21 @@ def _make_entry(arch: str):
         for k in _TIMM_ONLY_KWARGS:
             kwargs.pop(k, None)
         if pretrained:
-            tag = getattr(cfg, "tag", None) if cfg is not None else None
+            from .models import default_pretrained
+
+            # timm hands over the tag of "arch.tag" as a string (or a cfg object carrying it)
+            tag = cfg if isinstance(cfg, str) else getattr(cfg, "tag", None)
             names = list_models(f"{arch}.*", pretrained=True)
-            name = (
-                f"{arch}.{tag}"
-                if tag and f"{arch}.{tag}" in names
-                else (names[0] if names else None)
-            )
-            if name is None:
-                raise RuntimeError(f"implicit-zoo ships no pretrained weights for {arch!r} yet")
+            if tag:
+                name = f"{arch}.{tag}"
+            else:  # timm's rule: the declared default tag, else the first available one
+                name = default_pretrained(arch)
+                name = name if name in names else (names[0] if names else None)
+            if name not in names:
+                raise RuntimeError(
+                    f"implicit-zoo has no pretrained weights {name or arch!r}; available: "
+                    f"{', '.join(names) or 'none yet'}"
+                )
             return load(name, **kwargs)
         return load(arch, pretrained=False, **kwargs)
 
@@ -40,6 +49,27 @@ def _make_entry(arch: str):
     entry.__qualname__ = arch
     entry.__module__ = "zoo._timm_models"
     return entry
+
+
+def _default_cfgs(archs: dict) -> dict:
+    """timm ``DefaultCfg`` s: every pretrained ``arch.tag``, the declared default tag first."""
+    from timm.models import generate_default_cfgs
+
+    from .models import list_models, model_info
+
+    cfgs = {}
+    for arch, meta in archs.items():
+        for name in list_models(f"{arch}.*", pretrained=True):
+            info = model_info(name)
+            star = "*" if name == f"{arch}.{meta.get('default_tag')}" else ""
+            cfgs[name + star] = {
+                "hf_hub_id": info["hf_hub_id"],
+                "input_size": tuple(info.get("input_size", (3, 32, 32))),
+                "mean": tuple(info.get("mean", (0.5,))),
+                "std": tuple(info.get("std", (0.5,))),
+                "license": info.get("license"),
+            }
+    return generate_default_cfgs(cfgs)
 
 
 def register_with_timm() -> None:
@@ -52,9 +82,13 @@ def register_with_timm() -> None:
 
     from timm.models import register_model
 
+    from .models import architectures
+
     mod = sys.modules.setdefault("zoo._timm_models", types.ModuleType("zoo._timm_models"))
     mod.__all__ = []
-    for arch in _TIMM_ARCHS:
+    archs = architectures(_TASK)
+    mod.default_cfgs = _default_cfgs(archs)
+    for arch in archs:
         fn = _make_entry(arch)
         setattr(mod, arch, fn)
         register_model(fn)

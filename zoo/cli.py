@@ -12,20 +12,26 @@ _DEVICE_HELP = "where the model runs: cpu, cuda, cuda:N, mps or auto (default cp
 
 def _cmd_list(args) -> int:
     import zoo
+    from zoo.models import architectures, model_info
 
-    names = zoo.list_models(args.pattern, pretrained=args.pretrained)
-    if args.pretrained:
-        from zoo.models import model_info
-
+    if not args.archs:
+        names = zoo.list_models(args.pattern, pretrained=True)
+        print(f"{'checkpoint (zoo.load NAME)':34s} {'task':24s} dataset")
         for n in names:
             info = model_info(n)
             print(f"{n:34s} {info.get('task', ''):24s} {info.get('dataset', '')}")
-    else:
-        from zoo.models._registry import _ENTRY_META
-
+        if not names:
+            print(f"(no pretrained checkpoint matches {args.pattern!r})")
+    if args.archs or args.all:
+        if not args.archs:
+            print()
+        archs = architectures()
+        names = zoo.list_models(args.pattern)
+        print(f"{'architecture (untrained)':34s} {'family':16s} {'task':24s} pretrained")
         for n in names:
-            meta = _ENTRY_META.get(n, {})
-            print(f"{n:34s} {meta.get('family', ''):10s} {meta.get('task', '')}")
+            meta = archs.get(n, {})
+            ws = len(zoo.list_models(f"{n}.*", pretrained=True))
+            print(f"{n:34s} {meta.get('family', ''):16s} {meta.get('task', ''):24s} {ws or '-'}")
     return 0
 
 
@@ -85,19 +91,30 @@ def _cmd_export(args) -> int:
 def _cmd_card(args) -> int:
     from zoo.cards import write_card
 
-    budgets = [int(b) for b in args.budgets.split(",") if b]
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--budgets {args.budgets!r}: give comma-separated positive integers, e.g. 2,4,8"
+        ) from None
+    if any(b < 1 for b in budgets):
+        raise ValueError(f"--budgets {args.budgets!r}: every budget must be >= 1")
     full = None
     if args.full_solve.lower() != "none":
-        it, tol = args.full_solve.split(",")
-        full = (int(it), float(tol))
+        try:
+            it, tol = args.full_solve.split(",")
+            full = (int(it), float(tol))
+        except ValueError:
+            raise ValueError(
+                f"--full-solve {args.full_solve!r}: give MAX_ITER,TOL (e.g. 30,1e-4) or none"
+            ) from None
     write_card(
         args.name,
         budgets=budgets,
         full=full,
         data_dir=args.data_dir,
         limit=args.limit,
-        compute=args.compute,
-        notes=args.notes,
+        remeasure=not args.rerender,
     )
     return 0
 
@@ -106,7 +123,9 @@ def _cmd_generate(args) -> int:
     import zoo
     from zoo.text import generate_text
 
-    model = zoo.load(args.name, **({"max_iter": args.max_iter} if args.max_iter else {}))
+    model = zoo.load(
+        args.name, **({"max_iter": args.max_iter} if args.max_iter is not None else {})
+    )
     print(
         generate_text(
             model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
@@ -123,6 +142,28 @@ def _cmd_push(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     import zoo
 
@@ -134,11 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="zoo", description="implicit-zoo: deep implicit models with weights"
     )
     p.add_argument("--version", action="version", version=f"implicit-zoo {zoo.__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    s = sub.add_parser("list", help="list architectures or pretrained weights")
-    s.add_argument("pattern", nargs="?", default="*")
-    s.add_argument("--pretrained", action="store_true", help="list pretrained weights (arch.tag)")
+    s = sub.add_parser("list", help="list the pretrained checkpoints (and architectures)")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'mdeq*'")
+    s.add_argument(
+        "--pretrained", action="store_true", help="the pretrained checkpoints (the default)"
+    )
+    s.add_argument("--archs", action="store_true", help="the architectures (entry points) only")
+    s.add_argument("--all", action="store_true", help="checkpoints, then architectures")
 
     s = sub.add_parser("eval", help="evaluate a pretrained model on its test set")
     s.add_argument("name")
@@ -150,10 +196,26 @@ def main(argv: list[str] | None = None) -> int:
         "out, seed 0; a card's data line says whether a late stage trained on them too) or "
         "train (the rest)",
     )
-    s.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
-    s.add_argument("--max-iter", type=int, default=None, help="solver budget at test time")
-    s.add_argument("--tol", type=float, default=None, help="solver tolerance at test time")
-    s.add_argument("--batch-size", type=int, default=200)
+    s.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="evaluate the first N units only: images, tokens or series, by task (the JSON's "
+        "'unit')",
+    )
+    s.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=None,
+        help="test-time budget: solver iterations (DEQs) or fixed-grid steps (ODE models)",
+    )
+    s.add_argument(
+        "--tol",
+        type=_positive_float,
+        default=None,
+        help="test-time tolerance: the solver's (DEQs) or rtol=atol (adaptive ODE models)",
+    )
+    s.add_argument("--batch-size", type=_positive_int, default=200, help="images per batch")
     s.add_argument(
         "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"
     )
@@ -182,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--budgets", default="2,4,6,8,12", help="comma-separated max_iter values")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--limit", type=int, default=None)
-    s.add_argument("--compute", default="", help="hardware and wall time of the training run")
-    s.add_argument("--notes", default="")
+    s.add_argument(
+        "--rerender",
+        action="store_true",
+        help="re-render the card from its stored rows (model_cards/results/NAME.json), "
+        "measuring nothing",
+    )
     s.add_argument(
         "--full-solve",
         default="30,1e-4",
@@ -193,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("generate", help="sample text from a pretrained language model")
     s.add_argument("name")
     s.add_argument("--prompt", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=50)
+    s.add_argument("--max-new-tokens", type=_positive_int, default=50)
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-k", type=int, default=40)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-iter", type=int, default=None, help="solver budget (DEQ models)")
+    s.add_argument(
+        "--max-iter", type=_positive_int, default=None, help="solver budget (DEQ models)"
+    )
 
     s = sub.add_parser("push", help="upload weights + model card to the Hugging Face Hub")
     s.add_argument("name")
@@ -219,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     }[args.cmd]
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError, PermissionError) as e:
+        if args.debug:
+            raise
         print(f"zoo {args.cmd}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,99 +1,90 @@
-"""Small evaluation samples shipped in ``samples/`` (<= 1 MB each) for the offline demo.
+"""Small evaluation samples shipped with the package (``zoo/_samples``, <= 1 MB each) for the
+offline demo and ``zoo eval --sample``.
 
-``python -m zoo.samples`` rebuilds them from ``$ZOO_DATA_DIR``: the first ``per_class``
-test images of every class, in test-set order, stored as uint8 with their labels.
+``python -m zoo.samples`` rebuilds them from ``$ZOO_DATA_DIR``. Each pretrained checkpoint's
+task spec says what its sample holds (the first images of each class, the first test tokens,
+the first test series) and which sample it reads; a sample is cut with exactly the data
+arguments of the checkpoints that use it, and records them (``protocol`` inside the file).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
-SAMPLES = {
-    # dataset: (data module, images per class)
-    "fashion_mnist": ("zoo.data.FashionMNISTDataModule", 100),
-    "cifar10_jpeg": ("zoo.data.CIFAR10JPEGDataModule", 25),
-    # text: the first N test tokens, as strings (encoded with each model's own vocabulary)
-    "sotu": ("zoo.data.SOTUDataModule", 20000),
-    # time series: the first N test series, as one irregular batch (times, values, mask, labels)
-    "physionet2012": ("zoo.data.PhysioNet2012DataModule", 50),
-    "periodic": ("zoo.data.PeriodicDataModule", 50),
-    "hopper": ("zoo.data.HopperDataModule", 50),
-}
-SERIES_ARGS = {"physionet2012": {"quantization": 0.1}, "periodic": {}, "hopper": {}}
+__all__ = ["build", "protocols", "sample_protocol"]
+
+MAX_BYTES = 1_000_000
 
 
-def build(dataset: str, data_dir: str | None = None, out_dir: Path | None = None) -> Path:
-    import importlib
+def protocols() -> dict[str, tuple]:
+    """``{sample name: (task spec, protocol)}`` over every pretrained checkpoint."""
+    from .models import list_models, model_info
+    from .tasks import get_task
 
-    from .evaluate import sample_path
-
-    dm_path, per_class = SAMPLES[dataset]
-    mod, cls = dm_path.rsplit(".", 1)
-    klass = getattr(importlib.import_module(mod), cls)
-    if hasattr(klass, "_documents"):
-        return _build_text(dataset, klass(data_dir=data_dir), per_class, out_dir)
-    if dataset in SERIES_ARGS:
-        return _build_series(dataset, klass, per_class, data_dir, out_dir)
-    dm = klass(data_dir=data_dir, val_size=0)
-    x, y = dm._load("test")
-    x, y = x.numpy(), y.numpy()
-    idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(int(y.max()) + 1)])
-    idx.sort()
-    out = (out_dir / f"{dataset}.npz") if out_dir else sample_path(dataset)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, x=x[idx], y=y[idx], source_index=idx)
-    size = out.stat().st_size
-    if size > 1_000_000:
-        raise ValueError(f"{out} is {size} bytes; samples must stay <= 1 MB")
-    print(f"wrote {out}: {len(idx)} images, {size / 1e3:.0f} kB")
+    out: dict[str, tuple] = {}
+    for name in list_models(pretrained=True):
+        info = model_info(name)
+        spec = get_task(info["task"])
+        p = spec.protocol({**info, "name": name})
+        prev = out.get(p.sample)
+        if prev and (prev[1].datamodule, prev[1].datamodule_args) != (
+            p.datamodule,
+            p.datamodule_args,
+        ):
+            raise ValueError(
+                f"sample {p.sample!r} is shared by checkpoints with different data arguments "
+                f"({prev[1].datamodule_args} and {p.datamodule_args}); give one a `sample` name"
+            )
+        out[p.sample] = (spec, p)
     return out
 
 
-def _build_text(dataset, dm, n_tokens, out_dir) -> Path:
-    from .evaluate import sample_path
+def _protocol_record(p) -> str:
+    return json.dumps({"datamodule": p.datamodule, "datamodule_args": p.datamodule_args})
 
-    tokens = [t for doc in dm._documents("test") for t in doc][:n_tokens]
-    out = (out_dir / f"{dataset}.npz") if out_dir else sample_path(dataset)
+
+def sample_protocol(path: str | Path) -> dict | None:
+    """The data arguments a shipped sample was cut with (``None`` for an old file)."""
+    with np.load(path) as d:
+        return json.loads(str(d["protocol"])) if "protocol" in d.files else None
+
+
+def build(sample: str, data_dir: str | None = None, out_dir: Path | None = None) -> Path:
+    """Cut ``sample`` from the real data; refuse a file over 1 MB."""
+    from .tasks import sample_path
+
+    table = protocols()
+    if sample not in table:
+        raise ValueError(f"unknown sample {sample!r}; known: {', '.join(sorted(table))}")
+    spec, p = table[sample]
+    out = (Path(out_dir) / f"{sample}.npz") if out_dir else sample_path(sample)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, tokens=np.array(tokens))
-    print(f"wrote {out}: {len(tokens)} tokens, {out.stat().st_size / 1e3:.0f} kB")
-    return out
-
-
-def _build_series(dataset, klass, n, data_dir, out_dir) -> Path:
-    import inspect
-
-    from .evaluate import sample_path
-
-    kwargs = dict(SERIES_ARGS[dataset])
-    if "data_dir" in inspect.signature(klass).parameters:
-        kwargs["data_dir"] = data_dir
-    dm = klass(batch_size=n, **kwargs)
-    dm.setup("test")
-    b = next(iter(dm.test_dataloader()))
-    out = (out_dir / f"{dataset}.npz") if out_dir else sample_path(dataset)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out, times=b.times.numpy(), values=b.values.numpy(), mask=b.mask.numpy(),
-        labels=b.labels.numpy(),
-    )  # fmt: skip
-    size = out.stat().st_size
-    if size > 1_000_000:
-        raise ValueError(f"{out} is {size} bytes; samples must stay <= 1 MB")
-    print(f"wrote {out}: {b.values.shape[0]} series, {size / 1e3:.0f} kB")
+    tmp = out.with_name(out.stem + ".tmp.npz")
+    what = spec.build_sample(p, data_dir, tmp)
+    with np.load(tmp) as d:
+        arrays = {k: d[k] for k in d.files}
+    np.savez_compressed(tmp, **arrays, protocol=np.array(_protocol_record(p)))
+    size = tmp.stat().st_size
+    if size > MAX_BYTES:
+        tmp.unlink()
+        raise ValueError(f"{out} would be {size} bytes; samples must stay <= 1 MB")
+    tmp.replace(out)
+    print(f"wrote {out}: {what}, {size / 1e3:.0f} kB")
     return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("datasets", nargs="*", default=list(SAMPLES))
+    p.add_argument("samples", nargs="*", help="sample names (default: all)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--out-dir", default=None)
     a = p.parse_args(argv)
-    for d in a.datasets:
-        build(d, a.data_dir)
+    for s in a.samples or sorted(protocols()):
+        build(s, a.data_dir, a.out_dir)
 
 
 if __name__ == "__main__":

@@ -59,10 +59,31 @@ def _checkpoints_follow_root(trainer_cfg) -> None:
 
 
 def load_lightning_checkpoint(path: str | Path) -> dict:
-    """Read a local Lightning checkpoint without executing pickled code."""
+    """Read a local Lightning checkpoint without executing pickled code.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a checkpoint ``weights_only=True`` can read (it holds
+            arbitrary pickled objects, which are never unpickled, or it is corrupt).
+    """
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Lightning checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"refusing to read {path}: it is not a checkpoint that loads with weights_only=True "
+            f"(tensors and plain data only; pickled code is never run). torch said: {first}"
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    return state
 
 
 def init_weights_from(model, source: str | Path) -> dict[str, list[str]]:
@@ -117,14 +138,16 @@ def export_checkpoint(
 ) -> Path:
     """Write ``checkpoints/<name>/{config.json, model.safetensors}`` from a Lightning checkpoint.
 
-    The task's ``arch``/``model_args`` hyperparameters rebuild the model; the static pretrained
-    config of ``name`` (dataset, paper, recipe, ...) is stored with the measured metrics that
-    ``zoo eval --json`` wrote, if present.
+    The task's ``arch``/``model_args`` hyperparameters rebuild the model (by registered name).
+    The static pretrained config of ``name`` (dataset, paper, recipe, ...) stays in the family's
+    pretrained table; config.json records the training steps (and ``zoo card`` the metrics).
     """
     from .models import checkpoint_dir, create_model, model_info
 
     state = load_lightning_checkpoint(ckpt)
-    hp = state["hyper_parameters"]
+    hp = state.get("hyper_parameters") or {}
+    if not isinstance(hp.get("arch"), str):
+        raise ValueError(f"{ckpt}: its hyper_parameters name no architecture ('arch')")
     margs = dict(hp.get("model_args") or {})
     if hp.get("eval_max_iter") and isinstance(margs.get("solver"), dict):
         # ship the evaluation budget the run validated with, not the training one
@@ -137,13 +160,15 @@ def export_checkpoint(
         static = model_info(name)
     except ValueError:
         static = {}
+    # a registered name's protocol, paper and card live in its pretrained table (the one source
+    # of truth, merged in at load); config.json records only what this export knows
     model.pretrained_cfg = {
-        **{k: v for k, v in static.items() if k not in ("hf_hub_id",)},
         "name": name,
-        "recipe": recipe or static.get("recipe"),
         "trained_steps": int(state.get("global_step", 0)),
         "trained_epochs": _completed_epochs(state),
     }
+    if recipe and recipe != static.get("recipe"):
+        model.pretrained_cfg["recipe"] = recipe
     if "current_model_state" in state:
         # saved by a WeightAveraging callback (e.g. EMA): state_dict holds the averaged weights
         model.pretrained_cfg["averaged_weights"] = True

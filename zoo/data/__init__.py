@@ -1,6 +1,7 @@
 """LightningDataModules, one file per dataset; all read ``ZOO_DATA_DIR`` or ``data_dir``."""
 
 from ._common import MissingDataError, cache_root, data_root
+from ._registry import build_datamodule, datamodule_class, list_datamodules, register_datamodule
 from .brown import BrownDataModule
 from .cifar10 import CIFAR10DataModule, CIFAR10JPEGDataModule
 from .fashion_mnist import FashionMNISTDataModule
@@ -10,7 +11,6 @@ from .shakespeare import ShakespeareCharDataModule
 from .sotu import SOTUDataModule
 from .trajectories import HopperDataModule, PeriodicDataModule
 from .wikitext import PTBDataModule, WikiText103DataModule
-from ._registry import build_datamodule, datamodule_class, list_datamodules, register_datamodule
 
 for _cls in (
     BrownDataModule,

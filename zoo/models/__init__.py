@@ -1,9 +1,17 @@
-"""Model families, the registry and Hub glue."""
+"""Model families, the registry and Hub glue.
 
-from ._base import ZooModel
+Families register themselves: each is a module of the ``zoo.models`` entry-point group (the
+built-in ones are declared in pyproject.toml) that calls :func:`register_model` and
+:func:`register_pretrained` when imported.
+"""
+
+from ._base import Cost, ZooModel
 from ._registry import (
+    ENTRY_POINT_GROUP,
+    architectures,
     checkpoint_dir,
     create_model,
+    default_pretrained,
     list_models,
     list_pretrained,
     load,
@@ -13,9 +21,13 @@ from ._registry import (
 )
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "Cost",
     "ZooModel",
+    "architectures",
     "checkpoint_dir",
     "create_model",
+    "default_pretrained",
     "list_models",
     "list_pretrained",
     "load",

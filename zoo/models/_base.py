@@ -111,8 +111,8 @@ class ZooModel(
         blocks = self._ode_blocks()
         if not blocks:
             raise ValueError(
-                f"{type(self).__name__} is an explicit model: it has no solver, so a test-time "
-                "budget (max_iter / tol) does not apply; drop it"
+                f"{type(self).__name__} has no test-time budget to set (no fixed-point solver and "
+                "no ODEBlock: an explicit model, or fixed recurrent steps); drop max_iter / tol"
             )
         rtol = tol if rtol is None else rtol
         atol = tol if atol is None else atol
@@ -148,10 +148,8 @@ class ZooModel(
         """The :class:`Cost` of the last call: NFE forward/backward, residual, converged."""
         fwd = bwd = 0
         for m in self.modules():
-            if m is self:
-                continue
             n = m.__dict__.get("nfe")
-            if isinstance(n, int):  # recurrent ODE encoders count their own steps
+            if isinstance(n, int):  # recurrent ODE steppers count their own evaluations
                 fwd += n
         for b in self._ode_blocks():
             fwd += b.nfe_forward

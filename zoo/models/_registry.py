@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import importlib.metadata
 import json
 import os
+import pkgutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,23 +28,48 @@ __all__ = [
     "create_model",
     "checkpoint_dir",
     "model_info",
+    "default_pretrained",
+    "architectures",
+    "ENTRY_POINT_GROUP",
 ]
 
 _ENTRYPOINTS: dict[str, Callable[..., Any]] = {}
 _ENTRY_META: dict[str, dict[str, str]] = {}
 _PRETRAINED: dict[str, dict[str, Any]] = {}
 HUB_ORG = "implicit-zoo"
+ENTRY_POINT_GROUP = "zoo.models"
+_LOADED = False
 
 
-def register_model(family: str, task: str):
-    """Decorator registering an entry point ``fn(**kwargs) -> ZooModel`` under its name."""
+def register_model(family: str, task: str, default_tag: str | None = None):
+    """Decorator registering an entry point ``fn(**kwargs) -> ZooModel`` under its name.
+
+    Args:
+        family: The model family (``mdeq``, ``latent_ode``, ...).
+        task: The registered task spec its checkpoints are evaluated with.
+        default_tag: The weights ``arch.<default_tag>`` that ``timm.create_model(arch,
+            pretrained=True)`` returns (timm's convention: declared per architecture).
+    """
 
     def deco(fn):
         _ENTRYPOINTS[fn.__name__] = fn
-        _ENTRY_META[fn.__name__] = {"family": family, "task": task}
+        _ENTRY_META[fn.__name__] = {"family": family, "task": task, "default_tag": default_tag}
         return fn
 
     return deco
+
+
+def architectures(task: str | None = None) -> dict[str, dict[str, str]]:
+    """``{arch: {"family", "task", "default_tag"}}`` of the registered entry points."""
+    _ensure_loaded()
+    return {a: dict(m) for a, m in _ENTRY_META.items() if task is None or m["task"] == task}
+
+
+def default_pretrained(arch: str) -> str | None:
+    """The declared default weights of ``arch`` (``None`` if it declares none)."""
+    _ensure_loaded()
+    tag = _ENTRY_META.get(arch, {}).get("default_tag")
+    return f"{arch}.{tag}" if tag else None
 
 
 def register_pretrained(table: dict[str, dict[str, Any]]) -> None:
@@ -52,8 +81,31 @@ def register_pretrained(table: dict[str, dict[str, Any]]) -> None:
         _PRETRAINED[name] = {"hf_hub_id": f"{HUB_ORG}/{name}", **cfg}
 
 
+def _family_entry_points() -> list:
+    """The ``zoo.models`` entry points: the built-in families (declared in pyproject.toml) and
+    any third-party package's."""
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _ensure_loaded() -> None:
-    from . import deq_transformer, latent_ode, mdeq, ode_rnn  # noqa: F401  (each family registers on import)
+    """Import every model family once; each registers its entry points and pretrained table."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    eps = _family_entry_points()
+    modules = [(ep.name, ep.value, ep.load) for ep in eps]
+    if not any(v.startswith(__package__ + ".") for _, v, _ in modules):
+        # a source tree used without `pip install`: its entry points are not declared yet
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+            if not m.name.startswith("_"):
+                mod = f"{__package__}.{m.name}"
+                modules.append((m.name, mod, lambda mod=mod: importlib.import_module(mod)))
+    for name, value, load_fn in modules:
+        try:
+            load_fn()
+        except Exception as e:  # one broken plug-in must not take the zoo down
+            warnings.warn(f"model family {name!r} ({value}) failed to load: {e}", stacklevel=2)
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -108,9 +160,7 @@ def create_model(arch: str, **kwargs):
     """Build a randomly initialized model from its entry point name."""
     _ensure_loaded()
     _check_name(arch, _ENTRYPOINTS)
-    model = _ENTRYPOINTS[arch](**kwargs)
-    model.entry_point = arch
-    return model
+    return _build(arch, _checked_model_args(arch, kwargs, arch), arch)
 
 
 def checkpoint_dir() -> Path:
@@ -218,36 +268,103 @@ def load(name: str, pretrained: bool = True, **overrides):
         >>> model.training
         False
     """
-    budget = {k: overrides.pop(k) for k in ("max_iter", "tol") if k in overrides}
+    budget = {k: overrides.pop(k) for k in ("max_iter", "tol", "rtol", "atol") if k in overrides}
     if not pretrained:
         arch = name.split(".")[0]
-        model = create_model(arch, **overrides)
+        _ensure_loaded()
+        # arch.tag: the tag's architecture arguments (e.g. 1 input channel), untrained
+        args = _tag_model_args(name) if "." in name else {}
+        model = create_model(arch, **{**args, **overrides})
         cfg = {}
     else:
         cfg_path, w_path, where = _resolve_files(name)
-        cfg = json.loads(cfg_path.read_text())
+        cfg = _read_config(cfg_path, name)
         arch = cfg.get("architecture")
         _ensure_loaded()
-        if arch not in _ENTRYPOINTS:
-            raise ValueError(f"checkpoint {name!r} names an unknown architecture {arch!r}")
-        args = {**cfg.get("model_args", {}), **overrides}
-        model = _ENTRYPOINTS[arch](**args)
-        model.entry_point = arch
-        pcfg = dict(cfg.get("pretrained_cfg", {}))
+        if not isinstance(arch, str) or arch not in _ENTRYPOINTS:
+            raise ValueError(
+                f"checkpoint {name!r} names an unknown architecture {arch!r}; a config names a "
+                "registered architecture (zoo.list_models()), never an import path"
+            )
+        args = {**_checked_model_args(arch, cfg.get("model_args"), name), **overrides}
+        model = _build(arch, args, name)
+        pcfg = dict(cfg.get("pretrained_cfg") or {})
         _verify_sha(w_path, pcfg.get("sha256"), name)
         _load_weights(model, w_path, name)
+        # one source of truth: a registered name's table (the code) wins over config.json,
+        # which carries only what was measured or recorded at export (metrics, sha256, steps)
         static = dict(_PRETRAINED.get(pcfg.get("name", name), {}))
         card = static.get("card")
         if card and (checkpoint_dir().parent / card).is_file():
             static["card_path"] = str(checkpoint_dir().parent / card)
         elif (w_path.parent / "README.md").is_file():
             static["card_path"] = str(w_path.parent / "README.md")
-        model.pretrained_cfg = {**static, **pcfg, "name": pcfg.get("name", name), "source": where}
+        model.pretrained_cfg = {**pcfg, **static, "name": pcfg.get("name", name), "source": where}
         model.tokenizer = cfg.get("tokenizer")
     model.eval()
     if budget:
         model.set_inference_budget(**budget)
     return model
+
+
+def _read_config(path: Path, name: str) -> dict:
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"checkpoint {name!r}: {path} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"checkpoint {name!r}: {path} must hold a JSON object")
+    for key in ("model_args", "pretrained_cfg"):
+        if not isinstance(cfg.get(key) or {}, dict):
+            raise ValueError(f"checkpoint {name!r}: {key} in {path} must be a JSON object")
+    return cfg
+
+
+def _model_class(arch: str):
+    """The class an entry point returns (its return annotation), or ``None``."""
+    import typing
+
+    try:
+        return typing.get_type_hints(_ENTRYPOINTS[arch]).get("return")
+    except Exception:
+        return None
+
+
+def _checked_model_args(arch: str, args, name: str) -> dict:
+    """Config ``model_args`` checked against the architecture's signature before building."""
+    import inspect
+
+    args = dict(args or {})
+    cls = _model_class(arch)
+    if cls is not None:
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            bad = sorted(set(args) - set(params))
+            if bad:
+                raise ValueError(
+                    f"checkpoint {name!r}: {arch} takes no argument(s) {', '.join(bad)}; its "
+                    f"arguments are {', '.join(sorted(params))}"
+                )
+    return args
+
+
+def _build(arch: str, args: dict, name: str):
+    try:
+        model = _ENTRYPOINTS[arch](**args)
+    except TypeError as e:
+        raise ValueError(f"checkpoint {name!r}: model_args do not fit {arch}: {e}") from None
+    model.entry_point = arch
+    return model
+
+
+def _tag_model_args(name: str) -> dict:
+    """The architecture arguments of pretrained ``arch.tag``: from its shipped config.json if
+    present (no download), else the table's ``model_args``."""
+    _check_name(name, _PRETRAINED)
+    local = checkpoint_dir() / name / "config.json"
+    if local.is_file():
+        return dict(json.loads(local.read_text()).get("model_args", {}))
+    return dict(_PRETRAINED[name].get("model_args", {}))
 
 
 def _verify_sha(path: Path, expected: str | None, name: str) -> None:

@@ -161,6 +161,7 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
     """
 
     arch = "deq_transformer"
+    description = "A DEQ-Transformer language model"
 
     def __init__(
         self,
@@ -227,6 +228,7 @@ class TransformerLM(_LMBase):
     """
 
     arch = "transformer"
+    description = "An explicit Transformer language model (the DEQ's baseline)"
 
     def __init__(
         self,
@@ -296,7 +298,8 @@ _DEQ_PAPER = "Bai, Kolter, Koltun. Deep Equilibrium Models. NeurIPS 2019. arXiv:
 _SOTU = dict(
     task="language-modeling",
     dataset="sotu",
-    datamodule="zoo.data.SOTUDataModule",
+    datamodule="sotu",
+    card_prompt="The state of the union is",
     datamodule_args={"vocab_size": 10000},
     train_split="State of the Union addresses 1790-2000 (1.84 M tokens)",
     test_split="addresses 2011-2021 (81,714 tokens; 2001-2010 is validation)",

@@ -321,6 +321,7 @@ class LatentODE(TimeSeriesModel):
     """
 
     arch = "latent_ode"
+    description = "A Latent ODE for irregularly-sampled time series"
 
     def __init__(
         self,
@@ -435,7 +436,7 @@ _LATENT_ODE_PAPER = (
 PHYSIONET = dict(
     task="time-series",
     dataset="physionet2012",
-    datamodule="zoo.data.PhysioNet2012DataModule",
+    datamodule="physionet2012",
     datamodule_args={"quantization": 0.1},
     mode="interpolation",
     cond_frac=1.0,
@@ -447,7 +448,7 @@ PHYSIONET = dict(
 HOPPER = dict(
     task="time-series",
     dataset="hopper",
-    datamodule="zoo.data.HopperDataModule",
+    datamodule="hopper",
     datamodule_args={"n": 10000, "steps": 100, "obs_frac": 1.0},
     mode="extrapolation",
     cond_frac=1.0,
@@ -474,6 +475,7 @@ register_pretrained(
             {  # the paper's protocol: the 1-minute grid
                 **PHYSIONET,
                 "datamodule_args": {"quantization": 0.016},
+                "sample": "physionet2012_1min",
                 "test_split": "the other 1,600 patients (20%); 1-minute grid",
             },
             "latent_ode.physionet",
@@ -489,7 +491,7 @@ register_pretrained(
         "latent_ode.periodic": dict(
             task="time-series",
             dataset="periodic",
-            datamodule="zoo.data.PeriodicDataModule",
+            datamodule="periodic",
             datamodule_args={"n": 1000, "n_points": 100, "noise": 0.01, "obs_frac": 0.5},
             mode="extrapolation",
             cond_frac=1.0,

@@ -158,6 +158,7 @@ class MDEQClassifier(_MDEQBackbone):
     """
 
     arch = "mdeq"
+    description = "A Multiscale Deep Equilibrium Model"
 
     def __init__(
         self,
@@ -307,7 +308,7 @@ def _init_weights(model: nn.Module) -> nn.Module:
 
 
 # Entry points: <arch>_<size>. Sizes from the official configs.
-@register_model(family="mdeq", task="image-classification")
+@register_model(family="mdeq", task="image-classification", default_tag="cifar10")
 def mdeq_tiny(**kwargs) -> MDEQClassifier:
     """CIFAR-10 TINY: 2 branches x 24 channels, expansion 5 (~170K params)."""
     cfg = dict(channels=(24, 24), head_channels=(8, 16), final_channels=200, dropout=0.25)
@@ -379,7 +380,9 @@ register_pretrained(
         "mdeq_tiny.cifar10": dict(
             task="image-classification",
             dataset="cifar10_jpeg",
-            datamodule="zoo.data.CIFAR10JPEGDataModule",
+            datamodule="cifar10_jpeg",
+            data_note="Ours is measured on a lossy JPEG re-encoding of CIFAR-10 (train and test), "
+            "with a different training budget: the figures are not directly comparable.",
             train_split="45,000 of the 50,000 JPEG training images (5,000 held out, seed 0)",
             test_split="the 10,000 JPEG test images",
             selection="the held-out images chose the final weights of stage 5 "
@@ -410,7 +413,7 @@ register_pretrained(
         "mdeq_tiny.fashion_mnist": dict(
             task="image-classification",
             dataset="fashion_mnist",
-            datamodule="zoo.data.FashionMNISTDataModule",
+            datamodule="fashion_mnist",
             train_split="all 60,000 training images (stages 1-5 held 5,000 out for validation, seed 0)",
             test_split="the 10,000 test images",
             selection="the held-out images chose which stage shipped (stages 2 to 5 each replaced the "

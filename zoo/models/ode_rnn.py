@@ -108,6 +108,7 @@ class ODERNN(_RecurrentPredictor):
     """
 
     arch = "ode_rnn"
+    description = "An ODE-RNN for irregularly-sampled time series (the Latent ODE's baseline)"
 
     def __init__(
         self,
@@ -143,6 +144,7 @@ class GRUDeltaT(_RecurrentPredictor):
     """
 
     arch = "gru_delta_t"
+    description = "A GRU-Δt baseline for irregularly-sampled time series"
     _uses_gap = True
 
     def __init__(
@@ -166,6 +168,7 @@ class RNNVAE(TimeSeriesModel):
     """
 
     arch = "rnn_vae"
+    description = "An RNN-VAE baseline for irregularly-sampled time series"
 
     def __init__(
         self,

@@ -67,8 +67,13 @@ class ImplicitGrad(GradMode):
     def __init__(
         self, solver: FixedPointSolver | None = None, tol: float = 1e-4, max_iter: int = 30
     ) -> None:
-        base = solver if solver is not None else Anderson(m=5)
-        self.solver = base.replace(tol=tol, max_iter=max_iter)
+        if solver is None:
+            solver = Anderson(m=5)
+        elif not isinstance(solver, FixedPointSolver):  # a name or spec dict (YAML, config.json)
+            from ._registry import get_solver
+
+            solver = get_solver(solver)
+        self.solver = solver.replace(tol=tol, max_iter=max_iter)
         self.solver.warn = False
         self.tol = tol
         self.max_iter = max_iter

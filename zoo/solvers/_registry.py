@@ -25,9 +25,26 @@ GRADS: dict[str, type[GradMode]] = {
 
 def _lookup(kind: str, table: dict, name: str):
     key = name.lower().strip() if isinstance(name, str) else name
-    if key not in table:
+    if not isinstance(key, str) or key not in table:
         raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(table))}")
-    return table[key]
+    return _checked(table[key], kind)
+
+
+def _checked(cls, kind: str):
+    """``cls`` wrapped so that a wrong option is a ``ValueError`` naming the valid ones."""
+    import inspect
+
+    def build(**kwargs):
+        params = inspect.signature(cls).parameters
+        bad = sorted(set(kwargs) - set(params))
+        if bad:
+            raise ValueError(
+                f"{kind} {cls.__name__} has no option(s) {', '.join(bad)}; its options are "
+                f"{', '.join(params)}"
+            )
+        return cls(**kwargs)
+
+    return build
 
 
 def get_solver(name: str | dict | FixedPointSolver, **kwargs) -> FixedPointSolver:
@@ -52,7 +69,8 @@ def get_grad(name: str | dict | GradMode, **kwargs) -> GradMode:
         ValueError: for an unknown name, listing the valid ones.
     """
     if isinstance(name, GradMode):
-        return name
+        # keyword arguments are applied, not dropped: rebuild from the object's config
+        return type(name)(**{**name.config(), **kwargs}) if kwargs else name
     if isinstance(name, dict):
         spec = dict(name)
         return _lookup("gradient mode", GRADS, spec.pop("name", "implicit"))(**{**spec, **kwargs})

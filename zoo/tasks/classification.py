@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, Metric, TaskSpec, register_task, sample_path
+from ._spec import EvalResult, MetricSpec, TaskSpec, register_task, sample_path
 
 __all__ = ["ImageClassification", "ImageClassificationSpec"]
 
@@ -142,8 +142,8 @@ class ImageClassificationSpec(TaskSpec):
     tags = ("deep-equilibrium-models",)
     unit = "image"
     metrics = (
-        Metric("top1", "top-1 %", True, "accuracy"),
-        Metric("top5", "top-5 %", True, "accuracy"),
+        MetricSpec("top1", "top-1 %", True, "accuracy"),
+        MetricSpec("top5", "top-5 %", True, "accuracy"),
     )
     primary = "top1"
     splits = ("test", "val", "train")

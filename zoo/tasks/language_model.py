@@ -10,7 +10,7 @@ from torchmetrics.text import Perplexity
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, Metric, TaskSpec, register_task, sample_path
+from ._spec import EvalResult, MetricSpec, TaskSpec, register_task, sample_path
 
 __all__ = ["LanguageModeling", "LanguageModelingSpec"]
 
@@ -137,7 +137,7 @@ class LanguageModelingSpec(TaskSpec):
     pipeline_tag = "text-generation"
     tags = ("transformer",)
     unit = "token"
-    metrics = (Metric("ppl", "perplexity", False, "perplexity"),)
+    metrics = (MetricSpec("ppl", "perplexity", False, "perplexity"),)
     primary = "ppl"
     splits = ("test", "val", "train")
     lightning_module = "zoo.tasks.language_model:LanguageModeling"

@@ -10,8 +10,9 @@ from torchmetrics import Metric
 
 from ..models import create_model
 from ._base import ZooTask
+from ._spec import EvalResult, MetricSpec, TaskSpec, register_task, sample_path
 
-__all__ = ["TimeSeries", "MaskedMSE", "split_masks", "eval_generator"]
+__all__ = ["TimeSeries", "TimeSeriesSpec", "MaskedMSE", "split_masks", "eval_generator"]
 
 
 class MaskedMSE(Metric):
@@ -211,3 +212,108 @@ class TimeSeries(ZooTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+
+class TimeSeriesSpec(TaskSpec):
+    """Masked reconstruction MSE of irregular series, in interpolation or extrapolation."""
+
+    name = "time-series"
+    title = "Time Series Forecasting"
+    pipeline_tag = "time-series-forecasting"
+    tags = ("neural-ode", "latent-ode", "irregular-time-series")
+    unit = "series"
+    metrics = (
+        MetricSpec("mse", "MSE (reference per-series average)", False, "mse"),
+        MetricSpec("mse_masked_mean", "MSE (over observed points)", False, "mse"),
+    )
+    primary = "mse"
+    splits = ("test", "train")
+    lightning_module = "zoo.tasks.time_series:TimeSeries"
+    default_sample_size = 50  # series
+
+    def options(self, cfg: dict) -> dict:
+        return {"mode": cfg.get("mode", "interpolation"), "cond_frac": cfg.get("cond_frac", 1.0)}
+
+    def protocol_note(self, protocol) -> str:
+        return (
+            f"{protocol.options['mode']}; MSE on normalized values (mse: the reference code's "
+            "per-series, per-variable average; mse_masked_mean: over all points)"
+        )
+
+    def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
+        import numpy as np
+
+        from ..data import IrregularBatch
+
+        if sample:
+            with np.load(sample_path(protocol.sample)) as d:
+                keys = ("times", "values", "mask", "labels")
+                batches = [IrregularBatch(*(torch.from_numpy(d[k]) for k in keys))]
+        else:
+            batches = protocol.datamodule_obj(data_dir).eval_split(split)
+        if not limit:
+            return batches
+        return _first_series(batches, limit)
+
+    def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        from tqdm import tqdm
+
+        mse = MaskedMSE().to(device)
+        nfe, n = [], 0
+        opts = protocol.options
+        for b in tqdm(batches, desc="eval", unit="batch"):
+            cond, target = split_masks(
+                b.times, b.mask, opts["mode"], opts["cond_frac"],
+                generator=eval_generator(b.values, b.times),
+            )  # fmt: skip
+            times, values = b.times.to(device), b.values.to(device)
+            cond, target = cond.to(device), target.to(device)
+            with clock:
+                out = model.reconstruct(times, values, cond, target, n_samples=1)
+            mse.update(out["mean"].mean(0), values, target)
+            nfe.append(model.cost().nfe_forward)
+            n += b.values.shape[0]
+        return EvalResult(
+            metrics={k: float(f"{float(v):.4g}") for k, v in mse.compute().items()},
+            num_samples=n,
+            nfe_mean=round(sum(nfe) / len(nfe), 1) if any(nfe) else None,
+            seconds=clock.seconds,
+        )
+
+    def build_sample(self, protocol, data_dir, out) -> str:
+        import numpy as np
+
+        n = int(protocol.options.get("sample_series", self.default_sample_size))
+        b = next(iter(protocol.datamodule_obj(data_dir, batch_size=n).eval_split("test")))
+        np.savez_compressed(
+            out, times=b.times.numpy(), values=b.values.numpy(), mask=b.mask.numpy(),
+            labels=b.labels.numpy(),
+        )  # fmt: skip
+        return f"{b.values.shape[0]} series"
+
+    def card_use(self, name: str, model, info: dict) -> list[str]:
+        return ["mean, samples = model.predict(times, values, mask, query_times)"]
+
+    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+        return ["", f"Protocol: {self.protocol_note(self.protocol(info))}."]
+
+    def figures(self, name, model, rows, info, out_dir, data_dir=None):
+        from ._series_plot import plot_trajectories
+
+        png = out_dir / f"{name}.trajectories.png"
+        plot_trajectories(name, model, self.protocol(info), png, data_dir)
+        return [("test trajectories", png)]
+
+
+def _first_series(batches, limit: int):
+    """The batches truncated to the first ``limit`` series."""
+    n = 0
+    for b in batches:
+        if n >= limit:
+            return
+        keep = min(limit - n, b.values.shape[0])
+        yield type(b)(b.times, b.values[:keep], b.mask[:keep], b.labels[:keep])
+        n += keep
+
+
+register_task(TimeSeriesSpec())

@@ -1,0 +1,97 @@
+"""Data modules by registered name: the only way a config (a checkpoint's ``config.json``, a
+Hub repo, a pretrained table) may name a data module.
+
+A config is data, never code: ``"datamodule": "fashion_mnist"`` is looked up here and nothing is
+imported by path. Arguments are checked against the class's signature before it is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+__all__ = ["register_datamodule", "datamodule_class", "build_datamodule", "list_datamodules"]
+
+_DATAMODULES: dict[str, type] = {}
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def register_datamodule(cls: type, name: str | None = None) -> type:
+    """Register a LightningDataModule under ``name`` (default: its ``name`` attribute).
+
+    Third-party families call this for their own data modules; usable as a decorator.
+    """
+    key = name or getattr(cls, "name", None)
+    if not key or not isinstance(key, str):
+        raise ValueError(f"{cls.__name__} needs a registered name (a `name` class attribute)")
+    if _DATAMODULES.get(key, cls) is not cls:
+        raise ValueError(f"data module name {key!r} is taken by {_DATAMODULES[key].__name__}")
+    _DATAMODULES[key] = cls
+    return cls
+
+
+def list_datamodules() -> list[str]:
+    return sorted(_DATAMODULES)
+
+
+def datamodule_class(name: str) -> type:
+    """The registered class of ``name``.
+
+    A legacy config's ``"zoo.data.FashionMNISTDataModule"`` is accepted only when its last part
+    is the class name of a registered module: it is matched, never imported.
+
+    Raises:
+        ValueError: for any other name, listing the registered ones.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"a data module is named by a string, got {type(name).__name__}")
+    if name in _DATAMODULES:
+        return _DATAMODULES[name]
+    if name.startswith("zoo.data.") and name.count(".") == 2:
+        by_class = {c.__name__: c for c in _DATAMODULES.values()}
+        if name.rsplit(".", 1)[1] in by_class:
+            return by_class[name.rsplit(".", 1)[1]]
+    close = difflib.get_close_matches(name, list(_DATAMODULES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"unknown data module {name!r}{hint} A config names a data module by its registered "
+        f"name, never by import path; registered: {', '.join(sorted(_DATAMODULES))}"
+    )
+
+
+def check_args(target: str, params: inspect.Signature, args: Any, what: str) -> dict:
+    """Validate config ``args`` against a signature: a dict of known, JSON-scalar arguments."""
+    if args is None:
+        return {}
+    if not isinstance(args, dict):
+        raise ValueError(f"{what} of {target} must be a mapping, got {type(args).__name__}")
+    known = {
+        n
+        for n, p in params.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    for k, v in args.items():
+        if k not in known:
+            raise ValueError(
+                f"{what}: {target} has no argument {k!r}; its arguments are {', '.join(sorted(known))}"
+            )
+        vals = v if isinstance(v, list) else [v]
+        if not all(isinstance(x, _JSON_SCALARS) for x in vals):
+            raise ValueError(
+                f"{what}: {target}.{k} must be a number, string, bool, null or a list of them "
+                f"(a config is data), got {type(v).__name__}"
+            )
+    return dict(args)
+
+
+def build_datamodule(name: str, args: dict | None = None, **extra):
+    """Construct the registered data module ``name`` with validated ``args`` (plus trusted
+    ``extra`` keyword arguments from the caller, e.g. ``data_dir``, kept only if accepted)."""
+    cls = datamodule_class(name)
+    sig = inspect.signature(cls)
+    kwargs = check_args(name, sig, args, "datamodule_args")
+    for k, v in extra.items():
+        if k in sig.parameters:
+            kwargs[k] = v
+    return cls(**kwargs)

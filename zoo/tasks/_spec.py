@@ -1,0 +1,261 @@
+"""Task specs: one plug-in per problem type.
+
+A :class:`TaskSpec` owns everything about a problem type that the zoo's generic commands need:
+its LightningModule, its evaluation protocol (:class:`EvalProtocol`), how it reads evaluation
+batches and scores a model (:class:`EvalResult`), its model-card sections and figures, and how
+it builds the small evaluation sample shipped for the offline demo. ``zoo eval``, ``zoo card``,
+``zoo leaderboard`` and ``python -m zoo.samples`` iterate over registered specs and never name a
+task. A new problem type is one new file that calls :func:`register_task`.
+
+This module imports neither Lightning nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+__all__ = [
+    "EvalProtocol",
+    "EvalResult",
+    "MetricSpec",
+    "TaskSpec",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "sample_path",
+]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One reported metric: its key in results, a readable name and its direction."""
+
+    key: str
+    name: str
+    higher_is_better: bool
+    hub_type: str  # the model-index metric type (accuracy, perplexity, mse, ...)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a checkpoint is evaluated: the data, the splits and the metrics.
+
+    Built by :meth:`TaskSpec.protocol` from a pretrained config; ``datamodule`` is a registered
+    data-module name (``zoo.data.list_datamodules()``), never an import path.
+    """
+
+    task: str
+    dataset: str
+    datamodule: str
+    datamodule_args: dict
+    splits: tuple[str, ...]
+    metrics: tuple[MetricSpec, ...]
+    primary: str
+    unit: str  # what --limit and the latency count: image, token, series, ...
+    sample: str  # the shipped sample's name (zoo/_samples/<sample>.npz)
+    options: dict = field(default_factory=dict)  # task-specific (mode, cond_frac, ...)
+
+    @property
+    def primary_metric(self) -> MetricSpec:
+        return next(m for m in self.metrics if m.key == self.primary)
+
+    def datamodule_obj(self, data_dir: str | None = None, **extra):
+        """The registered data module with the protocol's (validated) arguments."""
+        from ..data import build_datamodule
+
+        return build_datamodule(self.datamodule, self.datamodule_args, data_dir=data_dir, **extra)
+
+    def check_split(self, split: str, name: str) -> None:
+        if split not in self.splits:
+            raise ValueError(
+                f"unknown split {split!r} for {name} ({self.task}, {self.dataset}): "
+                f"use {', '.join(self.splits)}"
+            )
+
+
+@dataclass
+class EvalResult:
+    """What :meth:`TaskSpec.evaluate` measured (the orchestration adds who, where and how)."""
+
+    metrics: dict[str, float]
+    num_samples: int
+    nfe_mean: float | None
+    seconds: float  # wall time of the model calls alone
+    notes: str = ""
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Register a task spec instance under ``spec.name``."""
+    if not spec.name or spec.name in _TASKS and type(_TASKS[spec.name]) is not type(spec):
+        raise ValueError(f"task name {spec.name!r} is empty or taken")
+    _TASKS[spec.name] = spec
+    return spec
+
+
+def _ensure_builtin() -> None:
+    importlib.import_module("zoo.tasks")  # the built-in task files register themselves
+
+
+def get_task(name: str) -> TaskSpec:
+    """The registered spec of ``name``; a ``ValueError`` lists the known ones."""
+    if name not in _TASKS:
+        _ensure_builtin()
+        from ..models._registry import _ensure_loaded
+
+        _ensure_loaded()  # third-party families may bring their own task
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def list_tasks() -> list[str]:
+    _ensure_builtin()
+    return sorted(_TASKS)
+
+
+def sample_path(sample: str) -> Path:
+    """The evaluation sample shipped as package data (``zoo/_samples/<sample>.npz``)."""
+    return Path(__file__).resolve().parents[1] / "_samples" / f"{sample}.npz"
+
+
+class TaskSpec:
+    """Base class of a problem type's spec. Subclasses set the class attributes and implement
+    :meth:`eval_batches`, :meth:`evaluate`, :meth:`build_sample`; the card hooks have defaults.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # the Hub's task name
+    pipeline_tag: ClassVar[str] = ""
+    tags: ClassVar[tuple[str, ...]] = ()
+    unit: ClassVar[str] = "sample"
+    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    primary: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ("test",)
+    lightning_module: ClassVar[str] = ""  # "module:Class", resolved by :meth:`module_class`
+    default_sample_size: ClassVar[int] = 100
+
+    # ----- protocol -------------------------------------------------------------------------
+    def protocol(self, cfg: dict) -> EvalProtocol:
+        """The evaluation protocol of a pretrained config (``model.pretrained_cfg``)."""
+        for key in ("dataset", "datamodule"):
+            if not isinstance(cfg.get(key), str):
+                raise ValueError(f"{cfg.get('name', 'this checkpoint')}: config lacks {key!r}")
+        return EvalProtocol(
+            task=self.name,
+            dataset=cfg["dataset"],
+            datamodule=cfg["datamodule"],
+            datamodule_args=dict(cfg.get("datamodule_args") or {}),
+            splits=self.splits,
+            metrics=self.metrics,
+            primary=self.primary,
+            unit=self.unit,
+            sample=str(cfg.get("sample") or cfg["dataset"]),
+            options=self.options(cfg),
+        )
+
+    def options(self, cfg: dict) -> dict:
+        """Task-specific protocol fields read from the config (default: none)."""
+        return {}
+
+    def module_class(self):
+        """The task's LightningModule class."""
+        mod, cls = self.lightning_module.split(":")
+        return getattr(importlib.import_module(mod), cls)
+
+    # ----- evaluation -----------------------------------------------------------------------
+    def eval_batches(
+        self,
+        model,
+        protocol: EvalProtocol,
+        split: str,
+        sample: bool,
+        limit: int | None,
+        data_dir: str | None,
+        batch_size: int,
+    ) -> Iterable:
+        """The batches to score: the shipped sample, or ``split`` of the real data; at most
+        ``limit`` units (images, tokens, series)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, batches: Iterable, protocol: EvalProtocol, device, clock):
+        """Score ``model`` on ``batches``; model calls run inside ``with clock:``."""
+        raise NotImplementedError
+
+    def protocol_note(self, protocol: EvalProtocol) -> str:
+        """One line describing how the metrics are computed (cards and JSON)."""
+        return ""
+
+    # ----- samples --------------------------------------------------------------------------
+    def build_sample(self, protocol: EvalProtocol, data_dir: str | None, out: Path) -> dict:
+        """Write the offline sample ``out`` (an .npz, <= 1 MB) from the real data; returns
+        what to print about it."""
+        raise NotImplementedError
+
+    # ----- model cards ----------------------------------------------------------------------
+    def describe(self, model, info: dict) -> str:
+        """The card's first words: the model class's ``description``, e.g. "A Multiscale Deep
+        Equilibrium Model"."""
+        return getattr(model, "description", "") or f"A `{info['architecture']}` model"
+
+    def card_use(self, name: str, model, info: dict) -> list[str]:
+        """Extra lines inside the card's "Use it" code block."""
+        return []
+
+    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+        """Lines after the "Use it" code block (inputs, shell commands)."""
+        return []
+
+    def card_results(self, rows: list[dict], main: dict, device: str) -> list[str]:
+        """The results table (markdown lines) from ``zoo eval`` rows; ``main`` is the shipped
+        setting, ``device`` where the latencies were measured."""
+        keys = list(self.metrics)
+        budget = len(rows) > 1
+        head = (["solver budget", "mean NFE"] if budget else ["mean NFE"]) + [m.name for m in keys]
+        lines = ["| " + " | ".join([*head, f"ms / {self.unit} ({device})"]) + " |"]
+        lines.append("|---" * (len(head) + 1) + "|")
+        for r in rows:
+            shipped = " (shipped)" if r is main and budget else ""
+            cells = [f"{r['budget']}{shipped}"] if budget else []
+            nfe = r.get("nfe_mean")
+            cells.append("-" if nfe is None else f"{nfe:g}")
+            cells += [_fmt(r["metrics"].get(m.key)) for m in keys]
+            cells.append(f"{r['latency_ms_per_sample']:.3g}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    def figures(
+        self, name: str, model, rows: list[dict], info: dict, out_dir: Path, data_dir=None
+    ) -> list[tuple[str, Path]]:
+        """Extra figures for the card beyond the solver-budget curve: ``(title, path)``."""
+        return []
+
+    def card_extra(self, name: str, model, info: dict) -> list[str]:
+        """Extra card sections (markdown lines), e.g. a generated sample."""
+        return []
+
+    def comparison_note(self, info: dict) -> list[str]:
+        """Bullets after the papers' numbers saying how comparable they are."""
+        return [
+            "- Different data, size or budget from ours: the figures are context, not a "
+            "like-for-like comparison."
+        ]
+
+    def hub_metrics(self, metrics: dict) -> list[dict]:
+        return [
+            {"type": m.hub_type, "name": m.name, "value": metrics[m.key]}
+            for m in self.metrics
+            if m.key in metrics
+        ]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) and abs(v) < 0.01 else str(v)
