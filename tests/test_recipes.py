@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from _formats import write_fashion_mnist, write_physionet
 from PIL import Image
@@ -194,7 +195,10 @@ def test_recipe_parses_and_runs_two_steps(recipe, tiny_data, monkeypatch, tmp_pa
     if init:  # a stage-2 recipe: stand in a tiny stage-1 checkpoint at the path it names
         _write_stage1(recipe, overrides, tmp_path / init)
     # jsonargparse validates every key of the recipe; the overrides only shrink it
-    run_cli(["fit", "--config", str(recipe), *overrides])
+    cli = run_cli(["fit", "--config", str(recipe), *overrides])
+    assert cli.trainer.state.finished and cli.trainer.global_step >= 1
+    loss = cli.trainer.callback_metrics.get("train/loss")
+    assert loss is not None and torch.isfinite(loss)
 
 
 def _write_stage1(recipe: Path, overrides: list[str], path: Path) -> None:

@@ -94,26 +94,16 @@ def evaluate(
         sample: Use the small evaluation sample shipped with the package instead of the data.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; the latency is that device's.
     """
-    import zoo
-
-    from .tasks import get_task
-
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer (or None for all), got {limit!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
-    budget = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
-    model = zoo.load(name, **budget).to(dev)
-    cfg = model.pretrained_cfg
-    spec = get_task(cfg.get("task"))
-    protocol = spec.protocol({**cfg, "architecture": getattr(model, "entry_point", "")})
-    protocol.check_split(split, name)
-    batches = spec.eval_batches(model, protocol, split, sample, limit, data_dir, batch_size)
-    clock = _Clock(dev)
-    with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(0)  # posterior samples etc.: the same every run, caller's RNG untouched
-        res = spec.evaluate(model, batches, protocol, dev, clock)
+    # the same numbers every run, and the caller's RNG left as it was
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(0)
+        model, spec, protocol, res = _run(name, data_dir, split, limit, max_iter, tol, dev,
+                                          batch_size, sample)  # fmt: skip
     return {
         "name": name,
         "task": spec.name,
@@ -140,6 +130,23 @@ def evaluate(
         + (f" --limit {limit}" if limit else "")
         + (f" --device {device}" if str(device) != "cpu" else ""),
     }
+
+
+def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample):
+    import zoo
+
+    from .tasks import get_task
+
+    budget = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
+    model = zoo.load(name, **budget).to(dev)
+    cfg = model.pretrained_cfg
+    spec = get_task(cfg.get("task"))
+    protocol = spec.protocol({**cfg, "architecture": getattr(model, "entry_point", "")})
+    protocol.check_split(split, name)
+    batches = spec.eval_batches(model, protocol, split, sample, limit, data_dir, batch_size)
+    with torch.no_grad():
+        res = spec.evaluate(model, batches, protocol, dev, _Clock(dev))
+    return model, spec, protocol, res
 
 
 def _data_source(protocol, data_dir) -> str:

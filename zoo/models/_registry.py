@@ -196,14 +196,28 @@ def _pair(d: Path, where: str) -> tuple[Path, Path, str]:
     return cfg, w, where
 
 
-def _endpoint_reachable(timeout: float = 3.0) -> bool:
-    """Quick TCP check of ``HF_ENDPOINT``, so an unreachable Hub fails in seconds, not after
+def hub_timeout() -> float:
+    """Seconds the Hub reachability check waits: ``$ZOO_HUB_TIMEOUT`` (default 3)."""
+    raw = os.environ.get("ZOO_HUB_TIMEOUT", "3")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"ZOO_HUB_TIMEOUT={raw!r}: give a positive number of seconds")
+    return value
+
+
+def _endpoint_reachable(timeout: float | None = None) -> bool:
+    """Quick TCP check of ``HF_ENDPOINT``, bounded by ``timeout`` seconds (default
+    :func:`hub_timeout`), so an unreachable Hub fails in seconds, not after
     huggingface_hub's retries."""
     import socket
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
+    timeout = hub_timeout() if timeout is None else timeout
     url = urlparse(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -349,8 +363,11 @@ def _checked_model_args(arch: str, args, name: str) -> dict:
 
 
 def _build(arch: str, args: dict, name: str):
+    import torch
+
     try:
-        model = _ENTRYPOINTS[arch](**args)
+        with torch.random.fork_rng(devices=[]):  # random init leaves the caller's RNG alone
+            model = _ENTRYPOINTS[arch](**args)
     except TypeError as e:
         raise ValueError(f"checkpoint {name!r}: model_args do not fit {arch}: {e}") from None
     model.entry_point = arch

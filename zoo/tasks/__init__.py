@@ -12,6 +12,8 @@ from ._spec import (
     TaskSpec,
     get_task,
     list_tasks,
+    load_sample,
+    register_sample_dir,
     register_task,
     sample_path,
 )
@@ -33,6 +35,8 @@ __all__ = [
     "TimeSeriesSpec",
     "get_task",
     "list_tasks",
+    "load_sample",
+    "register_sample_dir",
     "register_task",
     "sample_path",
 ]

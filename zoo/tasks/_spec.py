@@ -25,6 +25,8 @@ __all__ = [
     "TaskSpec",
     "get_task",
     "list_tasks",
+    "load_sample",
+    "register_sample_dir",
     "register_task",
     "sample_path",
 ]
@@ -120,9 +122,37 @@ def list_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
+_SAMPLE_DIRS: list[Path] = [Path(__file__).resolve().parents[1] / "_samples"]
+
+
+def register_sample_dir(path: str | Path) -> None:
+    """Add a folder of ``<sample>.npz`` files (a third-party family's package data)."""
+    p = Path(path).resolve()
+    if p not in _SAMPLE_DIRS:
+        _SAMPLE_DIRS.append(p)
+
+
 def sample_path(sample: str) -> Path:
-    """The evaluation sample shipped as package data (``zoo/_samples/<sample>.npz``)."""
-    return Path(__file__).resolve().parents[1] / "_samples" / f"{sample}.npz"
+    """The evaluation sample ``<sample>.npz``: shipped as package data (``zoo/_samples``) or in
+    a folder a family registered; where a new one is written when none exists yet."""
+    for d in _SAMPLE_DIRS:
+        if (d / f"{sample}.npz").is_file():
+            return d / f"{sample}.npz"
+    return _SAMPLE_DIRS[0] / f"{sample}.npz"
+
+
+def load_sample(protocol: EvalProtocol) -> dict:
+    """The arrays of ``protocol.sample`` (a clear error when it was never built)."""
+    import numpy as np
+
+    path = sample_path(protocol.sample)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no shipped sample {protocol.sample!r} ({path}); build it from the data with "
+            f"`python -m zoo.samples {protocol.sample}` (needs ZOO_DATA_DIR)"
+        )
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
 
 
 class TaskSpec:

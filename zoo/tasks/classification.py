@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, register_task, sample_path
+from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
 
 __all__ = ["ImageClassification", "ImageClassificationSpec"]
 
@@ -151,12 +151,11 @@ class ImageClassificationSpec(TaskSpec):
     default_sample_size = 100  # images per class, capped by the 1 MB limit
 
     def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
-        import numpy as np
 
         dm = protocol.datamodule_obj(data_dir)
         if sample:
-            with np.load(sample_path(protocol.sample)) as d:
-                x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+            d = load_sample(protocol)
+            x_all, y_all = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
         else:
             x_all, y_all = dm.eval_split(split)
         if limit:

@@ -10,7 +10,7 @@ from torchmetrics.text import Perplexity
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, register_task, sample_path
+from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
 
 __all__ = ["LanguageModeling", "LanguageModelingSpec"]
 
@@ -144,14 +144,12 @@ class LanguageModelingSpec(TaskSpec):
     default_sample_size = 20000  # tokens
 
     def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
-        import numpy as np
         import torch
 
         from ..data._text import StreamSegments, Vocab
 
         if sample:
-            with np.load(sample_path(protocol.sample)) as d:
-                tokens = [str(t) for t in d["tokens"]]
+            tokens = [str(t) for t in load_sample(protocol)["tokens"]]
         else:
             tokens = protocol.datamodule_obj(data_dir).eval_split(split)
         if limit:

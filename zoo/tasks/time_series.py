@@ -10,7 +10,7 @@ from torchmetrics import Metric
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, register_task, sample_path
+from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
 
 __all__ = ["TimeSeries", "TimeSeriesSpec", "MaskedMSE", "split_masks", "eval_generator"]
 
@@ -241,14 +241,13 @@ class TimeSeriesSpec(TaskSpec):
         )
 
     def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
-        import numpy as np
 
         from ..data import IrregularBatch
 
         if sample:
-            with np.load(sample_path(protocol.sample)) as d:
-                keys = ("times", "values", "mask", "labels")
-                batches = [IrregularBatch(*(torch.from_numpy(d[k]) for k in keys))]
+            d = load_sample(protocol)
+            keys = ("times", "values", "mask", "labels")
+            batches = [IrregularBatch(*(torch.from_numpy(d[k]) for k in keys))]
         else:
             batches = protocol.datamodule_obj(data_dir).eval_split(split)
         if not limit:
