@@ -312,6 +312,12 @@ register_pretrained(
             **_SOTU,
             recipe="recipes/deq_lm/deq_transformer_tiny_sotu_cpu.yaml",
             card="model_cards/deq_transformer_tiny.sotu.md",
+            compute="2 CPU cores, bf16: 6,000 steps of 16 x 128 tokens (12.3 M tokens) in 100 minutes",
+            limitations=[
+                "Loses to its explicit baseline transformer_tiny.sotu (126.6 against 110.4 test perplexity) at the same non-embedding size and token budget.",
+                "Never reached its training solver tolerance (mean relative residual about 4e-3).",
+                "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
+            ],
             paper_results=[
                 {
                     "metric": "ppl",
@@ -329,6 +335,11 @@ register_pretrained(
             **_SOTU,
             recipe="recipes/deq_lm/transformer_tiny_sotu_gpu.yaml",
             card="model_cards/transformer_tiny.sotu.md",
+            compute="one NVIDIA H200 (shared): 6,000 steps of 16 x 128 tokens (12.3 M tokens) in 2.9 minutes",
+            limitations=[
+                "The baseline of deq_transformer_tiny.sotu: same data, tokenizer, optimizer, token budget and non-embedding size (HISTORY.md).",
+                "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
+            ],
             paper_results=[
                 {
                     "metric": "ppl",
