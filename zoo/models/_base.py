@@ -147,11 +147,13 @@ class ZooModel(
     def cost(self) -> Cost:
         """The :class:`Cost` of the last call: NFE forward/backward, residual, converged."""
         fwd = bwd = 0
+        blocks = self._ode_blocks()
+        inside = {id(m) for b in blocks for m in b.modules()}  # counted by the block itself
         for m in self.modules():
             n = m.__dict__.get("nfe")
-            if isinstance(n, int):  # recurrent ODE steppers count their own evaluations
+            if isinstance(n, int) and id(m) not in inside:  # recurrent ODE steppers' counters
                 fwd += n
-        for b in self._ode_blocks():
+        for b in blocks:
             fwd += b.nfe_forward
             bwd += b.nfe_backward
         return Cost(nfe_forward=fwd, nfe_backward=bwd)

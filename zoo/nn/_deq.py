@@ -141,7 +141,7 @@ class DEQ(nn.Module):
                 f_out = f(z_req)
                 if self.training and self.jac_reg_samples > 0:
                     jac = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
-                z_out = self.grad.attach(f, z_req, f_out)
+                z_out = self.grad.attach(f, z_req, f_out, forward_stats=stats)
             else:
                 z_out = z_star
             self.info = DEQInfo(stats, jac)

@@ -8,7 +8,7 @@ Solvers (strategy objects): :class:`Picard`, :class:`Anderson`, :class:`Broyden`
 from ._anderson import Anderson
 from ._base import ConvergenceWarning, FixedPointSolver, SolverStats
 from ._broyden import Broyden
-from ._grad import GradMode, ImplicitGrad, PhantomGrad, UnrolledGrad
+from ._grad import GradientWarning, GradMode, ImplicitGrad, PhantomGrad, UnrolledGrad
 from ._picard import Picard
 from ._registry import GRADS, SOLVERS, get_grad, get_solver
 
@@ -19,6 +19,7 @@ __all__ = [
     "FixedPointSolver",
     "GRADS",
     "GradMode",
+    "GradientWarning",
     "ImplicitGrad",
     "PhantomGrad",
     "Picard",

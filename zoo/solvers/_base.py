@@ -41,6 +41,10 @@ class SolverStats:
         wall_time: Seconds spent in the solve.
         stop_mode: ``"rel"`` or ``"abs"``.
         tol: The tolerance that was asked for.
+        forward_converged: Backward solves only: whether the forward solve they differentiate
+            converged (``None`` for forward solves).
+        fallback: Backward only: ``"phantom"`` or ``"zero"`` when the implicit solve was
+            skipped because the forward did not converge (``None`` otherwise).
     """
 
     nfe: int = 0
@@ -52,6 +56,8 @@ class SolverStats:
     wall_time: float = 0.0
     stop_mode: str = "rel"
     tol: float = 0.0
+    forward_converged: bool | None = None
+    fallback: str | None = None
 
     @property
     def residual(self) -> Tensor:
@@ -199,9 +205,13 @@ class _Tracker:
         if diff is None:
             diff = gz - z
         abs_res = torch.linalg.vector_norm(diff, dim=1).float()
-        rel_res = abs_res / (torch.linalg.vector_norm(gz, dim=1).float() + _EPS)
+        g_norm = torch.linalg.vector_norm(gz, dim=1).float()
+        rel_res = abs_res / (g_norm + _EPS)
         res = rel_res if self.stop_mode == "rel" else abs_res
-        res = torch.where(torch.isfinite(res), res, torch.full_like(res, math.inf))
+        # an iterate whose norm overflows (or is NaN) is never converged: a relative residual of
+        # finite / inf would read 0 while the iterates diverge
+        ok = torch.isfinite(res) & torch.isfinite(abs_res) & torch.isfinite(g_norm)
+        res = torch.where(ok, res, torch.full_like(res, math.inf))
         better = (res < self.best_res) & self.active
         self.best_res = torch.where(better, res, self.best_res)
         self.best_abs = torch.where(better, abs_res, self.best_abs)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 from ._anderson import Anderson
 from ._base import FixedPointSolver
 
-__all__ = ["GradMode", "ImplicitGrad", "PhantomGrad", "UnrolledGrad"]
+__all__ = ["GradMode", "GradientWarning", "ImplicitGrad", "PhantomGrad", "UnrolledGrad"]
 
 
 class GradMode(abc.ABC):
@@ -39,13 +40,16 @@ class GradMode(abc.ABC):
         return {"name": self.name, **self.config()}
 
     @abc.abstractmethod
-    def attach(self, f: Callable[[Tensor], Tensor], z_req: Tensor, f_out: Tensor) -> Tensor:
+    def attach(
+        self, f: Callable[[Tensor], Tensor], z_req: Tensor, f_out: Tensor, forward_stats=None
+    ) -> Tensor:
         """Return the layer output given ``f_out = f(z_req)`` evaluated with autograd on.
 
         Args:
             f: The flattened cell ``z -> f(z, x)`` (closes over the input injection).
             z_req: The (detached) fixed point, with ``requires_grad=True``.
             f_out: ``f(z_req)``, whose graph reaches the parameters and the input.
+            forward_stats: The forward solve's :class:`SolverStats` (``None`` if unknown).
         """
 
 
@@ -56,6 +60,12 @@ class ImplicitGrad(GradMode):
         solver: Fixed-point solver for the backward system (default ``Anderson(m=5)``).
         tol: Backward tolerance (overrides the solver's).
         max_iter: Backward iteration budget (overrides the solver's).
+        on_unconverged: What to do when the forward solve did not converge, so that the
+            implicit function theorem's gradient is not the gradient of what was computed:
+            ``"warn"`` (the implicit gradient anyway, with a :class:`GradientWarning`),
+            ``"phantom"`` (fall back to the Jacobian-free gradient, one step at the returned
+            iterate) or ``"zero"`` (no gradient through the layer for this step). A backward
+            solve that does not converge always warns. ``last_stats`` shows both.
 
     Example:
         >>> from zoo.solvers import Anderson
@@ -65,8 +75,17 @@ class ImplicitGrad(GradMode):
     name = "implicit"
 
     def __init__(
-        self, solver: FixedPointSolver | None = None, tol: float = 1e-4, max_iter: int = 30
+        self,
+        solver: FixedPointSolver | None = None,
+        tol: float = 1e-4,
+        max_iter: int = 30,
+        on_unconverged: str = "warn",
     ) -> None:
+        if on_unconverged not in ("warn", "phantom", "zero"):
+            raise ValueError(
+                f"on_unconverged must be 'warn', 'phantom' or 'zero', got {on_unconverged!r}"
+            )
+        self.on_unconverged = on_unconverged
         if solver is None:
             solver = Anderson(m=5)
         elif not isinstance(solver, FixedPointSolver):  # a name or spec dict (YAML, config.json)
@@ -80,10 +99,16 @@ class ImplicitGrad(GradMode):
         self.last_stats = None
 
     def config(self) -> dict:
-        return {"solver": self.solver.spec(), "tol": self.tol, "max_iter": self.max_iter}
+        return {
+            "solver": self.solver.spec(),
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "on_unconverged": self.on_unconverged,
+        }
 
-    def attach(self, f, z_req, f_out):
-        return _ImplicitBackward.apply(f_out, (self, z_req, f_out))
+    def attach(self, f, z_req, f_out, forward_stats=None):
+        fwd_ok = True if forward_stats is None else bool(forward_stats.converged)
+        return _ImplicitBackward.apply(f_out, (self, z_req, f_out, fwd_ok))
 
 
 class _ImplicitBackward(torch.autograd.Function):
@@ -96,7 +121,21 @@ class _ImplicitBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        mode, z_req, f_out = ctx.state
+        mode, z_req, f_out, fwd_ok = ctx.state
+        if not fwd_ok:
+            if mode.on_unconverged == "zero":
+                mode.last_stats = _unsolved(grad, fwd_ok, "zero")
+                return torch.zeros_like(grad), None
+            if mode.on_unconverged == "phantom":
+                mode.last_stats = _unsolved(grad, fwd_ok, "phantom")
+                return grad, None  # one step at the iterate: the Jacobian-free gradient
+            warnings.warn(
+                "ImplicitGrad: the forward solve did not converge, so the implicit gradient is "
+                "not the gradient of the returned iterate; raise the forward budget, or choose "
+                "ImplicitGrad(on_unconverged='phantom' or 'zero')",
+                GradientWarning,
+                stacklevel=2,
+            )
         if not bool(grad.abs().amax() > 0):
             return grad, None
 
@@ -106,8 +145,35 @@ class _ImplicitBackward(torch.autograd.Function):
 
         with torch.no_grad():
             v, stats = mode.solver(vjp_step, grad.detach())
+        stats.forward_converged = fwd_ok
+        stats.fallback = None
         mode.last_stats = stats
+        if not stats.converged:
+            warnings.warn(
+                f"ImplicitGrad: the backward solve did not reach tol={mode.tol:g} in "
+                f"{mode.max_iter} iterations (max residual {float(stats.residual.max()):.2e}); "
+                "the gradient is approximate (see grad.last_stats)",
+                GradientWarning,
+                stacklevel=2,
+            )
         return v, None
+
+
+class GradientWarning(UserWarning):
+    """An implicit gradient that is not the exact gradient of what the forward computed."""
+
+
+def _unsolved(grad: Tensor, fwd_ok: bool, fallback: str):
+    from ._base import SolverStats
+
+    st = SolverStats(
+        converged_mask=torch.zeros(grad.shape[0], dtype=torch.bool),
+        abs_residual=torch.full((grad.shape[0],), float("nan")),
+        rel_residual=torch.full((grad.shape[0],), float("nan")),
+    )
+    st.forward_converged = fwd_ok
+    st.fallback = fallback
+    return st
 
 
 class PhantomGrad(GradMode):
@@ -134,7 +200,7 @@ class PhantomGrad(GradMode):
     def config(self) -> dict:
         return {"steps": self.steps, "tau": self.tau}
 
-    def attach(self, f, z_req, f_out):
+    def attach(self, f, z_req, f_out, forward_stats=None):
         # under autocast f may return bf16 while the solver state is fp32: lerp needs one dtype
         z = f_out if self.tau == 1.0 else torch.lerp(z_req, f_out.to(z_req.dtype), self.tau)
         for _ in range(self.steps - 1):
@@ -166,5 +232,5 @@ class UnrolledGrad(GradMode):
     def config(self) -> dict:
         return {"steps": self.steps}
 
-    def attach(self, f, z_req, f_out):  # pragma: no cover - handled by the DEQ layer
+    def attach(self, f, z_req, f_out, forward_stats=None):  # pragma: no cover - handled by the DEQ layer
         raise RuntimeError("UnrolledGrad is applied by the DEQ layer itself")

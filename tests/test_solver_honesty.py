@@ -1,0 +1,126 @@
+"""Never a false "converged", never a garbage gradient reported as fine (float64 where it
+matters; float32 where the overflow is the point)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from zoo.nn import DEQ
+from zoo.solvers import (
+    Anderson,
+    Broyden,
+    ConvergenceWarning,
+    GradientWarning,
+    ImplicitGrad,
+    Picard,
+)
+
+SOLVERS = [Picard, Anderson, Broyden]
+
+
+def _solve(solver, g, z0):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        z, st = solver(g, z0)
+    return z, st, [x for x in w if issubclass(x.category, ConvergenceWarning)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_picard_on_a_divergent_map_never_reports_converged(dtype):
+    """z -> 2z + x: the iterates double until their norm overflows; a relative residual of
+    finite/inf once read 0 and reported converged with |z| at 1e19."""
+    x = torch.randn(4, 8, dtype=dtype)
+    z, st, warned = _solve(Picard(tol=1e-4, max_iter=200), lambda z: 2 * z + x, torch.zeros_like(x))
+    assert not st.converged and len(warned) == 1
+    assert not st.converged_mask.any()
+    assert torch.isfinite(z).all()  # the lowest-residual iterate, not the overflowed one
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize(
+    "case",
+    ["overflow", "nan", "inf_input"],
+)
+def test_every_solver_is_honest_on_bad_maps(solver, case):
+    x = torch.randn(3, 5, dtype=torch.float32)
+    if case == "overflow":  # a nonlinear expansive map: no solver extrapolates to a fixed point
+
+        def g(z):
+            return torch.sinh(3 * z) + 10 + x
+
+    elif case == "nan":
+
+        def g(z):
+            return z * float("nan") + x
+
+    else:
+
+        def g(z):
+            return torch.full_like(z, float("inf"))
+
+    z, st, warned = _solve(solver(tol=1e-6, max_iter=30), g, torch.zeros_like(x))
+    assert not st.converged and len(warned) == 1
+    assert not st.converged_mask.any()
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.__name__)
+def test_converged_means_the_residual_is_small(solver):
+    torch.manual_seed(0)
+    W = torch.randn(6, 6, dtype=torch.float64)
+    W = 0.5 * W / torch.linalg.matrix_norm(W, 2)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    z, st, warned = _solve(
+        solver(tol=1e-10, max_iter=200), lambda z: torch.tanh(z @ W.T + x), x * 0
+    )
+    assert st.converged and not warned
+    assert (torch.tanh(z @ W.T + x) - z).norm(dim=1).max() < 1e-8
+
+
+def _expansive_deq(grad):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4).double()
+    with torch.no_grad():
+        lin.weight.copy_(3.0 * torch.eye(4, dtype=torch.float64))
+    return DEQ(lambda z, x: lin(z) + x, solver=Picard(tol=1e-8, max_iter=30), grad=grad), lin
+
+
+@pytest.mark.parametrize("policy", ["warn", "phantom", "zero"])
+def test_implicit_gradient_after_an_unconverged_forward_says_so(policy):
+    deq, lin = _expansive_deq(
+        ImplicitGrad(solver=Picard(), tol=1e-8, max_iter=30, on_unconverged=policy)
+    )
+    x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        z = deq(x)
+        z.sum().backward()
+    assert not deq.stats.converged
+    grad_warn = [m for m in w if issubclass(m.category, GradientWarning)]
+    back = deq.grad.last_stats
+    assert back.forward_converged is False
+    if policy == "warn":
+        assert grad_warn and "did not converge" in str(grad_warn[0].message)
+        # the implicit backward itself diverges for this map: it must not claim convergence
+        assert not back.converged
+    elif policy == "zero":
+        assert back.fallback == "zero" and torch.count_nonzero(lin.weight.grad) == 0
+    else:
+        assert back.fallback == "phantom"
+        assert torch.isfinite(lin.weight.grad).all() and lin.weight.grad.abs().sum() > 0
+
+
+def test_converged_forward_gives_no_gradient_warning():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4).double()
+    with torch.no_grad():
+        lin.weight.mul_(0.3 / torch.linalg.matrix_norm(lin.weight, 2))
+    deq = DEQ(lambda z, x: torch.tanh(lin(z) + x), solver=Anderson(tol=1e-10, max_iter=100),
+              grad=ImplicitGrad(tol=1e-10, max_iter=100))  # fmt: skip
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GradientWarning)
+        deq(x).sum().backward()
+    assert deq.grad.last_stats.converged and deq.grad.last_stats.forward_converged
