@@ -205,3 +205,68 @@ def test_augmentation_pads_black_in_pixel_space():
     out, _ = dm.on_after_batch_transfer((x, torch.zeros(64, dtype=torch.long)), 0)
     black = dm.normalize(torch.zeros(1, 1, 1, 1))
     assert torch.allclose(out, black.expand_as(out))
+
+
+def _write_cifar_tar(root, seed):
+    rng = np.random.default_rng(seed)
+    src = root / "cifar10-jpeg"
+    src.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(src / "cifar10-jpeg.tar.gz", "w:gz") as tf:
+        for cls in CIFAR10_CLASSES:
+            data = _jpeg(rng)
+            info = tarfile.TarInfo(f"cifar10/test/{cls}/0000.jpg")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("kind", ["cifar10_jpeg", "physionet2012", "sotu"])
+def test_a_cache_is_never_read_for_other_or_missing_data(kind, tmp_path, monkeypatch):
+    """Decoded caches are keyed to their source; a missing source is an error even with a
+    cache, unless ZOO_CACHE_ONLY=1 asks for the cache."""
+    from _formats import write_physionet
+
+    from zoo.data import PhysioNet2012DataModule, SOTUDataModule
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ZOO_CACHE_ONLY", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    def write(root, seed):
+        if kind == "cifar10_jpeg":
+            _write_cifar_tar(root, seed)
+        elif kind == "physionet2012":
+            write_physionet(root, n_a=4 + seed, n_b=3)
+        else:
+            src = root / "src" / "sotu" / "data"
+            src.mkdir(parents=True)
+            for year in (1990, 2005, 2015):
+                (src / f"{year}_x_y.txt").write_text(f"word{seed} " * (20 + year % 7))
+            (root / "text").mkdir()
+            with tarfile.open(root / "text" / "sotu.tar.gz", "w:gz") as tf:
+                tf.add(root / "src" / "sotu", arcname="sotu")
+
+    def load(root):
+        if kind == "cifar10_jpeg":
+            return CIFAR10JPEGDataModule(data_dir=str(root)).eval_split("test")[0]
+        if kind == "physionet2012":
+            dm = PhysioNet2012DataModule(data_dir=str(root), quantization=0.1, batch_size=100)
+            return next(iter(dm.eval_split("train"))).values
+        return SOTUDataModule(data_dir=str(root), vocab_size=None).eval_split("test")
+
+    write(a, 0)
+    write(b, 1)
+    first, other = load(a), load(b)
+    assert not _same(first, other)  # b was decoded from b, not served from a's cache
+    assert _same(load(a), first)
+    with pytest.raises(MissingDataError, match="not found"):
+        load(tmp_path / "nonexistent")
+    if kind != "sotu":  # the text module reads raw tokens from the source; its cache is the ids
+        monkeypatch.setenv("ZOO_CACHE_ONLY", "1")
+        with pytest.raises(MissingDataError, match="2 caches"):
+            load(tmp_path / "nonexistent")
+
+
+def _same(x, y) -> bool:
+    if isinstance(x, list):
+        return x == y
+    return x.shape == y.shape and bool(torch.equal(x, y))

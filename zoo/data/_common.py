@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MissingDataError", "data_root", "cache_root"]
+__all__ = ["MissingDataError", "data_root", "cache_root", "cached_file"]
 
 
 class MissingDataError(FileNotFoundError):
@@ -39,3 +39,36 @@ def cache_root() -> Path:
 
 def missing(what: str, expected: Path, how: str) -> MissingDataError:
     return MissingDataError(f"{what} not found: expected {expected}. {how}")
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+def cached_file(folder: Path, stem: str, suffix: str, sources: list[Path], what: str, how: str):
+    """The cache file of ``stem`` derived from ``sources``, keyed to them (path, size, mtime).
+
+    A cache written from other files is never read for these. A missing source is an error
+    even when some cache exists, unless ``ZOO_CACHE_ONLY=1`` asks for the cache explicitly (then
+    the one cache of ``stem`` is used, and several are an error).
+
+    Returns:
+        The cache path to read (if it exists) or write.
+    """
+    missing_src = [p for p in sources if not p.exists()]
+    if not missing_src:
+        return folder / f"{stem}-{_fingerprint(sources)}{suffix}"
+    if os.environ.get("ZOO_CACHE_ONLY") == "1":
+        found = sorted(folder.glob(f"{stem}-*{suffix}"))
+        found = [f for f in found if ".tmp" not in f.name]
+        if len(found) == 1:
+            return found[0]
+        raise missing(what, missing_src[0], f"ZOO_CACHE_ONLY=1 but {len(found)} caches of {stem} "
+                      f"are in {folder}: {how}")  # fmt: skip
+    raise missing(what, missing_src[0], how)

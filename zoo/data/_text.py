@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._common import cache_root
+from ._common import cache_root, cached_file, data_root
 
 __all__ = ["Vocab", "word_tokenize", "StreamSegments", "LMDataModule"]
 
@@ -156,13 +156,19 @@ class LMDataModule(pl.LightningDataModule):
             raise ValueError(f"unknown split {split!r} for {self.name}: use test, val or train")
         return [t for doc in self._documents(split) for t in doc]
 
-    def _cache_key(self) -> str:
-        import hashlib
+    source: str | None = None  # the raw file under the data root, e.g. "text/sotu.tar.gz"
 
-        from ._common import data_root
+    def _sources(self) -> list[Path]:
+        """The raw files the streams are built from (the cache is keyed to them)."""
+        return [data_root(self.data_dir) / self.source] if self.source else []
 
-        src = hashlib.sha1(str(data_root(self.data_dir).resolve()).encode()).hexdigest()[:10]
-        return f"{self.name}-{self.level}-v{self.vocab_size}-{src}"
+    def _cache_dir(self) -> Path:
+        """The processed streams' folder, keyed to the source files (path, size, mtime): a
+        cache written from other data is never read, and a missing source is an error."""
+        sources = self._sources()
+        stem = f"{self.name}-{self.level}-v{self.vocab_size}"
+        how = f"Set ZOO_DATA_DIR (or data_dir) to the folder holding {self.source or 'the data'}."
+        return cached_file(cache_root() / "text", stem, "", sources, f"{self.name} data", how)
 
     # lightning --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -174,7 +180,7 @@ class LMDataModule(pl.LightningDataModule):
     def _build(self) -> None:
         if self.streams:
             return
-        cache = cache_root() / "text" / self._cache_key()
+        cache = self._cache_dir()
         if (cache / "vocab.json").is_file() and all(
             (cache / f"{s}.pt").is_file() for s in ("train", "val", "test")
         ):

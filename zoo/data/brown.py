@@ -28,6 +28,7 @@ class BrownDataModule(LMDataModule):
     """Brown corpus language modelling (tags stripped, lower-cased, one ``<eos>`` per sentence line)."""
 
     name = "brown"
+    source = "text/brown.tar.gz"
 
     def _documents(self, split: str) -> list[list[str]]:
         tar = data_root(self.data_dir) / "text" / "brown.tar.gz"

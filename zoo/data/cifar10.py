@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import cache_root, data_root, missing
+from ._common import cache_root, cached_file, data_root, missing
 from ._image import InMemoryImageDataModule
 
 __all__ = ["CIFAR10DataModule", "CIFAR10JPEGDataModule", "CIFAR10_CLASSES"]
@@ -95,21 +95,20 @@ def load_cifar10_jpeg(data_dir, split: str) -> tuple[Tensor, Tensor]:
     """Decode (once, then cached) one split of the JPEG tree to uint8 NCHW + labels."""
     src = data_root(data_dir) / "cifar10-jpeg"
     tar = src / "cifar10-jpeg.tar.gz"
-    cache = cache_root() / "cifar10_jpeg" / f"{split}.npz"
+    source = tar if tar.is_file() or not (src / split).is_dir() else src / split
+    cache = cached_file(
+        cache_root() / "cifar10_jpeg",
+        split,
+        ".npz",
+        [source],
+        "CIFAR-10 JPEG copy",
+        "Set ZOO_DATA_DIR (or data_dir) to the folder holding cifar10-jpeg/; on the project "
+        "machines that is ../shared/data.",
+    )
     if cache.is_file():
         with np.load(cache) as d:
             return torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
-    if tar.is_file():
-        x, y = _decode_tar(tar, split)
-    elif (src / split).is_dir():
-        x, y = _decode_tree(src / split)
-    else:
-        raise missing(
-            "CIFAR-10 JPEG copy",
-            tar,
-            "Set ZOO_DATA_DIR (or data_dir) to the folder holding cifar10-jpeg/; on the "
-            "project machines that is ../shared/data.",
-        )
+    x, y = _decode_tar(tar, split) if source == tar else _decode_tree(source)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, x=x, y=y)

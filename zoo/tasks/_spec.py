@@ -13,6 +13,7 @@ This module imports neither Lightning nor matplotlib.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,9 +175,27 @@ class TaskSpec:
     # ----- protocol -------------------------------------------------------------------------
     def protocol(self, cfg: dict) -> EvalProtocol:
         """The evaluation protocol of a pretrained config (``model.pretrained_cfg``)."""
-        for key in ("dataset", "datamodule"):
-            if not isinstance(cfg.get(key), str):
-                raise ValueError(f"{cfg.get('name', 'this checkpoint')}: config lacks {key!r}")
+        import inspect
+
+        from ..data._registry import check_args, datamodule_class
+
+        who = cfg.get("name", "this checkpoint")
+        if not isinstance(cfg.get("dataset"), str):
+            raise ValueError(f"{who}: config lacks 'dataset' (a string)")
+        if not isinstance(cfg.get("datamodule"), str):
+            raise ValueError(
+                f"{who}: 'datamodule' must be a registered data-module name (a string), got "
+                f"{cfg.get('datamodule')!r}"
+            )
+        # validated before anything is built, even when the shipped sample is used
+        cls = datamodule_class(cfg["datamodule"])
+        check_args(cfg["datamodule"], inspect.signature(cls), cfg.get("datamodule_args"),
+                   f"{who}: datamodule_args")  # fmt: skip
+        sample = str(cfg.get("sample") or cfg["dataset"])
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", sample) or ".." in sample:
+            raise ValueError(
+                f"{who}: sample name {sample!r} is not a plain name (letters, digits, _ . -)"
+            )
         return EvalProtocol(
             task=self.name,
             dataset=cfg["dataset"],
@@ -186,7 +205,7 @@ class TaskSpec:
             metrics=self.metrics,
             primary=self.primary,
             unit=self.unit,
-            sample=str(cfg.get("sample") or cfg["dataset"]),
+            sample=sample,
             options=self.options(cfg),
         )
 
