@@ -71,7 +71,7 @@ def test_mse_paper_and_masked_mean():
         (lambda t, v, m: (torch.tensor([0.0, 0.5, 0.5, 0.75, 1.0]), v, m), "strictly increasing"),
         (
             lambda t, v, m: (t, torch.where(m > 0, torch.tensor(float("nan")), v), m),
-            "NaN values inside",
+            "must be finite: NaN or inf inside the mask",
         ),
     ],
 )

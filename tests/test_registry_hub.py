@@ -82,7 +82,7 @@ def test_mismatched_checkpoint_lists_keys(saved_model):
 
 def test_wrong_input_shape_says_what_is_expected():
     m = zoo.load("mdeq_tiny", pretrained=False, **SMALL)
-    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"expects 3 input channel\(s\), got 1"):
         m(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match="multiples of 2"):
         m(torch.randn(2, 3, 31, 31))

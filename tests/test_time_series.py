@@ -1,7 +1,6 @@
 """Time-series baselines, the TimeSeries task's pieces, the simulated data, and DDP gradients."""
 
 import os
-import socket
 import sys
 
 import numpy as np
@@ -186,13 +185,10 @@ def _ddp_worker(rank, world, port, adjoint, out):
 
 @pytest.mark.parametrize("adjoint", [False, True])
 def test_ddp_gradients_match_single_process(adjoint, tmp_path):
-    import torch.multiprocessing as mp
+    from _dist import spawn_two
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "grads.pt"
-    mp.spawn(_ddp_worker, args=(2, port, adjoint, str(out)), nprocs=2, join=True)
+    spawn_two(_ddp_worker, adjoint, str(out))
     ddp_grads = torch.load(out, weights_only=True)
     single = _Loss(_model(adjoint))
     t, v, mk = (x.double() for x in _batch(B=4))

@@ -10,9 +10,22 @@ def push(name: str, repo_id: str, private: bool = False) -> str:
 
     Honours ``HF_ENDPOINT``/``HF_TOKEN``. Returns the commit URL.
     """
+    from huggingface_hub import constants
+
     import zoo
+    from zoo.models._registry import _endpoint_reachable, hub_timeout
 
     model = zoo.load(name)
+    if constants.HF_HUB_OFFLINE or not _endpoint_reachable():
+        raise ConnectionError(
+            f"cannot push {name!r}: the Hub at {constants.ENDPOINT} is unreachable "
+            + (
+                "(HF_HUB_OFFLINE is set)"
+                if constants.HF_HUB_OFFLINE
+                else f"(no answer in {hub_timeout():g} s)"
+            )
+            + "; check HF_ENDPOINT and the network"
+        )
     card = model.pretrained_cfg.get("card_path")
     if not card:
         raise FileNotFoundError(

@@ -26,7 +26,17 @@ def encode(model, text: str) -> torch.Tensor:
     pieces = list(text) if tok["level"] == "char" else word_tokenize(text)
     if not pieces:
         raise ValueError("the prompt is empty; give at least one word (or character)")
-    return torch.tensor([vocab.encode(pieces)], dtype=torch.long)
+    ids = vocab.encode(pieces)
+    if all(i == vocab.unk for i in ids):
+        import warnings
+
+        warnings.warn(
+            f"every token of the prompt {text!r} is out of the vocabulary ({len(vocab)} "
+            f"{tok['level']}s): the model sees only <unk>",
+            UserWarning,
+            stacklevel=2,
+        )
+    return torch.tensor([ids], dtype=torch.long)
 
 
 def decode(model, ids) -> str:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MissingDataError", "data_root", "cache_root", "cached_file"]
+__all__ = ["MissingDataError", "data_root", "cache_root", "cached_file", "check_positive"]
+
+
+def check_positive(owner: str, minimum: int = 1, **values) -> None:
+    """``ValueError`` naming the argument unless each value is an integer >= ``minimum``."""
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"{owner}: {k} must be an integer >= {minimum}, got {v!r}")
 
 
 class MissingDataError(FileNotFoundError):

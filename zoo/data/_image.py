@@ -72,6 +72,10 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         limit_train: int | None = None,
     ) -> None:
         super().__init__()
+        from ._common import check_positive
+
+        check_positive(type(self).__name__, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_positive(type(self).__name__, 0, val_size=val_size, num_workers=num_workers)
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._common import cache_root, cached_file, data_root
+from ._common import cache_root, cached_file, check_positive, data_root
 
 __all__ = ["Vocab", "word_tokenize", "StreamSegments", "LMDataModule"]
 
@@ -128,6 +128,9 @@ class LMDataModule(pl.LightningDataModule):
         limit_tokens: int | None = None,
     ) -> None:
         super().__init__()
+        check_positive(
+            type(self).__name__, batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt
+        )
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size

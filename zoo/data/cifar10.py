@@ -61,7 +61,8 @@ class CIFAR10DataModule(InMemoryImageDataModule):
                 raise missing(
                     "CIFAR-10 (python format)",
                     base,
-                    "Pass download=True where there is internet, or use cifar10_jpeg with "
+                    "Where there is internet, download it (download=True in Python, "
+                    "--data.init_args.download true with zoo fit), or use cifar10_jpeg with "
                     "the JPEG copy.",
                 )
             from torchvision.datasets import CIFAR10

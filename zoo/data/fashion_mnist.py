@@ -42,8 +42,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(e).__name__}: {e}); download it again"
+        ) from None
+    if len(data) < 4:
+        raise ValueError(f"{path} is truncated or corrupt ({len(data)} bytes); download it again")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path} is not a uint8 IDX file (magic {data[:4].hex()})")
@@ -82,7 +89,8 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
                     "Fashion-MNIST",
                     img,
                     "Set ZOO_DATA_DIR to the folder holding "
-                    "fashion-mnist/ (../shared/data here), or pass download=True.",
+                    "fashion-mnist/ (../shared/data here); or, where there is internet, download it: "
+                    "download=True in Python, --data.init_args.download true with zoo fit.",
                 )
         x = torch.from_numpy(read_idx(img).copy()).unsqueeze(1)
         y = torch.from_numpy(read_idx(lab).astype(np.int64))

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._common import cache_root, cached_file, data_root, missing
+from ._common import cache_root, cached_file, check_positive, data_root, missing
 
 __all__ = ["PHYSIONET_PARAMS", "PhysioNet2012DataModule", "collate_irregular", "IrregularBatch"]
 
@@ -299,6 +299,16 @@ class PhysioNet2012DataModule(IrregularDataModule):
         n_patients: int | None = None,
     ) -> None:
         super().__init__()
+        check_positive(type(self).__name__, batch_size=batch_size)
+        if (
+            isinstance(quantization, bool)
+            or not isinstance(quantization, (int, float))
+            or not (0 < quantization <= 48)
+        ):
+            raise ValueError(
+                f"quantization must be a time step in hours in (0, 48] (0.016 = 1 minute, the "
+                f"paper's), got {quantization!r}"
+            )
         if normalization not in ("reference", "minmax"):
             raise ValueError(
                 f"normalization must be 'reference' or 'minmax', got {normalization!r}"

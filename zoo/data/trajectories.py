@@ -101,6 +101,9 @@ class _DenseTrajectories(IrregularDataModule):
 
     def __init__(self, batch_size: int = 50, obs_frac: float = 1.0, seed: int = 42) -> None:
         super().__init__()
+        from ._common import check_positive
+
+        check_positive(type(self).__name__, batch_size=batch_size)
         if not 0.0 < obs_frac <= 1.0:
             raise ValueError(f"obs_frac must be in (0, 1], got {obs_frac}")
         self.batch_size, self.obs_frac, self.seed = batch_size, obs_frac, seed

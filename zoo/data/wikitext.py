@@ -41,7 +41,8 @@ class _PreTokenized(LMDataModule):
         raise missing(
             f"{self.name} files",
             root / self.files["train"],
-            "Pass download=True where there is internet, or place the original files there.",
+            "Place the original files there; or, where there is internet, download them: "
+            "download=True in Python, --data.init_args.download true with zoo fit.",
         )
 
     def _sources(self) -> list[Path]:

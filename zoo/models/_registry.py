@@ -283,6 +283,12 @@ def load(name: str, pretrained: bool = True, **overrides):
         False
     """
     budget = {k: overrides.pop(k) for k in ("max_iter", "tol", "rtol", "atol") if k in overrides}
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise ValueError(
+            f"a model is named by a non-empty string (arch.tag, hf-hub:org/name or a folder), "
+            f"got {name!r}; see zoo.list_models(pretrained=True)"
+        )
+    name = str(name)
     if not pretrained:
         arch = name.split(".")[0]
         _ensure_loaded()

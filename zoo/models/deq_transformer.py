@@ -35,6 +35,13 @@ class _LMBase(ZooModel):
             self.head.weight = self.embed.weight
 
     def _check_ids(self, ids: Tensor) -> None:
+        if not isinstance(ids, Tensor):
+            raise ValueError(f"token ids must be a tensor, got {type(ids).__name__}")
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ValueError(
+                f"token ids must be an integer tensor (torch.long), got {ids.dtype}; encode text "
+                "with zoo.text.encode(model, text)"
+            )
         if ids.dim() != 2 or ids.numel() == 0:
             raise ValueError(
                 f"token ids must be a non-empty (batch, time) tensor, got shape {tuple(ids.shape)}"
@@ -99,8 +106,20 @@ class _LMBase(ZooModel):
             top_k: Sample among the k most likely tokens only.
             generator: Optional RNG for reproducible samples.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        import math
+
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or (
+            temperature <= 0
+        ):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
+            raise ValueError(f"top_k must be a positive integer (or None for all), got {top_k!r}")
         self._check_ids(ids)
         was = self.training
         self.eval()

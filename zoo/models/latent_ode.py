@@ -209,24 +209,32 @@ class TimeSeriesModel(ZooModel):
 
     obsrv_std: float
 
-    @staticmethod
-    def check_inputs(times: Tensor, values: Tensor, mask: Tensor) -> None:
-        """Clear errors for shape mismatches, unsorted/duplicate times and NaN inside the mask."""
+    def check_inputs(self, times: Tensor, values: Tensor, mask: Tensor) -> None:
+        """Clear errors for what a user gets wrong: shapes, the number of variables, times
+        (finite, >= 0, strictly increasing), a mask of 0/1 and finite observed values."""
+        for n, t in (("times", times), ("values", values), ("mask", mask)):
+            if not isinstance(t, Tensor):
+                raise ValueError(f"{n} must be a tensor, got {type(t).__name__}")
         if values.shape != mask.shape:
             raise ValueError(
                 f"values {tuple(values.shape)} and mask {tuple(mask.shape)} must have the same shape"
             )
-        if values.dim() != 3 or times.shape != values.shape[1:2]:
+        if values.dim() != 3 or times.dim() != 1 or times.shape != values.shape[1:2]:
             raise ValueError(
                 f"expected times (T,), values (B, T, D); got times {tuple(times.shape)}, "
                 f"values {tuple(values.shape)}"
             )
-        if times.numel() > 1 and not bool((times[1:] > times[:-1]).all()):
+        dim = getattr(self, "input_dim", None)
+        if dim is not None and values.shape[-1] != dim:
             raise ValueError(
-                "time stamps must be strictly increasing (sort them and merge duplicates)"
+                f"{type(self).__name__} expects {dim} variable(s) per time point, got "
+                f"{values.shape[-1]} (values {tuple(values.shape)})"
             )
-        if bool(torch.isnan(values[mask > 0]).any()):
-            raise ValueError("NaN values inside the mask (observed points must be finite)")
+        _check_times("times", times)
+        if mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must hold 0 or 1 (1 where a variable is observed)")
+        if mask.numel() and not bool(torch.isfinite(values[mask > 0]).all()):
+            raise ValueError("observed values must be finite: NaN or inf inside the mask")
 
     def reset_nfe(self) -> None:
         """Zero the encoders' counters (ODE blocks reset their own at each solve)."""
@@ -263,9 +271,25 @@ class TimeSeriesModel(ZooModel):
         mask)``.
 
         Returns:
-            ``(mean (B, T', D), samples (S, B, T', D))``.
+            ``(mean (B, T', D), samples (S, B, T', D))``. Inputs of another float dtype are
+            cast to the model's; an empty batch gives empty outputs.
         """
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        dtype = next(self.parameters()).dtype
+        times, values, mask = (
+            t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+            for t in (times, values, mask)
+        )
         self.check_inputs(times, values, mask)
+        if not isinstance(query_times, Tensor) or query_times.dim() != 1:
+            raise ValueError("query_times must be a 1-D tensor of times")
+        query_times = query_times.to(dtype)
+        _check_times("query_times", query_times)
+        if values.shape[0] == 0:
+            D = values.shape[-1]
+            empty = values.new_zeros(n_samples, 0, len(query_times), D)
+            return empty[0], empty
         grid = torch.unique(torch.cat([times, query_times]))  # sorted union
         pos_obs = torch.searchsorted(grid, times)
         pos_q = torch.searchsorted(grid, query_times)
@@ -281,6 +305,20 @@ class TimeSeriesModel(ZooModel):
         self.train(was)
         samples = out["mean"][:, :, pos_q]
         return samples.mean(0), samples
+
+
+def _check_times(name: str, t: Tensor) -> None:
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be floating-point, got {t.dtype}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite")
+    if t.numel() and float(t.min()) < 0:
+        raise ValueError(
+            f"{name} must be >= 0 (time since the start of the series, scaled as in training); "
+            f"got a minimum of {float(t.min()):g}"
+        )
+    if t.numel() > 1 and not bool((t[1:] > t[:-1]).all()):
+        raise ValueError(f"{name} must be strictly increasing (sort them and merge duplicates)")
 
 
 def _kl_std_normal(mean: Tensor, std: Tensor) -> Tensor:

@@ -93,13 +93,28 @@ class _MDEQBackbone(ImplicitModelMixin, ZooModel):
         return self.deq.cell
 
     # -- budget / modes --------------------------------------------------------------------------
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
+    def _check_input(self, x: Tensor) -> Tensor:
+        """Clear errors for what a user gets wrong; float64 (or half) images are cast."""
+        hint = (
+            f"normalized with mean={self.pretrained_cfg.get('mean')} and "
+            f"std={self.pretrained_cfg.get('std')} (model.pretrained_cfg)"
+        )
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"{self.arch} expects images of shape (batch, {self.in_chans}, H, W); got "
-                f"{tuple(x.shape)}. Expected input: {self.pretrained_cfg.get('input_size', 'see card')}"
-                f" normalized with mean={self.pretrained_cfg.get('mean')} std="
-                f"{self.pretrained_cfg.get('std')}"
+                f"{self.arch} expects a (batch, channels, H, W) image tensor; got {shape}"
+            )
+        if x.dtype == torch.uint8:
+            raise ValueError(
+                f"{self.arch} got uint8 images: convert to float in [0, 1] and normalize them, "
+                + hint
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"{self.arch} expects floating-point images, got {x.dtype}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{self.arch} expects {self.in_chans} input channel(s), got {x.shape[1]} "
+                f"(shape {tuple(x.shape)}); inputs are {hint}"
             )
         n = len(self.cell.channels)
         down = 2 ** (n - 1) * 2 ** (
@@ -109,10 +124,14 @@ class _MDEQBackbone(ImplicitModelMixin, ZooModel):
             raise ValueError(
                 f"image height and width must be multiples of {down}; got {tuple(x.shape[2:])}"
             )
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{self.arch} images must be finite: NaN or inf found in the input")
+        dtype = next(self.parameters()).dtype
+        return x if x.dtype == dtype else x.to(dtype)
 
     def equilibrium(self, x: Tensor) -> list[Tensor]:
         """The per-resolution fixed point ``z*`` for images ``x``."""
-        self._check_input(x)
+        x = self._check_input(x)
         h = self.stem(x)
         inj = self.inject(h)
         b, _, H, W = inj.shape
@@ -224,6 +243,9 @@ class MDEQClassifier(_MDEQBackbone):
         return self.equilibrium(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == 0:
+            self._check_input(x)
+            return x.new_zeros(0, self.classifier.out_features, dtype=self.classifier.weight.dtype)
         return self.forward_head(self.equilibrium(x))
 
 

@@ -66,6 +66,22 @@ class ODEBlock(nn.Module):
         grid_steps: int = 0,
     ) -> None:
         super().__init__()
+        import math
+
+        from torchdiffeq._impl.odeint import SOLVERS as _METHODS
+
+        if method not in _METHODS:
+            raise ValueError(f"unknown ODE method {method!r}; valid: {', '.join(sorted(_METHODS))}")
+        for k, v in (("rtol", rtol), ("atol", atol)):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v <= 0
+            ):
+                raise ValueError(f"{k} must be a positive finite number, got {v!r}")
+        if isinstance(grid_steps, bool) or not isinstance(grid_steps, int) or grid_steps < 0:
+            raise ValueError(f"grid_steps must be an integer >= 0, got {grid_steps!r}")
         if grid_steps and adjoint:
             raise ValueError("grid_steps > 0 backpropagates through the grid; set adjoint=False")
         if not isinstance(func, nn.Module):

@@ -24,6 +24,11 @@ class Packer:
             raise ValueError("a state must hold at least one tensor")
         self.seq_type = type(like) if self.is_seq else None
         self.shapes = [tuple(p.shape) for p in parts]
+        if any(len(s) < 2 for s in self.shapes):
+            raise ValueError(
+                f"a state tensor needs a batch dimension first: shape (batch, ...); got {self.shapes}"
+                " (use x.unsqueeze(0) for a single sample)"
+            )
         self.batch = self.shapes[0][0]
         for s in self.shapes:
             if s[0] != self.batch:

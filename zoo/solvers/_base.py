@@ -105,8 +105,10 @@ class FixedPointSolver(abc.ABC):
     ) -> None:
         if stop_mode not in ("rel", "abs"):
             raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol):
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
         if tol < 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
         self.tol = float(tol)

@@ -1,0 +1,481 @@
+"""Bad input, as a new user gives it, across the public surfaces of every family (MDEQ, the
+DEQ-Transformer and its baseline, the Latent ODE and its baselines, the backbone's layers and
+solvers, the data modules, the CLI): each case ends in the right exception type with a message
+that names the problem, or in a documented graceful handling, within a time limit."""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+
+import pytest
+import torch
+
+import zoo
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@cache
+def mdeq():
+    return zoo.load("mdeq_tiny.fashion_mnist")
+
+
+@cache
+def lm(name="transformer_tiny.sotu"):
+    return zoo.load(name)
+
+
+@cache
+def lode():
+    return zoo.load("latent_ode.periodic")
+
+
+def series(T=5, D=1, B=2):
+    t = torch.linspace(0, 1, T)
+    return t, torch.zeros(B, T, D), torch.ones(B, T, D)
+
+
+def _ids(*vals):
+    return torch.tensor([vals])
+
+
+# (case id, callable, expected exception type, message fragment)
+RAISES = [
+    # ----- MDEQ ---------------------------------------------------------------------------------
+    (
+        "mdeq uint8 images",
+        lambda: mdeq()(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)),
+        ValueError,
+        "uint8",
+    ),
+    (
+        "mdeq int images",
+        lambda: mdeq()(torch.zeros(2, 1, 28, 28, dtype=torch.int64)),
+        ValueError,
+        "floating",
+    ),
+    (
+        "mdeq wrong channels",
+        lambda: mdeq()(torch.zeros(2, 3, 28, 28)),
+        ValueError,
+        "1 input channel",
+    ),
+    ("mdeq no batch dim", lambda: mdeq()(torch.zeros(1, 28, 28)), ValueError, "(batch, channels"),
+    (
+        "mdeq NaN image",
+        lambda: mdeq()(torch.full((1, 1, 28, 28), float("nan"))),
+        ValueError,
+        "finite",
+    ),
+    (
+        "mdeq inf image",
+        lambda: mdeq()(torch.full((1, 1, 28, 28), float("inf"))),
+        ValueError,
+        "finite",
+    ),
+    (
+        "budget max_iter float",
+        lambda: mdeq().set_inference_budget(max_iter=2.5),
+        ValueError,
+        "positive integer",
+    ),
+    (
+        "budget max_iter str",
+        lambda: mdeq().set_inference_budget(max_iter="3"),
+        ValueError,
+        "positive integer",
+    ),
+    (
+        "budget max_iter 0",
+        lambda: mdeq().set_inference_budget(max_iter=0),
+        ValueError,
+        "positive integer",
+    ),
+    (
+        "budget max_iter bool",
+        lambda: mdeq().set_inference_budget(max_iter=True),
+        ValueError,
+        "positive integer",
+    ),
+    (
+        "budget tol nan",
+        lambda: mdeq().set_inference_budget(tol=float("nan")),
+        ValueError,
+        "positive finite",
+    ),
+    (
+        "budget tol negative",
+        lambda: mdeq().set_inference_budget(tol=-1e-3),
+        ValueError,
+        "positive finite",
+    ),
+    (
+        "budget rtol on a DEQ",
+        lambda: mdeq().set_inference_budget(rtol=1e-3),
+        ValueError,
+        "rtol/atol",
+    ),
+    (
+        "load with a string budget",
+        lambda: zoo.load("mdeq_tiny.fashion_mnist", max_iter="six"),
+        ValueError,
+        "positive integer",
+    ),
+    ("load unknown tag", lambda: zoo.load("mdeq_tiny.fashion_mnst"), ValueError, "did you mean"),
+    ("load empty name", lambda: zoo.load(""), ValueError, "non-empty string"),
+    ("load non-string name", lambda: zoo.load(123), ValueError, "non-empty string"),
+    (
+        "create with a bad argument",
+        lambda: zoo.create_model("mdeq_tiny", chanels=[4, 8]),
+        ValueError,
+        "chanels",
+    ),
+    (
+        "model_info of an architecture",
+        lambda: zoo.model_info("mdeq_tiny"),
+        ValueError,
+        "unknown model",
+    ),
+    # ----- DEQ-Transformer / Transformer ---------------------------------------------------------
+    ("lm float ids", lambda: lm()(torch.zeros(1, 4)), ValueError, "integer"),
+    ("lm id out of range", lambda: lm()(_ids(1, 10**6)), ValueError, "must lie in"),
+    ("lm negative id", lambda: lm()(_ids(-1, 2)), ValueError, "must lie in"),
+    (
+        "lm empty sequence",
+        lambda: lm()(torch.zeros(1, 0, dtype=torch.long)),
+        ValueError,
+        "non-empty",
+    ),
+    ("lm 1-D ids", lambda: lm()(torch.tensor([1, 2, 3])), ValueError, "(batch, time)"),
+    (
+        "budget on an explicit model",
+        lambda: zoo.load("transformer_tiny.sotu", max_iter=4),
+        ValueError,
+        "no test-time budget",
+    ),
+    (
+        "deq lm float ids",
+        lambda: lm("deq_transformer_tiny.sotu")(torch.zeros(1, 4)),
+        ValueError,
+        "integer",
+    ),
+    ("generate negative tokens", lambda: _gen(max_new_tokens=-5), ValueError, "max_new_tokens"),
+    ("generate zero temperature", lambda: _gen(temperature=0.0), ValueError, "temperature"),
+    ("generate nan temperature", lambda: _gen(temperature=float("nan")), ValueError, "temperature"),
+    ("generate top_k 0", lambda: _gen(top_k=0), ValueError, "top_k"),
+    ("generate empty prompt", lambda: _gen(prompt="   "), ValueError, "empty"),
+    # ----- Latent ODE and baselines --------------------------------------------------------------
+    (
+        "series unsorted times",
+        lambda: lode().predict(
+            torch.tensor([0.0, 0.5, 0.2]), *series(3)[1:], torch.linspace(0, 1, 4)
+        ),
+        ValueError,
+        "strictly increasing",
+    ),
+    (
+        "series negative times",
+        lambda: lode().predict(
+            torch.tensor([-0.5, 0.0, 0.5]), *series(3)[1:], torch.linspace(0, 1, 4)
+        ),
+        ValueError,
+        ">= 0",
+    ),
+    (
+        "series inf observed",
+        lambda: lode().predict(
+            series()[0], torch.full((2, 5, 1), float("inf")), series()[2], torch.linspace(0, 1, 4)
+        ),
+        ValueError,
+        "finite",
+    ),
+    (
+        "series NaN observed",
+        lambda: lode().predict(
+            series()[0], torch.full((2, 5, 1), float("nan")), series()[2], torch.linspace(0, 1, 4)
+        ),
+        ValueError,
+        "finite",
+    ),
+    (
+        "series shape mismatch",
+        lambda: lode().predict(
+            series()[0], torch.zeros(2, 5, 1), torch.ones(2, 4, 1), torch.linspace(0, 1, 4)
+        ),
+        ValueError,
+        "same shape",
+    ),
+    (
+        "series wrong variables",
+        lambda: lode().predict(*series(D=3), torch.linspace(0, 1, 4)),
+        ValueError,
+        "1 variable",
+    ),
+    (
+        "series mask not 0/1",
+        lambda: lode().predict(series()[0], series()[1], 2 * series()[2], torch.linspace(0, 1, 4)),
+        ValueError,
+        "0 or 1",
+    ),
+    (
+        "series times not 1-D",
+        lambda: lode().predict(torch.zeros(2, 5), *series()[1:], torch.linspace(0, 1, 4)),
+        ValueError,
+        "expected times",
+    ),
+    (
+        "series n_samples 0",
+        lambda: lode().predict(*series(), torch.linspace(0, 1, 4), n_samples=0),
+        ValueError,
+        "n_samples",
+    ),
+    (
+        "series query times unsorted",
+        lambda: lode().predict(*series(), torch.tensor([0.5, 0.1])),
+        ValueError,
+        "query_times",
+    ),
+    (
+        "ode grid given a tolerance",
+        lambda: zoo.load("latent_ode.physionet", tol=1e-3),
+        ValueError,
+        "fixed grid",
+    ),
+    (
+        "ode adaptive given max_iter",
+        lambda: zoo.load("latent_ode.periodic", max_iter=10),
+        ValueError,
+        "adaptively",
+    ),
+    (
+        "ode-rnn given a budget",
+        lambda: zoo.load("ode_rnn.hopper", tol=1e-3),
+        ValueError,
+        "no test-time budget",
+    ),
+    (
+        "latent ode bad encoder",
+        lambda: zoo.create_model("latent_ode", encoder="transformer"),
+        ValueError,
+        "encoder",
+    ),
+    # ----- backbone -----------------------------------------------------------------------------
+    ("unknown solver", lambda: _solver("anderzon"), ValueError, "valid names"),
+    ("solver bad option", lambda: _solver("anderson", mm=5), ValueError, "no option"),
+    ("anderson m 0", lambda: _solver("anderson", m=0), ValueError, "m must be"),
+    ("solver tol nan", lambda: _solver("picard", tol=float("nan")), ValueError, "tol"),
+    ("solver max_iter float", lambda: _solver("picard", max_iter=2.5), ValueError, "max_iter"),
+    ("phantom steps 0", lambda: _grad("phantom", steps=0), ValueError, "steps"),
+    ("phantom tau 0", lambda: _grad("phantom", tau=0.0), ValueError, "tau"),
+    (
+        "implicit bad policy",
+        lambda: _grad("implicit", on_unconverged="ignore"),
+        ValueError,
+        "on_unconverged",
+    ),
+    ("deq 1-D state", lambda: _deq()(torch.zeros(4)), ValueError, "batch"),
+    ("odeblock bad method", lambda: _ode(method="rk45"), ValueError, "method"),
+    ("odeblock bad tolerance", lambda: _ode(rtol=-1.0), ValueError, "rtol"),
+    ("cnf bad trace", lambda: _cnf(trace="hutch"), ValueError, "valid names"),
+    ("cnf 3-D state", lambda: _cnf()(torch.zeros(2, 3, 4)), ValueError, "(batch, dim)"),
+    # ----- data modules -------------------------------------------------------------------------
+    ("fashion truncated gz", lambda: _truncated_fashion(), ValueError, "truncated or corrupt"),
+    (
+        "physionet zero quantization",
+        lambda: _dm("PhysioNet2012DataModule", quantization=0),
+        ValueError,
+        "quantization",
+    ),
+    (
+        "image batch_size 0",
+        lambda: _dm("FashionMNISTDataModule", batch_size=0),
+        ValueError,
+        "batch_size",
+    ),
+    (
+        "image negative val_size",
+        lambda: _dm("FashionMNISTDataModule", val_size=-1),
+        ValueError,
+        "val_size",
+    ),
+    ("text bptt 0", lambda: _dm("SOTUDataModule", bptt=0), ValueError, "bptt"),
+    (
+        "series batch_size 0",
+        lambda: _dm("PeriodicDataModule", batch_size=0),
+        ValueError,
+        "batch_size",
+    ),
+]
+
+
+def _gen(prompt="the state of the union", **kw):
+    from zoo.text import generate_text
+
+    args = dict(max_new_tokens=3, temperature=0.8, top_k=40, seed=0) | kw
+    return generate_text(lm(), prompt, **args)
+
+
+def _solver(name, **kw):
+    from zoo.solvers import get_solver
+
+    return get_solver(name, **kw)
+
+
+def _grad(name, **kw):
+    from zoo.solvers import get_grad
+
+    return get_grad(name, **kw)
+
+
+def _deq():
+    from zoo.nn import DEQ
+
+    lin = torch.nn.Linear(4, 4)
+    return DEQ(lambda z, x: torch.tanh(lin(z) + x))
+
+
+def _ode(**kw):
+    from zoo.nn import ODEBlock
+
+    class F(torch.nn.Module):
+        def forward(self, t, z):
+            return -z
+
+    return ODEBlock(F(), **kw)
+
+
+def _cnf(**kw):
+    from zoo.nn import CNF
+
+    class F(torch.nn.Module):
+        def forward(self, t, z):
+            return -z
+
+    return CNF(F(), **kw)
+
+
+def _dm(cls, **kw):
+    import zoo.data
+
+    return getattr(zoo.data, cls)(**kw)
+
+
+def _truncated_fashion():
+    import tempfile
+    from pathlib import Path
+
+    from _formats import write_fashion_mnist
+
+    from zoo.data import FashionMNISTDataModule
+
+    root = Path(tempfile.mkdtemp())
+    write_fashion_mnist(root, 8, 4)
+    f = root / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:100])
+    return FashionMNISTDataModule(data_dir=str(root)).eval_split("train")
+
+
+@pytest.mark.parametrize("case", RAISES, ids=[c[0] for c in RAISES])
+def test_bad_input_is_a_clear_error(case):
+    _, fn, exc, fragment = case
+    with pytest.raises(exc) as info:
+        fn()
+    assert fragment in str(info.value), str(info.value)
+
+
+# ----- handled gracefully: documented behaviour, not an error -----------------------------------
+def test_float64_images_are_cast():
+    x = torch.zeros(2, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        out = mdeq()(x)
+    assert out.shape == (2, 10) and out.dtype == torch.float32
+
+
+def test_empty_image_batch_gives_empty_logits():
+    with torch.no_grad():
+        assert mdeq()(torch.zeros(0, 1, 28, 28)).shape == (0, 10)
+
+
+def test_empty_series_batch_gives_empty_prediction():
+    t, v, m = series(B=0)
+    mean, samples = lode().predict(t, v, m, torch.linspace(0, 1, 4), n_samples=2)
+    assert mean.shape == (0, 4, 1) and samples.shape == (2, 0, 4, 1)
+
+
+def test_float64_series_are_cast():
+    t, v, m = series()
+    mean, _ = lode().predict(t.double(), v.double(), m.double(), torch.linspace(0, 1, 4).double())
+    assert mean.dtype == torch.float32 and torch.isfinite(mean).all()
+
+
+def test_out_of_vocabulary_prompt_warns():
+    with pytest.warns(UserWarning, match="out of the vocabulary"):
+        _gen(prompt="zzqx qqvv")
+
+
+def test_empty_evaluation_is_refused():
+    from zoo.evaluate import evaluate
+
+    with pytest.raises(ValueError, match="limit"):
+        evaluate("mdeq_tiny.fashion_mnist", sample=True, limit=0)
+
+
+# ----- the CLI: exit 2 with a usage-style message, never a traceback ----------------------------
+CLI = [
+    (["eval", "mdeq_tiny.fashion_mnist", "--sample", "--batch-size", "0"], "must be >= 1"),
+    (["eval", "mdeq_tiny.fashion_mnist", "--sample", "--limit", "-1"], "must be >= 1"),
+    (["eval", "mdeq_tiny.fashion_mnist", "--sample", "--max-iter", "0"], "must be >= 1"),
+    (["eval", "mdeq_tiny.fashion_mnist", "--sample", "--tol", "nan"], "positive finite"),
+    (["eval", "mdeq_tiny.fashion_mnst", "--sample"], "did you mean"),
+    (["eval", "mdeq_tiny.fashion_mnist", "--sample", "--device", "cuda:7"], "cuda"),
+    (["eval", "transformer_tiny.sotu", "--sample", "--max-iter", "4"], "no test-time budget"),
+    (
+        ["generate", "transformer_tiny.sotu", "--prompt", "the", "--max-new-tokens", "-5"],
+        "must be >= 1",
+    ),
+    (
+        ["generate", "deq_transformer_tiny.sotu", "--prompt", "the", "--max-iter", "0"],
+        "must be >= 1",
+    ),
+    (["card", "mdeq_tiny.fashion_mnist", "--budgets", "a,b"], "--budgets"),
+    (["export", "/nonexistent/last.ckpt", "--name", "x.y"], "no Lightning checkpoint"),
+    (["list", "--bogus"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv", CLI, ids=[" ".join(a[0][:3]) + f" #{i}" for i, a in enumerate(CLI)]
+)
+def test_cli_user_errors_exit_2_without_traceback(argv, capsys):
+    from zoo.cli import main
+
+    args, fragment = argv
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_push_with_the_hub_unreachable_fails_fast_naming_the_endpoint(monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from zoo.cli import main
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("ZOO_HUB_TIMEOUT", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    assert main(["push", "mdeq_tiny.fashion_mnist", "--repo-id", "me/m"]) == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1:9" in err and "Traceback" not in err
+
+
+def test_no_case_warns_unexpectedly():
+    """Sanity of the table: the graceful cases above do not hide a ConvergenceWarning storm."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        test_float64_images_are_cast()
