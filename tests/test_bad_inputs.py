@@ -479,3 +479,23 @@ def test_no_case_warns_unexpectedly():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         test_float64_images_are_cast()
+
+
+# ----- reduced precision: bf16 autocast inference, within a documented tolerance of fp32 ---------
+BF16_TOLERANCE = {"top1": 1.5, "ppl": 0.01, "mse": 0.05}  # points; relative; relative (README)
+
+
+@pytest.mark.timeout(300)
+def test_bf16_inference_matches_fp32_on_every_shipped_sample():
+    from zoo.evaluate import evaluate
+
+    for name in zoo.list_models(pretrained=True):
+        limit = 2000 if "sotu" in name else 200 if "mdeq" in name else None
+        a = evaluate(name, sample=True, limit=limit)
+        b = evaluate(name, sample=True, limit=limit, bf16=True)
+        k = a["primary_metric"]
+        x, y = a["metrics"][k], b["metrics"][k]
+        assert b["precision"] == "bf16 autocast" and b["command"].endswith("--bf16")
+        tol = BF16_TOLERANCE[k]
+        err = abs(x - y) if k == "top1" else abs(x - y) / abs(x)
+        assert err <= tol, (name, x, y)

@@ -55,6 +55,7 @@ def _cmd_eval(args) -> int:
         batch_size=args.batch_size,
         sample=args.sample,
         device=args.device,
+        bf16=args.bf16,
     )
     print_results([res])
     if args.json:
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"
     )
     s.add_argument("--json", default=None, help="write the results to this JSON file")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 autocast (solvers stay in fp32)")
     s.add_argument("--device", default="cpu", help=_DEVICE_HELP)
 
     s = sub.add_parser("leaderboard", help="evaluate every pretrained model; markdown + JSON")

@@ -79,6 +79,7 @@ def evaluate(
     sample: bool = False,
     tol: float | None = None,
     device: str = "cpu",
+    bf16: bool = False,
 ) -> dict:
     """Evaluate pretrained ``name`` with its task's protocol; returns a JSON-ready dict.
 
@@ -93,6 +94,7 @@ def evaluate(
         batch_size: Images per batch (image tasks).
         sample: Use the small evaluation sample shipped with the package instead of the data.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; the latency is that device's.
+        bf16: Run the model under bfloat16 autocast (solvers keep their algebra in fp32).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer (or None for all), got {limit!r}")
@@ -103,7 +105,7 @@ def evaluate(
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(0)
         model, spec, protocol, res = _run(name, data_dir, split, limit, max_iter, tol, dev,
-                                          batch_size, sample)  # fmt: skip
+                                          batch_size, sample, bf16)  # fmt: skip
     return {
         "name": name,
         "task": spec.name,
@@ -120,6 +122,7 @@ def evaluate(
         "latency_ms_per_sample": round(1000 * res.seconds / max(res.num_samples, 1), 4),
         "protocol": spec.protocol_note(protocol) or None,
         "max_iter": max_iter,
+        "precision": "bf16 autocast" if bf16 else "fp32",
         "inference_budget": model.inference_budget(),
         "device": _device_name(dev),
         "torch": torch.__version__,
@@ -128,11 +131,12 @@ def evaluate(
         + _budget_args(max_iter, tol)
         + (" --sample" if sample else "")
         + (f" --limit {limit}" if limit else "")
+        + (" --bf16" if bf16 else "")
         + (f" --device {device}" if str(device) != "cpu" else ""),
     }
 
 
-def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample):
+def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample, bf16=False):
     import zoo
 
     from .tasks import get_task
@@ -144,7 +148,11 @@ def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample):
     protocol = spec.protocol({**cfg, "architecture": getattr(model, "entry_point", "")})
     protocol.check_split(split, name)
     batches = spec.eval_batches(model, protocol, split, sample, limit, data_dir, batch_size)
-    with torch.no_grad():
+    if bf16 and not getattr(model, "supports_bf16", True):
+        raise ValueError(
+            f"{name} does not run under bf16 autocast: {model.bf16_note}; evaluate it in fp32"
+        )
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
         res = spec.evaluate(model, batches, protocol, dev, _Clock(dev))
     return model, spec, protocol, res
 

@@ -2,7 +2,7 @@
 
 from ._cnf import CNF, exact_trace
 from ._deq import DEQ, DEQInfo
-from ._ode import ODEBlock, grid_solve
+from ._ode import ODEBlock, ODEBudgetError, grid_solve
 from ._ragged import integrate_intervals
 from ._regularizers import jacobian_frobenius, kinetic_energy, sample_noise
 from ._state import Packer
@@ -12,6 +12,7 @@ __all__ = [
     "DEQ",
     "DEQInfo",
     "ODEBlock",
+    "ODEBudgetError",
     "Packer",
     "exact_trace",
     "grid_solve",

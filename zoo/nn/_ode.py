@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ODEBlock", "grid_solve"]
+__all__ = ["ODEBlock", "ODEBudgetError", "grid_solve"]
+
+_ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+class ODEBudgetError(RuntimeError):
+    """An adaptive solve needed more than its ``max_num_steps``: the dynamics are too stiff for
+    the tolerances (training skips that step; at test time raise the budget or the tolerance)."""
 
 
 class _Counted(nn.Module):
@@ -33,6 +40,8 @@ class ODEBlock(nn.Module):
         adjoint: Use ``odeint_adjoint`` (O(1) memory, solves an ODE backwards) instead of
             backpropagating through the solver.
         options: Extra solver options for torchdiffeq (e.g. ``{"step_size": 0.1}``).
+        max_num_steps: Step budget of adaptive solvers: a solve that needs more raises
+            :class:`ODEBudgetError` instead of running (nearly) forever.
         grid_steps: If > 0, ignore ``method`` and integrate with ``grid_steps`` RK4 steps of
             equal size from ``t[0]`` to ``t[-1]``, then read the state at every requested time
             by cubic Hermite interpolation (the vector field at the nodes gives the slopes). The
@@ -64,6 +73,7 @@ class ODEBlock(nn.Module):
         adjoint: bool = False,
         options: dict | None = None,
         grid_steps: int = 0,
+        max_num_steps: int = 10_000,
     ) -> None:
         super().__init__()
         import math
@@ -98,6 +108,7 @@ class ODEBlock(nn.Module):
         self.atol = atol
         self.adjoint = adjoint
         self.options = options
+        self.max_num_steps = int(max_num_steps)
         self.grid_steps = int(grid_steps)
         self.nfe_forward = 0
 
@@ -121,16 +132,37 @@ class ODEBlock(nn.Module):
 
         t = self.t if t is None else t
         ref = z0[0] if isinstance(z0, tuple) else z0
+        if ref.dtype in (torch.bfloat16, torch.float16):
+            # under autocast the state arrives in half precision: integrate in fp32 (step-size
+            # control and the time grid need it); the vector field keeps the caller's autocast
+            z0 = tuple(z.float() for z in z0) if isinstance(z0, tuple) else z0.float()
+            ref = z0[0] if isinstance(z0, tuple) else z0
         t = t.to(device=ref.device, dtype=ref.dtype)
         self.counted.nfe = 0
-        kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
+        opts = dict(self.options or {})
+        if self.method in _ADAPTIVE:
+            opts.setdefault("max_num_steps", self.max_num_steps)
+        kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts or None)
         if self.grid_steps:
             out = grid_solve(self.counted, z0, t, self.grid_steps)
-        elif self.adjoint:
-            params = tuple(p for p in self.counted.parameters() if p.requires_grad)
-            out = torchdiffeq.odeint_adjoint(self.counted, z0, t, adjoint_params=params, **kw)
         else:
-            out = torchdiffeq.odeint(self.counted, z0, t, **kw)
+            try:
+                if self.adjoint:
+                    params = tuple(p for p in self.counted.parameters() if p.requires_grad)
+                    out = torchdiffeq.odeint_adjoint(
+                        self.counted, z0, t, adjoint_params=params, **kw
+                    )
+                else:
+                    out = torchdiffeq.odeint(self.counted, z0, t, **kw)
+            except AssertionError as e:
+                if "max_num_steps" not in str(e):
+                    raise
+                self.nfe_forward = self.counted.nfe
+                raise ODEBudgetError(
+                    f"{self.method} needed more than max_num_steps={opts['max_num_steps']} steps "
+                    f"at rtol={self.rtol:g}, atol={self.atol:g} ({self.counted.nfe} evaluations): "
+                    "the dynamics are too stiff for these tolerances"
+                ) from None
         self.nfe_forward = self.counted.nfe
         if return_all:
             return out

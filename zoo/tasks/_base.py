@@ -45,7 +45,37 @@ class ZooTask(pl.LightningModule):
         return 0
 
     def training_step(self, batch, batch_idx):
-        return self._common_step(batch, "train")
+        """One step that never kills the run: a non-finite loss or an ODE solve over its step
+        budget skips the optimizer step (with a warning), and so does an unconverged fixed-point
+        solve when ``skip_unconverged`` is set; every step logs ``train/converged`` (implicit
+        models) and ``train/skipped``."""
+        import math
+        import warnings
+
+        from ..nn import ODEBudgetError
+
+        try:
+            loss = self._common_step(batch, "train")
+        except ODEBudgetError as e:
+            warnings.warn(f"step {self.global_step}: {e}; the step is skipped", stacklevel=2)
+            self.log("train/skipped", 1.0, on_step=True, on_epoch=False)
+            return None
+        cost = self.model.cost() if hasattr(self.model, "cost") else None
+        converged = None if cost is None else cost.converged
+        if converged is not None:
+            self.log("train/converged", float(converged), on_step=True, on_epoch=False)
+        skip = None
+        if not math.isfinite(float(loss.detach())):
+            skip = "the loss is not finite"
+        elif converged is False and self.hparams.get("skip_unconverged", False):
+            skip = "the forward solve did not converge (skip_unconverged)"
+        self.log("train/skipped", float(skip is not None), on_step=True, on_epoch=False)
+        if skip:
+            warnings.warn(
+                f"step {self.global_step}: {skip}; the optimizer step is skipped", stacklevel=2
+            )
+            return None  # Lightning skips backward and the optimizer step
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._common_step(batch, "val")

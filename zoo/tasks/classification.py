@@ -38,6 +38,8 @@ class ImageClassification(ZooTask):
         init_from: Start from these weights: a zoo name (``mdeq_tiny.cifar10``), a local
             folder or a Lightning ``.ckpt``. Matching tensors are copied; a resumed run
             (``--ckpt_path``) still restores its own state.
+        skip_unconverged: Skip the optimizer step of a batch whose forward solve did not
+            converge (a non-finite loss is always skipped); ``train/skipped`` logs it.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class ImageClassification(ZooTask):
         eval_max_iter: int | None = None,
         bf16: bool = False,
         init_from: str | None = None,
+        skip_unconverged: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

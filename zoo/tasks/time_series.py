@@ -114,6 +114,8 @@ class TimeSeries(ZooTask):
         init_from: Start from these weights: a zoo name (``latent_ode.physionet``), a local
             folder or a Lightning ``.ckpt``. Matching tensors are copied; a resumed run
             (``--ckpt_path``) still restores its own state.
+        skip_unconverged: Skip the optimizer step of a batch whose forward solve did not
+            converge (a non-finite loss is always skipped); ``train/skipped`` logs it.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class TimeSeries(ZooTask):
         lr_decay: float = 0.999,
         bf16: bool = False,
         init_from: str | None = None,
+        skip_unconverged: bool = False,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("cosine", "exp"):
