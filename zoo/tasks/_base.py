@@ -38,6 +38,16 @@ class ZooTask(pl.LightningModule):
             msg += f"; {len(kept)} keep their initialization ({', '.join(kept[:4])})"
         print(msg, flush=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the global RNG (dropout, augmentation) at this step, so a resumed run draws the same
+        # numbers as an uninterrupted one (a tensor: readable with weights_only=True)
+        checkpoint["zoo_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("zoo_rng")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+
     def _common_step(self, batch, stage: str):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -91,7 +101,7 @@ class ZooTask(pl.LightningModule):
         opt = create_optimizer_v2(
             self.model, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self._total_steps()
         sched = CosineLRScheduler(
             opt,
             t_initial=total,
@@ -101,6 +111,17 @@ class ZooTask(pl.LightningModule):
             t_in_epochs=False,
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run (the cosine schedule's length)."""
+        return max(int(self.trainer.estimated_stepping_batches), 1)
+
+    def on_fit_start(self) -> None:
+        # ``estimated_stepping_batches`` (the schedules) built the training loader before a
+        # resumed run's loop state was restored, and Lightning then never hands that loader its
+        # saved position. Drop it: the fit loop rebuilds it after the restore, so a run killed
+        # mid-epoch resumes at the batch where it stopped (zoo.data._image.ResumableLoader).
+        self.trainer.fit_loop._combined_loader = None
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         scheduler.step_update(num_updates=self.global_step)

@@ -1,0 +1,107 @@
+"""Nothing lost on interruption: a tiny training run killed with SIGKILL mid-epoch and resumed
+with ``ckpt_path="last"`` ends with the same weights as the uninterrupted run (deterministic
+mode, same seed); and a checkpoint being written when the process dies never replaces a good
+one with a half-written file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.timeout(300)
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, warnings
+    import lightning.pytorch as pl
+    import torch
+    warnings.simplefilter("ignore")
+    sys.path.insert(0, {tests!r})
+    from _formats import write_fashion_mnist
+    from pathlib import Path
+    from zoo.data import FashionMNISTDataModule
+    from zoo.tasks import ImageClassification
+
+    root, kill_at, resume = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+    if not (root / "data").exists():
+        write_fashion_mnist(root / "data", 40, 8)
+
+    class Kill(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    pl.seed_everything(0)
+    margs = dict(in_chans=1, channels=[4, 8], head_channels=[2, 4], final_channels=8, groups=2,
+                 dropout=0.1, solver={{"name": "anderson", "max_iter": 4}})
+    task = ImageClassification(arch="mdeq_tiny", model_args=margs, lr=1e-3)
+    dm = FashionMNISTDataModule(data_dir=str(root / "data"), batch_size=4, val_size=0, pad=2)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, save_last=True)
+    tr = pl.Trainer(max_epochs=2, deterministic=True, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, limit_val_batches=0, callbacks=[ckpt, Kill()])
+    tr.fit(task, dm, ckpt_path="last" if resume else None)
+    torch.save(task.model.state_dict(), root / "final.pt")
+    """
+)
+
+
+def _run(root, kill_at, resume, tests):
+    code = SCRIPT.format(tests=tests)
+    return subprocess.run(
+        [sys.executable, "-c", code, str(root), str(kill_at), "1" if resume else "0"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    whole = _run(tmp_path / "whole", -1, False, tests)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    # 40 images, batch 4: 10 steps per epoch; killed at step 13 (epoch 1), last save at 12
+    killed = _run(tmp_path / "cut", 13, False, tests)
+    assert killed.returncode == -9
+    assert not (tmp_path / "cut" / "final.pt").exists()
+    state = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 12
+    resumed = _run(tmp_path / "cut", -1, True, tests)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "whole" / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_save_killed_midway_never_replaces_a_good_checkpoint(tmp_path):
+    """Lightning's checkpoint IO (what every zoo recipe saves with) writes to a temporary file
+    and renames it: kill the writer at random moments, the file is always whole."""
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+        io, path, i = TorchCheckpointIO(), sys.argv[1], 0
+        while True:
+            i += 1
+            io.save_checkpoint({"i": i, "w": torch.full((4_000_000,), float(i))}, path)
+            print(i, flush=True)
+        """
+    )
+    import time
+
+    path = tmp_path / "last.ckpt"
+    saves = []
+    for delay in (0.0, 0.13, 0.29, 0.41, 0.57):
+        p = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+        p.stdout.readline()  # one save done: a good checkpoint exists
+        time.sleep(delay)  # then kill it at some point of a later save
+        p.kill()
+        p.wait()
+        state = torch.load(path, weights_only=True)
+        assert bool((state["w"] == state["i"]).all())
+        saves.append(int(state["i"]))
+    assert max(saves) > 1  # the kills did land during later saves
