@@ -26,9 +26,20 @@ SCRIPT = textwrap.dedent(
     from zoo.data import FashionMNISTDataModule
     from zoo.tasks import ImageClassification
 
-    root, kill_at, resume = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
-    if not (root / "data").exists():
+    root, kill_at, resume, family = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+    if family == "mdeq" and not (root / "data").exists():
         write_fashion_mnist(root / "data", 40, 8)
+    if family == "lm" and not (root / "data").exists():
+        import random, tarfile
+        rnd = random.Random(0)
+        words = "the people of the union and congress shall meet in the year".split()
+        src = root / "src" / "sotu" / "data"
+        src.mkdir(parents=True)
+        for year in (1990, 2005, 2015):
+            (src / f"{{year}}_a_b.txt").write_text(" ".join(rnd.choice(words) for _ in range(180)))
+        (root / "data" / "text").mkdir(parents=True)
+        with tarfile.open(root / "data" / "text" / "sotu.tar.gz", "w:gz") as tf:
+            tf.add(root / "src" / "sotu", arcname="sotu")
 
     class Kill(pl.Callback):
         def on_train_batch_end(self, trainer, *args):
@@ -36,10 +47,24 @@ SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     pl.seed_everything(0)
-    margs = dict(in_chans=1, channels=[4, 8], head_channels=[2, 4], final_channels=8, groups=2,
-                 dropout=0.1, solver={{"name": "anderson", "max_iter": 4}})
-    task = ImageClassification(arch="mdeq_tiny", model_args=margs, lr=1e-3)
-    dm = FashionMNISTDataModule(data_dir=str(root / "data"), batch_size=4, val_size=0, pad=2)
+    if family == "mdeq":
+        margs = dict(in_chans=1, channels=[4, 8], head_channels=[2, 4], final_channels=8,
+                     groups=2, dropout=0.1, solver={{"name": "anderson", "max_iter": 4}})
+        task = ImageClassification(arch="mdeq_tiny", model_args=margs, lr=1e-3)
+        dm = FashionMNISTDataModule(data_dir=str(root / "data"), batch_size=4, val_size=0, pad=2)
+    elif family == "latent_ode":
+        from zoo.data import PeriodicDataModule
+        from zoo.tasks import TimeSeries
+        margs = dict(input_dim=1, latent_dim=4, rec_dims=8, units=8, decoder_steps=10)
+        task = TimeSeries(arch="latent_ode", model_args=margs, n_samples=2, kl_wait_epochs=0)
+        dm = PeriodicDataModule(n=50, n_points=20, batch_size=4, obs_frac=0.5)
+    else:
+        from zoo.data import SOTUDataModule
+        from zoo.tasks import LanguageModeling
+        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
+        margs = dict(d_model=16, n_heads=2, d_ff=32, tgt_len=4, mem_len=4, dropout=0.1)
+        task = LanguageModeling(arch="transformer_tiny", model_args=margs, warmup_steps=1)
+        dm = SOTUDataModule(data_dir=str(root / "data"), vocab_size=None, batch_size=2, bptt=4)
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, save_last=True)
     tr = pl.Trainer(max_epochs=2, deterministic=True, logger=False, enable_progress_bar=False,
                     enable_model_summary=False, limit_val_batches=0, callbacks=[ckpt, Kill()])
@@ -49,27 +74,29 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(root, kill_at, resume, tests):
+def _run(root, kill_at, resume, tests, family):
     code = SCRIPT.format(tests=tests)
     return subprocess.run(
-        [sys.executable, "-c", code, str(root), str(kill_at), "1" if resume else "0"],
+        [sys.executable, "-c", code, str(root), str(kill_at), "1" if resume else "0", family],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("family", ["mdeq", "latent_ode", "lm"])
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, tmp_path):
     from pathlib import Path
 
     tests = str(Path(__file__).parent)
-    whole = _run(tmp_path / "whole", -1, False, tests)
+    whole = _run(tmp_path / "whole", -1, False, tests, family)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    # 40 images, batch 4: 10 steps per epoch; killed at step 13 (epoch 1), last save at 12
-    killed = _run(tmp_path / "cut", 13, False, tests)
-    assert killed.returncode == -9
+    # MDEQ: 40 images, batch 4: 10 steps per epoch; killed at step 13 (epoch 1), last save at
+    # 12. Latent ODE: 40 series, batch 4. LM: more than 13 segments of 2 x 4 tokens.
+    killed = _run(tmp_path / "cut", 13, False, tests, family)
+    assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "final.pt").exists()
     state = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 12
-    resumed = _run(tmp_path / "cut", -1, True, tests)
+    resumed = _run(tmp_path / "cut", -1, True, tests, family)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = torch.load(tmp_path / "whole" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)

@@ -2,6 +2,7 @@
 
 from ._common import MissingDataError, cache_root, data_root
 from ._registry import build_datamodule, datamodule_class, list_datamodules, register_datamodule
+from ._resumable import ResumableLoader
 from .brown import BrownDataModule
 from .cifar10 import CIFAR10DataModule, CIFAR10JPEGDataModule
 from .fashion_mnist import FashionMNISTDataModule
@@ -43,6 +44,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageNetDataModule",
     "MissingDataError",
+    "ResumableLoader",
     "build_datamodule",
     "cache_root",
     "data_root",

@@ -13,6 +13,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._resumable import ResumableLoader
+
 __all__ = ["InMemoryImageDataModule", "batch_augment"]
 
 
@@ -31,68 +33,6 @@ def batch_augment(x: Tensor, pad: int = 4, flip: bool = True) -> Tensor:
         m = torch.rand(b, device=x.device) < 0.5
         x = torch.where(m[:, None, None, None], x.flip(3), x)
     return x.contiguous()
-
-
-class ResumableLoader:
-    """Shuffled batches of an in-memory dataset that a run killed mid-epoch resumes exactly.
-
-    Epoch ``e`` (the trainer's current epoch) is the permutation drawn from the seed and ``e``,
-    whatever happened before; the state
-    (Lightning's ``state_dict`` / ``load_state_dict`` protocol, saved in every checkpoint) is the
-    epoch and the number of its batches already trained on, so ``--ckpt_path last`` continues
-    with the next batch. Incomplete last batches are dropped.
-    """
-
-    def __init__(self, dataset: TensorDataset, batch_size: int, seed: int = 0, trainer_of=None):
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self._owner = trainer_of  # the data module, whose trainer counts the batches trained
-        self._epoch, self._next_epoch, self._yielded = 0, 0, 0
-        self._resume: tuple[int, int] | None = None
-
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def __len__(self) -> int:
-        _, world = self._world()
-        return (len(self.dataset) // world) // self.batch_size
-
-    def __iter__(self):
-        trainer = getattr(self._owner, "trainer", None) if self._owner is not None else None
-        epoch = int(trainer.current_epoch) if trainer is not None else self._next_epoch
-        start = 0
-        if self._resume is not None and self._resume[0] == epoch:
-            start = self._resume[1]
-        self._resume = None
-        self._epoch, self._next_epoch, self._yielded = epoch, epoch + 1, start
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        rank, world = self._world()  # DDP: each process takes its share of the permutation
-        perm = torch.randperm(len(self.dataset), generator=g)[rank::world]
-        for b in range(start, len(self)):
-            self._yielded = b + 1
-            yield self.dataset[perm[b * self.batch_size : (b + 1) * self.batch_size]]
-
-    def _trained(self) -> int:
-        """Batches of the current epoch trained on (the loader itself runs one ahead: Lightning
-        prefetches)."""
-        trainer = getattr(self._owner, "trainer", None) if self._owner is not None else None
-        if trainer is None:
-            return self._yielded
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self._epoch, "batches": self._trained(), "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed:
-            raise ValueError(f"resuming with seed {self.seed}, but the run used {state['seed']}")
-        epoch, done = int(state["epoch"]), int(state["batches"])
-        self._resume = (epoch + 1, 0) if done >= len(self) else (epoch, done)
-        self._next_epoch = self._resume[0] + 1
 
 
 class InMemoryImageDataModule(pl.LightningDataModule):
@@ -204,7 +144,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, bs: int) -> DataLoader:
         if shuffle:  # training: resumable mid-epoch (Lightning saves and restores its state)
-            return ResumableLoader(self._splits[split], bs, seed=self.seed, trainer_of=self)
+            return ResumableLoader(self._splits[split], bs, seed=self.seed, owner=self)
         return DataLoader(
             self._splits[split],
             batch_size=bs,

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ._common import cache_root, cached_file, check_positive, data_root
+from ._resumable import ResumableLoader
 
 __all__ = ["Vocab", "word_tokenize", "StreamSegments", "LMDataModule"]
 
@@ -229,8 +230,10 @@ class LMDataModule(pl.LightningDataModule):
             StreamSegments(self.streams[split], bs, self.bptt), batch_size=None, shuffle=False
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size)
+    def train_dataloader(self) -> ResumableLoader:
+        # consecutive segments in order, resumable mid-epoch (the position is in the checkpoint)
+        segs = StreamSegments(self.streams["train"], self.batch_size, self.bptt)
+        return ResumableLoader(segs, None, owner=self, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size)

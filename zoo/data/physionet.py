@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ._common import cache_root, cached_file, check_positive, data_root, missing
+from ._resumable import ResumableLoader
 
 __all__ = ["PHYSIONET_PARAMS", "PhysioNet2012DataModule", "collate_irregular", "IrregularBatch"]
 
@@ -238,6 +239,11 @@ class IrregularDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if shuffle:  # training: resumable mid-epoch, in a seeded per-epoch order
+            return ResumableLoader(
+                self._dataset(split), self.batch_size, seed=getattr(self, "seed", 0), owner=self,
+                collate_fn=self._collate, drop_last=False,
+            )  # fmt: skip
         return DataLoader(
             self._dataset(split),
             batch_size=self.batch_size,

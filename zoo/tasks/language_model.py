@@ -83,6 +83,8 @@ class LanguageModeling(ZooTask):
     def _common_step(self, batch, stage: str):
         x, y = batch
         mems = self._mems.get(stage) if self.model.mem_len else None
+        if mems is not None:
+            mems = [m.to(x.device) for m in mems]
         with self._autocast():
             out = self.model(x, mems=mems, return_mems=True)
         logits, new_mems = out
@@ -116,10 +118,24 @@ class LanguageModeling(ZooTask):
         self._mems.pop("test", None)
 
     def on_train_epoch_start(self) -> None:
-        self._mems.pop("train", None)
+        if not self.__dict__.pop("_resumed_with_mems", False):  # a run resumed mid-epoch keeps it
+            self._mems.pop("train", None)
         self._t0 = None
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self.__dict__.pop("_resumed_with_mems", None)  # consumed by the first step after a resume
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if checkpoint.get("zoo_train_mems") is not None:
+            self._mems["train"] = list(checkpoint["zoo_train_mems"])
+            self._resumed_with_mems = True
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        mems = self._mems.get("train")
+        if mems is not None:  # the segment memory, so a resumed run continues the stream
+            checkpoint["zoo_train_mems"] = [m.detach().cpu() for m in mems]
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and getattr(dm, "vocab", None) is not None:
             checkpoint["tokenizer"] = {
