@@ -30,7 +30,7 @@ def test_predictor_never_sees_the_point_it_predicts(cls):
     k = 3
     v2 = v.clone()
     v2[:, k] += 5.0 * mk[:, k]  # change the observations at time k only
-    a, b = m(t, v, mk), m(t, v2, mk)
+    a, b = m(t, v, mk)["mean"][0], m(t, v2, mk)["mean"][0]
     assert torch.allclose(a[:, : k + 1], b[:, : k + 1])  # up to and including k: unchanged
     later = mk[:, k + 1 :].sum() > 0
     assert not later or not torch.allclose(a[:, k + 1 :], b[:, k + 1 :])
@@ -42,8 +42,8 @@ def test_predictor_series_independent_of_batch(cls):
     torch.manual_seed(0)
     m = cls(input_dim=2, rec_dims=5, units=7).eval()
     t, v, mk = _batch()
-    both = m(t, v, mk)
-    alone = m(t, v[1:2], mk[1:2])
+    both = m(t, v, mk)["mean"][0]
+    alone = m(t, v[1:2], mk[1:2])["mean"][0]
     assert torch.allclose(both[1:2], alone, atol=1e-6)
 
 
@@ -70,6 +70,9 @@ def test_models_train_step_and_predict_anywhere(model):
     q = torch.tensor([0.05, 0.5, 1.5])  # between, on and beyond the observed times
     mean, samples = m.predict(t, v, mk, q, n_samples=4)
     assert mean.shape == (3, 3, 2) and samples.shape == (4, 3, 3, 2) and torch.isfinite(mean).all()
+    # one forward for the whole family: a dict whose mean is (S, B, T, D)
+    fwd = m.eval()(t, v, mk, n_samples=2)
+    assert fwd["mean"].shape == (2, 3, 6, 2) and "kl" in fwd
 
 
 def test_masked_mse_metric_matches_function_and_accumulates():
@@ -117,7 +120,7 @@ def test_bad_inputs_are_named():
         m(t, bad, mk)
     bad = v.clone()
     bad[mk == 0] = float("nan")  # NaN outside the mask is ignored
-    assert torch.isfinite(m(t, bad, mk)).all()
+    assert torch.isfinite(m(t, bad, mk)["mean"]).all()
 
 
 def test_periodic_data_is_irregular_and_seeded():

@@ -263,6 +263,15 @@ class TimeSeriesModel(ZooModel):
     ) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward(
+        self, times: Tensor, values: Tensor, mask: Tensor, n_samples: int = 1
+    ) -> dict[str, Any]:
+        """The family's one forward: ``{"mean": (S, B, T, D), "kl": (B,) or None}`` at the
+        batch's times, seeing the observed points of ``mask`` (:meth:`reconstruct`). A
+        recurrent predictor's mean at an observed point is predicted before that point is read.
+        """
+        return self.reconstruct(times, values, mask, n_samples=n_samples)
+
     @torch.no_grad()
     def predict(
         self, times: Tensor, values: Tensor, mask: Tensor, query_times: Tensor, n_samples: int = 10

@@ -82,10 +82,6 @@ class _RecurrentPredictor(TimeSeriesModel):
         mean = r.scatter(torch.stack(preds, 1), times.shape[0])
         return {"mean": mean.unsqueeze(0).expand(n_samples, -1, -1, -1), "kl": None}
 
-    def forward(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
-        """One-step-ahead predictions ``(B, T, D)`` at every observed point."""
-        return self.reconstruct(times, values, mask)["mean"][0]
-
 
 class ODERNN(_RecurrentPredictor):
     """ODE-RNN (Rubanova et al. 2019): between observations the GRU state follows
