@@ -87,6 +87,15 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
         return _tiny_lm_overrides(cfg, data_dir)
     if cfg["model"]["class_path"].endswith("TimeSeries"):
         return _tiny_ts_overrides(cfg, data_dir)
+    if cfg["model"]["class_path"].endswith("DensityEstimation"):
+        return [
+            "--trainer.fast_dev_run=2",
+            f"--trainer.default_root_dir={data_dir / 'runs'}",
+            '--model.init_args.model_args={"hidden": [8], "rtol": 1e-3, "atol": 1e-3}',
+            "--data.init_args.n_train=256",
+            "--data.init_args.n_test=64",
+            "--data.init_args.batch_size=32",
+        ]
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
     nb = len(margs.get("head_channels", [])) or (
         4 if "small" in cfg["model"]["init_args"]["arch"] else 2

@@ -32,6 +32,7 @@ def register_datamodule(cls: type, name: str | None = None) -> type:
 
 
 def list_datamodules() -> list[str]:
+    _import_data_files()
     return sorted(_DATAMODULES)
 
 
@@ -46,6 +47,8 @@ def datamodule_class(name: str) -> type:
     """
     if not isinstance(name, str):
         raise ValueError(f"a data module is named by a string, got {type(name).__name__}")
+    if name not in _DATAMODULES:
+        _import_data_files()
     if name in _DATAMODULES:
         return _DATAMODULES[name]
     if name.startswith("zoo.data.") and name.count(".") == 2:
@@ -58,6 +61,17 @@ def datamodule_class(name: str) -> type:
         f"unknown data module {name!r}{hint} A config names a data module by its registered "
         f"name, never by import path; registered: {', '.join(sorted(_DATAMODULES))}"
     )
+
+
+def _import_data_files() -> None:
+    """Import every public module of zoo.data: a new data file registers itself, unlisted."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{m.name}")
 
 
 def check_args(target: str, params: inspect.Signature, args: Any, what: str) -> dict:

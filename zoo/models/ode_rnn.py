@@ -180,7 +180,7 @@ class RNNVAE(TimeSeriesModel):
         self.init_h = nn.Linear(latent_dim, units)
         self.dec_gru = nn.GRUCell(1, units)
         self.readout = nn.Linear(units, input_dim)
-        self.obsrv_std, self.units = obsrv_std, units
+        self.obsrv_std, self.units, self.input_dim = obsrv_std, units, input_dim
 
     def reconstruct(self, times, values, cond_mask, query_mask=None, n_samples=1):
         self.check_inputs(times, values, cond_mask)

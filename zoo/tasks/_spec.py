@@ -103,7 +103,13 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 def _ensure_builtin() -> None:
-    importlib.import_module("zoo.tasks")  # the built-in task files register themselves
+    """Import every task file of zoo.tasks: each registers its spec (a new one, unlisted)."""
+    import pkgutil
+
+    importlib.import_module("zoo.tasks")
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"zoo.tasks.{m.name}")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -240,6 +246,15 @@ class TaskSpec:
     def protocol_note(self, protocol: EvalProtocol) -> str:
         """One line describing how the metrics are computed (cards and JSON)."""
         return ""
+
+    def smoke_model_args(self, arch: str) -> dict:
+        """Small constructor arguments for the registry-wide model test (default: none)."""
+        return {}
+
+    def smoke_inputs(self, model) -> tuple[tuple, tuple]:
+        """A tiny random batch for ``model(*args)`` and the output's expected shape (the
+        registry-wide model test uses it)."""
+        raise NotImplementedError
 
     # ----- samples --------------------------------------------------------------------------
     def build_sample(self, protocol: EvalProtocol, data_dir: str | None, out: Path) -> dict:

@@ -207,6 +207,9 @@ class ImageClassificationSpec(TaskSpec):
     def options(self, cfg: dict) -> dict:
         return {k: cfg[k] for k in ("sample_per_class",) if k in cfg}
 
+    def smoke_inputs(self, model):
+        return (torch.randn(2, model.in_chans, 32, 32),), (2, model.num_classes)
+
     def card_after_use(self, name: str, model, info: dict) -> list[str]:
         return [
             f"Inputs: `{info['input_size']}` tensors normalized with mean `{info['mean']}` and "

@@ -206,6 +206,14 @@ class LanguageModelingSpec(TaskSpec):
         np.savez_compressed(out, tokens=np.array(tokens))
         return f"{len(tokens)} tokens"
 
+    def smoke_model_args(self, arch: str) -> dict:
+        return {"vocab_size": 50}
+
+    def smoke_inputs(self, model):
+        import torch
+
+        return (torch.randint(0, model.vocab_size, (2, 16)),), (2, 16, model.vocab_size)
+
     def options(self, cfg: dict) -> dict:
         return {"prompt": cfg.get("card_prompt", "The")}
 

@@ -237,6 +237,19 @@ class TimeSeriesSpec(TaskSpec):
     def options(self, cfg: dict) -> dict:
         return {"mode": cfg.get("mode", "interpolation"), "cond_frac": cfg.get("cond_frac", 1.0)}
 
+    def smoke_inputs(self, model):
+        d = model.input_dim
+        args = (torch.linspace(0, 1, 6), torch.randn(2, 6, d), torch.ones(2, 6, d))
+        return args, (1, 2, 6, d)
+
+    def smoke_model_args(self, arch: str) -> dict:
+        import inspect
+
+        from ..models import create_model
+
+        params = inspect.signature(type(create_model(arch))).parameters
+        return {"input_dim": 3, **({"latent_dim": 4} if "latent_dim" in params else {})}
+
     def protocol_note(self, protocol) -> str:
         return (
             f"{protocol.options['mode']}; MSE on normalized values (mse: the reference code's "

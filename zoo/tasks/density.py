@@ -1,0 +1,180 @@
+"""Density estimation: maximum likelihood for continuous normalizing flows (FFJORD), with the
+RNODE regularizers (Finlay et al. 2020) weighted here; and its task spec (NLL in nats and
+bits/dim, a density and samples figure)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..models import create_model
+from ._base import ZooTask
+from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
+
+__all__ = ["DensityEstimation", "DensityEstimationSpec"]
+
+
+class DensityEstimation(ZooTask):
+    """Train a flow by maximum likelihood: loss = mean NLL (+ RNODE terms).
+
+    Args:
+        arch: Entry point (``ffjord_toy``).
+        model_args: Constructor overrides.
+        lr: Peak learning rate (cosine schedule, timm).
+        weight_decay: Weight decay.
+        optimizer: timm optimizer name.
+        warmup_steps: Linear warm-up steps.
+        min_lr: Final learning rate.
+        kinetic_weight: RNODE kinetic-energy weight (needs ``kinetic_energy: true``).
+        jacobian_weight: RNODE Jacobian-Frobenius weight (needs ``jacobian_frobenius: true``).
+        bf16: bfloat16 autocast of the vector field.
+        init_from: Start from these weights (a zoo name, a folder or a ``.ckpt``).
+        skip_unconverged: Unused by ODE models (kept for the shared task surface).
+    """
+
+    def __init__(
+        self,
+        arch: str = "ffjord_toy",
+        model_args: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        optimizer: str = "adam",
+        warmup_steps: int = 0,
+        min_lr: float = 1e-5,
+        kinetic_weight: float = 0.0,
+        jacobian_weight: float = 0.0,
+        bf16: bool = False,
+        init_from: str | None = None,
+        skip_unconverged: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(arch, **(model_args or {}))
+
+    def _warmup_steps(self) -> int:
+        return self.hparams.warmup_steps
+
+    def _common_step(self, batch, stage: str) -> Tensor:
+        (x,) = batch
+        with self._autocast():
+            logp = self.model.log_prob(x)
+        nll = -logp.float().mean()
+        loss = nll
+        reg = self.model.reg
+        hp = self.hparams
+        if stage == "train":
+            if hp.kinetic_weight and "kinetic_energy" in reg:
+                loss = loss + hp.kinetic_weight * reg["kinetic_energy"].mean()
+            if hp.jacobian_weight and "jacobian_frobenius" in reg:
+                loss = loss + hp.jacobian_weight * reg["jacobian_frobenius"].mean()
+        bs = x.shape[0]
+        self.log(f"{stage}/nll", nll.detach(), prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/loss", loss.detach(), batch_size=bs)
+        self.log(f"{stage}/nfe", float(self.model.cost().nfe_forward), batch_size=bs)
+        return loss
+
+
+class DensityEstimationSpec(TaskSpec):
+    """Test NLL (nats per sample) and bits per dimension; figure: density and samples."""
+
+    name = "density-estimation"
+    title = "Density Estimation"
+    pipeline_tag = "other"
+    tags = ("normalizing-flows", "continuous-normalizing-flows", "neural-ode")
+    unit = "point"
+    metrics = (
+        MetricSpec("nll", "test NLL (nats)", False, "nll"),
+        MetricSpec("bpd", "bits/dim", False, "bits-per-dim"),
+    )
+    primary = "nll"
+    splits = ("test", "train")
+    lightning_module = "zoo.tasks.density:DensityEstimation"
+    default_sample_size = 5000
+
+    def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
+        if sample:
+            x = torch.from_numpy(load_sample(protocol)["x"])
+        else:
+            x = protocol.datamodule_obj(data_dir).eval_split(split)
+        if limit:
+            x = x[:limit]
+        step = max(batch_size, 1000)
+        return [x[i : i + step] for i in range(0, len(x), step)]
+
+    def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        total, n, nfe = 0.0, 0, []
+        for x in batches:
+            x = x.to(device)
+            with clock:
+                logp = model.log_prob(x)
+            total += float(-logp.double().sum())
+            n += x.shape[0]
+            nfe.append(model.cost().nfe_forward)
+        nll = total / max(n, 1)
+        dim = getattr(model, "dim", 1)
+        return EvalResult(
+            metrics={"nll": round(nll, 4), "bpd": round(nll / (dim * math.log(2)), 4)},
+            num_samples=n,
+            nfe_mean=round(sum(nfe) / len(nfe), 1) if nfe else None,
+            seconds=clock.seconds,
+        )
+
+    def smoke_inputs(self, model):
+        return (torch.randn(4, model.dim),), (4,)
+
+    def protocol_note(self, protocol) -> str:
+        return "mean negative log-likelihood in nats per point; bits/dim = NLL / (dim ln 2)"
+
+    def build_sample(self, protocol, data_dir, out) -> str:
+        import numpy as np
+
+        x = protocol.datamodule_obj(data_dir).eval_split("test")[: self.default_sample_size]
+        np.savez_compressed(out, x=x.numpy())
+        return f"{len(x)} points"
+
+    def card_use(self, name: str, model, info: dict) -> list[str]:
+        return [
+            "logp = model.log_prob(x)          # nats per sample, x: (batch, dim)",
+            "x_new = model.sample(1000, generator=torch.Generator().manual_seed(0))",
+        ]
+
+    def figures(self, name, model, rows, info, out_dir, data_dir=None):
+        if getattr(model, "dim", None) != 2:
+            return []
+        png = out_dir / f"{name}.density.png"
+        _plot_density(name, model, self.protocol(info), png, data_dir)
+        return [("density and samples", png)]
+
+
+def _plot_density(name, model, protocol, out, data_dir=None, n: int = 2000) -> None:
+    from matplotlib.figure import Figure
+
+    data = protocol.datamodule_obj(data_dir).eval_split("test")[:n]
+    lim = float(data.abs().max()) * 1.1
+    g = torch.linspace(-lim, lim, 120)
+    xx, yy = torch.meshgrid(g, g, indexing="xy")
+    with torch.no_grad():
+        logp = model.log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1))
+        samples = model.sample(n, generator=torch.Generator().manual_seed(0))
+    fig = Figure(figsize=(9, 3), dpi=110)
+    axes = fig.subplots(1, 3)
+    axes[0].scatter(data[:, 0], data[:, 1], s=1, alpha=0.5)
+    axes[0].set_title("test data", fontsize=8)
+    axes[1].imshow(logp.exp().reshape(120, 120), origin="lower", extent=(-lim, lim, -lim, lim))
+    axes[1].set_title("model density", fontsize=8)
+    axes[2].scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.5, color="C1")
+    axes[2].set_title("model samples (reverse ODE)", fontsize=8)
+    for ax in axes:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+    fig.suptitle(name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+
+
+register_task(DensityEstimationSpec())
