@@ -22,11 +22,11 @@ MAX_BYTES = 1_000_000
 
 def protocols() -> dict[str, tuple]:
     """``{sample name: (task spec, protocol)}`` over every pretrained checkpoint."""
-    from .models import list_models, model_info
+    from .models import list_pretrained, model_info
     from .tasks import get_task
 
     out: dict[str, tuple] = {}
-    for name in list_models(pretrained=True):
+    for name in list_pretrained(available=False):
         info = model_info(name)
         spec = get_task(info["task"])
         p = spec.protocol({**info, "name": name})

@@ -136,8 +136,13 @@ def _available(name: str) -> bool:
     return isinstance(hit, str)
 
 
-def list_pretrained(pattern: str = "*") -> list[str]:
-    return list_models(pattern, pretrained=True)
+def list_pretrained(pattern: str = "*", available: bool = True) -> list[str]:
+    """Pretrained names; ``available=False`` also lists table entries whose weights are not
+    shipped or cached yet (to cut their samples before they ship)."""
+    if available:
+        return list_models(pattern, pretrained=True)
+    _ensure_loaded()
+    return sorted(n for n in _PRETRAINED if fnmatch.fnmatch(n, pattern))
 
 
 def model_info(name: str) -> dict[str, Any]:

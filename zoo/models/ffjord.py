@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..nn import CNF
 from ._base import ZooModel
-from ._registry import register_model
+from ._registry import register_model, register_pretrained
 
 __all__ = ["ConcatSquashLinear", "ConcatSquashMLP", "FFJORD", "ffjord_toy"]
 
@@ -154,3 +154,33 @@ def _std_normal_logp(z: Tensor) -> Tensor:
 def ffjord_toy(**kwargs) -> FFJORD:
     """FFJORD's 2-D toy configuration: three 64-unit concatsquash layers, T=0.5, exact trace."""
     return FFJORD(**kwargs)
+
+
+_FFJORD_PAPER = (
+    "Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud. FFJORD: Free-form Continuous Dynamics "
+    "for Scalable Reversible Generative Models. ICLR 2019. arXiv:1810.01367"
+)
+register_pretrained(
+    {
+        "ffjord_toy.8gaussians": dict(
+            task="density-estimation",
+            dataset="8gaussians",
+            datamodule="toy2d",
+            datamodule_args={"density": "8gaussians", "n_train": 100_000, "n_test": 100_000},
+            train_split="100,000 generated points (seed 0)",
+            test_split="100,000 other generated points (seed 1)",
+            entropy_floor="the true differential entropy of 8gaussians, about 2.831 nats: no "
+            "model's expected test NLL is below it",
+            license="apache-2.0",
+            paper=_FFJORD_PAPER,
+            recipe="recipes/ffjord/ffjord_8gaussians_cpu.yaml",
+            card="model_cards/ffjord_toy.8gaussians.md",
+            paper_results=[],
+            compute="2 CPU cores (1 thread, beside another training run)",
+            limitations=[
+                "A 2-D toy: the family's tabular and image flows, RNODE and flow-matching "
+                "training are not shipped yet.",
+            ],
+        )
+    }
+)

@@ -141,6 +141,18 @@ class DensityEstimationSpec(TaskSpec):
             "x_new = model.sample(1000, generator=torch.Generator().manual_seed(0))",
         ]
 
+    def comparison_note(self, info: dict) -> list[str]:
+        return []
+
+    def card_extra(self, name: str, model, info: dict) -> list[str]:
+        if not info.get("entropy_floor"):
+            return []
+        return [
+            "## The floor",
+            f"The test NLL above is to be read against {info['entropy_floor']}.",
+            "",
+        ]
+
     def figures(self, name, model, rows, info, out_dir, data_dir=None):
         if getattr(model, "dim", None) != 2:
             return []
