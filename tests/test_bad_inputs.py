@@ -482,7 +482,12 @@ def test_no_case_warns_unexpectedly():
 
 
 # ----- reduced precision: bf16 autocast inference, within a documented tolerance of fp32 ---------
-BF16_TOLERANCE = {"top1": 1.5, "ppl": 0.01, "mse": 0.05, "nll": 0.05}  # points, then relative (README)
+BF16_TOLERANCE = {
+    "top1": 1.5,
+    "ppl": 0.01,
+    "mse": 0.05,
+    "nll": 0.05,
+}  # points, then relative (README)
 
 
 @pytest.mark.timeout(300)

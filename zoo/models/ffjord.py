@@ -31,7 +31,7 @@ class ConcatSquashLinear(nn.Module):
         self.bias = nn.Linear(1, d_out, bias=False)
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        tt = t.reshape(1, 1).to(x.dtype)
+        tt = t.reshape(-1, 1).to(x.dtype)  # one time for the batch, or one per sample (B,)
         return self.lin(x) * torch.sigmoid(self.gate(tt)) + self.bias(tt)
 
 

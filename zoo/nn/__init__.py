@@ -2,6 +2,7 @@
 
 from ._cnf import CNF, exact_trace
 from ._deq import DEQ, DEQInfo
+from ._flow_matching import cfm_target, flow_matching_loss, ot_pairing
 from ._ode import ODEBlock, ODEBudgetError, grid_solve
 from ._ragged import integrate_intervals
 from ._regularizers import jacobian_frobenius, kinetic_energy, sample_noise
@@ -14,10 +15,13 @@ __all__ = [
     "ODEBlock",
     "ODEBudgetError",
     "Packer",
+    "cfm_target",
     "exact_trace",
+    "flow_matching_loss",
     "grid_solve",
     "integrate_intervals",
     "jacobian_frobenius",
     "kinetic_energy",
+    "ot_pairing",
     "sample_noise",
 ]
