@@ -99,8 +99,8 @@ class ODERNN(_RecurrentPredictor):
     Example:
         >>> m = ODERNN(input_dim=3, rec_dims=6, units=8)
         >>> t = torch.linspace(0, 1, 5); x = torch.randn(2, 5, 3); mk = torch.ones(2, 5, 3)
-        >>> m(t, x, mk).shape
-        torch.Size([2, 5, 3])
+        >>> m(t, x, mk)["mean"].shape  # (samples, batch, time, variables), as every series model
+        torch.Size([1, 2, 5, 3])
     """
 
     arch = "ode_rnn"
@@ -135,8 +135,8 @@ class GRUDeltaT(_RecurrentPredictor):
 
     Example:
         >>> m = GRUDeltaT(input_dim=3, rec_dims=6, units=8)
-        >>> m(torch.linspace(0, 1, 4), torch.randn(2, 4, 3), torch.ones(2, 4, 3)).shape
-        torch.Size([2, 4, 3])
+        >>> m(torch.linspace(0, 1, 4), torch.randn(2, 4, 3), torch.ones(2, 4, 3))["mean"].shape
+        torch.Size([1, 2, 4, 3])
     """
 
     arch = "gru_delta_t"
