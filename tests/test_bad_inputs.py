@@ -1,6 +1,6 @@
 """Bad input, as a new user gives it, across the public surfaces of every family (MDEQ, the
-DEQ-Transformer and its baseline, the Latent ODE and its baselines, the backbone's layers and
-solvers, the data modules, the CLI): each case ends in the right exception type with a message
+DEQ-Transformer and its baseline, the Latent ODE and its baselines, FFJORD, the backbone's layers
+and solvers, the data modules, the CLI): each case ends in the right exception type with a message
 that names the problem, or in a documented graceful handling, within a time limit."""
 
 from __future__ import annotations
@@ -24,6 +24,17 @@ def mdeq():
 @cache
 def lm(name="transformer_tiny.sotu"):
     return zoo.load(name)
+
+
+@cache
+def flow():
+    return zoo.load("ffjord_toy.8gaussians")
+
+
+def _density_task(**kw):
+    from zoo.tasks.density import DensityEstimation
+
+    return DensityEstimation(model_args={"hidden": [4]}, **kw)
 
 
 @cache
@@ -260,6 +271,107 @@ RAISES = [
         ValueError,
         "encoder",
     ),
+    # ----- FFJORD (continuous normalizing flows) ------------------------------------------------
+    ("flow 1-D input", lambda: flow().log_prob(torch.zeros(2)), ValueError, "(batch, 2)"),
+    ("flow wrong dim", lambda: flow().log_prob(torch.zeros(2, 3)), ValueError, "(batch, 2)"),
+    ("flow list input", lambda: flow().log_prob([[0.0, 0.0]]), ValueError, "got list"),
+    (
+        "flow NaN input",
+        lambda: flow().log_prob(torch.full((2, 2), float("nan"))),
+        ValueError,
+        "finite",
+    ),
+    (
+        "flow inf input",
+        lambda: flow().transform(torch.tensor([[float("inf"), 0.0]])),
+        ValueError,
+        "finite",
+    ),
+    (
+        "flow int input",
+        lambda: flow().log_prob(torch.zeros(2, 2, dtype=torch.long)),
+        ValueError,
+        "floating",
+    ),
+    ("flow sample -1", lambda: flow().sample(-1), ValueError, "n must be"),
+    ("flow sample 2.5", lambda: flow().sample(2.5), ValueError, "n must be"),
+    ("flow sample '3'", lambda: flow().sample("3"), ValueError, "n must be"),
+    (
+        "flow sample generator int",
+        lambda: flow().sample(3, generator=5),
+        ValueError,
+        "torch.Generator",
+    ),
+    (
+        "flow budget max_iter",
+        lambda: flow().set_inference_budget(max_iter=10),
+        ValueError,
+        "adaptively",
+    ),
+    (
+        "flow budget tol nan",
+        lambda: flow().set_inference_budget(tol=float("nan")),
+        ValueError,
+        "positive finite",
+    ),
+    (
+        "flow budget tol str",
+        lambda: flow().set_inference_budget(tol="1e-3"),
+        ValueError,
+        "positive finite",
+    ),
+    (
+        "flow trace name",
+        lambda: zoo.create_model("ffjord_toy", trace="bogus"),
+        ValueError,
+        "valid names: exact",
+    ),
+    (
+        "flow noise name",
+        lambda: zoo.create_model("ffjord_toy", noise="x"),
+        ValueError,
+        "rademacher",
+    ),
+    ("flow ODE method", lambda: zoo.create_model("ffjord_toy", method="foo"), ValueError, "dopri5"),
+    ("flow dim 0", lambda: zoo.create_model("ffjord_toy", dim=0), ValueError, "dim must be"),
+    (
+        "flow T negative",
+        lambda: zoo.create_model("ffjord_toy", T=-1.0),
+        ValueError,
+        "integration time",
+    ),
+    (
+        "flow hidden str",
+        lambda: zoo.create_model("ffjord_toy", hidden="64"),
+        ValueError,
+        "hidden must be",
+    ),
+    ("density objective", lambda: _density_task(objective="x"), ValueError, "flow_matching"),
+    (
+        "density kinetic weight, term off",
+        lambda: _density_task(kinetic_weight=0.1),
+        ValueError,
+        "kinetic_energy: true",
+    ),
+    (
+        "density jacobian weight, term off",
+        lambda: _density_task(jacobian_weight=0.1),
+        ValueError,
+        "jacobian_frobenius: true",
+    ),
+    (
+        "toy2d density name",
+        lambda: _dm("toy2d", density="moons"),
+        ValueError,
+        "8gaussians",
+    ),
+    ("toy2d n_train 0", lambda: _dm("toy2d", n_train=0), ValueError, "n_train"),
+    (
+        "toy2d split",
+        lambda: _dm("toy2d").eval_split("val"),
+        ValueError,
+        "use test or train",
+    ),
     # ----- backbone -----------------------------------------------------------------------------
     ("unknown solver", lambda: _solver("anderzon"), ValueError, "valid names"),
     ("solver bad option", lambda: _solver("anderson", mm=5), ValueError, "no option"),
@@ -356,9 +468,11 @@ def _cnf(**kw):
 
 
 def _dm(cls, **kw):
+    """A data module by class name (``zoo.data``'s exports) or registered name (``toy2d``)."""
     import zoo.data
 
-    return getattr(zoo.data, cls)(**kw)
+    found = getattr(zoo.data, cls, None)
+    return (found if isinstance(found, type) else zoo.data.datamodule_class(cls))(**kw)
 
 
 def _truncated_fashion():
@@ -490,7 +604,7 @@ BF16_TOLERANCE = {
 }  # points, then relative (README)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_bf16_inference_matches_fp32_on_every_shipped_sample():
     from zoo.evaluate import evaluate
 

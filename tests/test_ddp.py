@@ -48,6 +48,8 @@ def _build(kind: str):
     torch.manual_seed(0)
     if kind in ("implicit", "phantom"):
         return _small_deq(kind)
+    if kind in ("ffjord", "latent_ode"):
+        return _build_more(kind)
     if kind == "mdeq":
         m = zoo.create_model(
             "mdeq_tiny", in_chans=1, channels=[4, 8], head_channels=[2, 4], final_channels=8,
@@ -59,29 +61,72 @@ def _build(kind: str):
     m = zoo.create_model(
         "deq_transformer_tiny", vocab_size=50, d_model=16, n_heads=2, d_ff=32, tgt_len=6,
         mem_len=0, dropout=0.0,
-        solver={"name": "anderson", "tol": 1e-10, "max_iter": 80},
-        grad={"name": "implicit", "tol": 1e-10, "max_iter": 80},
+        solver={"name": "anderson", "tol": 1e-10, "max_iter": 200},
+        grad={"name": "implicit", "tol": 1e-10, "max_iter": 200},
     )  # fmt: skip
     return m.double().eval()
 
 
-def _batch(kind: str):
+def _build_more(kind: str):
+    import zoo
+
+    if kind == "ffjord":
+        m = zoo.create_model("ffjord_toy", hidden=(8, 8), rtol=1e-10, atol=1e-10)
+        return m.double()
+    from zoo.models.latent_ode import LatentODE
+
+    m = LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, rtol=1e-9, atol=1e-9)
+    return m.double().eval()  # eval: z0 = posterior mean, so no sampling noise
+
+
+KINDS = ["implicit", "phantom", "mdeq", "deq_lm", "ffjord", "latent_ode"]
+
+
+def _batch(kind: str) -> tuple[torch.Tensor, ...]:
+    """The full batch of 4, as tensors whose first dimension is the batch."""
     g = torch.Generator().manual_seed(1)
+    f64 = torch.float64
     if kind in ("implicit", "phantom"):
-        return torch.randn(4, 3, generator=g, dtype=torch.float64), None
+        return (torch.randn(4, 3, generator=g, dtype=f64),)
     if kind == "mdeq":
-        return torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64), torch.tensor([0, 3, 5, 9])
+        return torch.randn(4, 1, 8, 8, generator=g, dtype=f64), torch.tensor([0, 3, 5, 9])
+    if kind == "ffjord":
+        return (torch.randn(4, 2, generator=g, dtype=f64),)
+    if kind == "latent_ode":
+        mask = (torch.rand(4, 6, 2, generator=g) < 0.6).to(f64)
+        mask[:, 0, 0] = 1
+        return torch.randn(4, 6, 2, generator=g, dtype=f64) * mask, mask
     ids = torch.randint(0, 50, (4, 6), generator=g)
     return ids, torch.randint(0, 50, (4, 6), generator=g)
 
 
-def _loss(model, kind, x, y):
-    out = model(x)
+def _loss(model, kind, *batch):
+    """A per-sample mean, so the mean of two halves' losses is the full batch's."""
+    if kind == "ffjord":
+        return -model(batch[0]).mean()  # forward is log_prob (and goes through DDP)
+    if kind == "latent_ode":
+        v, mk = batch
+        t = torch.linspace(0, 1, v.shape[1], dtype=v.dtype)
+        return model.loss(model.reconstruct(t, v, mk), v, mk)
+    out = model(batch[0])
     if kind in ("implicit", "phantom"):
         return out.pow(2).sum(1).mean()
+    y = batch[1]
     if kind == "mdeq":
         return torch.nn.functional.cross_entropy(out, y)
     return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def single_process_grads(kind: str) -> dict[str, torch.Tensor]:
+    model = _build(kind)
+    _loss(model, kind, *_batch(kind)).backward()
+    return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_grads(ddp: dict, single: dict, rtol: float = 1e-6) -> None:
+    assert set(single) == set(ddp) and single
+    for n, g in single.items():
+        assert torch.allclose(ddp[n], g, rtol=rtol, atol=1e-10), (n, (ddp[n] - g).abs().max())
 
 
 def _worker(rank, world, port, kind, out):
@@ -92,9 +137,8 @@ def _worker(rank, world, port, kind, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = DDP(_build(kind))
-    x, y = _batch(kind)
     half = slice(2 * rank, 2 * rank + 2)
-    _loss(model, kind, x[half], None if y is None else y[half]).backward()
+    _loss(model, kind, *(b[half] for b in _batch(kind))).backward()
     if rank == 0:
         torch.save(
             {n: p.grad for n, p in model.module.named_parameters() if p.grad is not None}, out
@@ -102,17 +146,34 @@ def _worker(rank, world, port, kind, out):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["implicit", "phantom", "mdeq", "deq_lm"])
+@pytest.mark.parametrize("kind", KINDS[:5])
 def test_ddp_gradients_equal_the_full_batch_gradients(kind, tmp_path):
     from _dist import spawn_two
 
     out = tmp_path / "grads.pt"
     spawn_two(_worker, kind, str(out))
-    ddp = torch.load(out, weights_only=True)
-    single = _build(kind)
-    x, y = _batch(kind)
-    _loss(single, kind, x, y).backward()
-    got = {n: p.grad for n, p in single.named_parameters() if p.grad is not None}
-    assert set(got) == set(ddp) and got
-    for n, g in got.items():
-        assert torch.allclose(ddp[n], g, rtol=1e-6, atol=1e-10), (n, (ddp[n] - g).abs().max())
+    assert_same_grads(torch.load(out, weights_only=True), single_process_grads(kind))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind", KINDS)
+def test_lightning_ddp_strategy_gradients_equal_the_full_batch_gradients(kind, tmp_path):
+    """Through a Lightning ``Trainer(strategy="ddp", devices=2)`` on CPU: its launcher
+    re-executes the script (tests/_lightning_ddp.py) as rank 1, Lightning's DistributedSampler
+    splits the 4 samples, and the gradients after the all-reduce equal one process's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("_lightning_ddp.py")
+    out = tmp_path / "grads.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run(
+        [sys.executable, str(script), kind, str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=540,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    got = torch.load(out, weights_only=True)
+    assert got.pop("__world_size__").item() == 2 and got.pop("__local_batch__").item() == 2
+    assert_same_grads(got, single_process_grads(kind))

@@ -45,19 +45,7 @@ def test_sample_inverts_transform_and_matches_log_prob():
     assert m.sample(0).shape == (0, 2) and m.log_prob(torch.zeros(0, 2, dtype=D)).shape == (0,)
 
 
-@pytest.mark.parametrize(
-    "bad, match",
-    [
-        (lambda m: m.log_prob(torch.zeros(3, 3, dtype=D)), r"\(batch, 2\)"),
-        (lambda m: m.log_prob(torch.full((2, 2), float("nan"), dtype=D)), "finite"),
-        (lambda m: m.log_prob(torch.zeros(2, 2, dtype=torch.long)), "floating"),
-        (lambda m: m.sample(-1), "n must be"),
-        (lambda m: m.set_inference_budget(max_iter=10), "adaptively"),
-    ],
-)
-def test_bad_inputs(bad, match):
-    with pytest.raises(ValueError, match=match):
-        bad(_flow())
+# bad inputs of the family: tests/test_bad_inputs.py (the shared module, "flow ..." cases)
 
 
 def test_budget_and_cost():

@@ -133,3 +133,18 @@ def test_deq_lm_trains_with_phantom_and_jr():
     loss = torch.nn.functional.cross_entropy(m(x).reshape(-1, 40), x.reshape(-1)) + m.jac_loss
     loss.backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_float64_attention_stays_float64():
+    """The attention softmax upcasts bf16/fp16 to float32 but never downcasts float64: a float64
+    DEQ-LM solve reaches 1e-12 (with a float32 softmax it stagnated near 1e-9)."""
+    import zoo
+
+    torch.manual_seed(0)
+    m = zoo.create_model(
+        "deq_transformer_tiny", vocab_size=50, d_model=16, n_heads=2, d_ff=32, tgt_len=6,
+        mem_len=0, dropout=0.0, solver={"name": "anderson", "tol": 1e-12, "max_iter": 200},
+    ).double().eval()  # fmt: skip
+    m(torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(1)))
+    cost = m.cost()
+    assert cost.converged and cost.residual < 1e-12, cost

@@ -64,7 +64,9 @@ class RelMultiHeadAttention(nn.Module):
         bd = _rel_shift(torch.einsum("bqhd,khd->bhqk", qh + self.r_r_bias, r))
         score = (ac + bd) * self.scale
         score = score.masked_fill(mask[None, None], float("-inf"))
-        attn = self.drop(torch.softmax(score.float(), dim=-1).to(vh.dtype))
+        # softmax in at least float32 (bf16/fp16 upcast; float64 stays float64)
+        wide = torch.promote_types(score.dtype, torch.float32)
+        attn = self.drop(torch.softmax(score.to(wide), dim=-1).to(vh.dtype))
         y = torch.einsum("bhqk,bkhd->bqhd", attn, vh).reshape(b, q, d)
         return self.out(y)
 

@@ -92,6 +92,16 @@ class FFJORD(ZooModel):
     ) -> None:
         super().__init__()
         self._capture(locals())
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        if isinstance(hidden, (str, bytes)) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+        ):
+            raise ValueError(f"hidden must be a list of integers >= 1, got {hidden!r}")
+        if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
+            raise ValueError(
+                f"T (the integration time) must be a positive finite number, got {T!r}"
+            )
         self.dim = int(dim)
         self.field = ConcatSquashMLP(self.dim, tuple(hidden))
         self.cnf = CNF(
@@ -133,6 +143,11 @@ class FFJORD(ZooModel):
         """``n`` samples ``(n, dim)``: base normal draws carried back by the reverse ODE."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"generator must be a torch.Generator (or None), got {type(generator).__name__}; "
+                "use torch.Generator().manual_seed(SEED)"
+            )
         p = next(self.parameters())
         z = torch.randn(n, self.dim, generator=generator, dtype=p.dtype).to(p.device)
         if n == 0:

@@ -63,6 +63,16 @@ class DensityEstimation(ZooTask):
             )
         self.save_hyperparameters()
         self.model = create_model(arch, **(model_args or {}))
+        dyn = getattr(getattr(self.model, "cnf", None), "dynamics", None)
+        for weight, switch, on in (
+            (kinetic_weight, "kinetic_energy", getattr(dyn, "kinetic", False)),
+            (jacobian_weight, "jacobian_frobenius", getattr(dyn, "jacobian", False)),
+        ):
+            if weight and not on:  # a weight with its term off would be silently ignored
+                raise ValueError(
+                    f"{switch.split('_')[0]}_weight={weight} needs the model's {switch} term: "
+                    f"set model_args: {{{switch}: true}}"
+                )
 
     def _warmup_steps(self) -> int:
         return self.hparams.warmup_steps
