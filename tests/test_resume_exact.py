@@ -58,6 +58,12 @@ SCRIPT = textwrap.dedent(
         margs = dict(input_dim=1, latent_dim=4, rec_dims=8, units=8, decoder_steps=10)
         task = TimeSeries(arch="latent_ode", model_args=margs, n_samples=2, kl_wait_epochs=0)
         dm = PeriodicDataModule(n=50, n_points=20, batch_size=4, obs_frac=0.5)
+    elif family == "ffjord":  # Hutchinson's noise comes from the global RNG: it is restored too
+        from zoo.data import datamodule_class
+        from zoo.tasks.density import DensityEstimation
+        margs = dict(hidden=[8], trace="hutchinson", rtol=1e-4, atol=1e-4)
+        task = DensityEstimation(arch="ffjord_toy", model_args=margs, lr=1e-2)
+        dm = datamodule_class("toy2d")(n_train=40, n_test=16, batch_size=4, eval_batch_size=16)
     else:
         from zoo.data import SOTUDataModule
         from zoo.tasks import LanguageModeling
@@ -82,7 +88,7 @@ def _run(root, kill_at, resume, tests, family):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("family", ["mdeq", "latent_ode", "lm"])
+@pytest.mark.parametrize("family", ["mdeq", "latent_ode", "lm", "ffjord"])
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, tmp_path):
     from pathlib import Path
 
@@ -90,7 +96,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, t
     whole = _run(tmp_path / "whole", -1, False, tests, family)
     assert whole.returncode == 0, whole.stderr[-2000:]
     # MDEQ: 40 images, batch 4: 10 steps per epoch; killed at step 13 (epoch 1), last save at
-    # 12. Latent ODE: 40 series, batch 4. LM: more than 13 segments of 2 x 4 tokens.
+    # 12. Latent ODE: 40 series, batch 4. FFJORD: 40 points, batch 4. LM: more than 13 segments of 2 x 4 tokens.
     killed = _run(tmp_path / "cut", 13, False, tests, family)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "final.pt").exists()
