@@ -1,4 +1,4 @@
-"""Image classification task for MDEQ (and any image model in the zoo)."""
+"""Image classification task for MDEQ, ODE-Net and any image model in the zoo."""
 
 from __future__ import annotations
 
@@ -111,6 +111,10 @@ class ImageClassification(ZooTask):
             if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
                 loss = loss + self.hparams.jac_reg_weight * jac
                 self.log("train/jac_loss", jac.detach(), batch_size=bs)
+            aux = getattr(self.model, "aux_loss", None)  # a model's own weighted regularizer
+            if isinstance(aux, Tensor):
+                loss = loss + aux
+                self.log("train/aux_loss", aux.detach(), batch_size=bs)
             self.train_acc(logits.detach(), y)
             self.log(
                 "train/acc1",
@@ -127,6 +131,9 @@ class ImageClassification(ZooTask):
                 m(logits, y)
                 self.log(f"{stage}/{k}", m, prog_bar=k == "acc1", batch_size=bs)
         self.log(f"{stage}/loss", loss.detach(), prog_bar=stage == "train", batch_size=bs)
+        nfe = self.model.cost().nfe_forward if hasattr(self.model, "cost") else 0
+        if nfe:
+            self.log(f"{stage}/nfe", float(nfe), batch_size=bs)
         return loss
 
     def _warmup_steps(self) -> int:
