@@ -18,6 +18,7 @@ import grad_quality  # noqa: E402
 import latent_ode  # noqa: E402
 import lm  # noqa: E402
 import memory  # noqa: E402
+import odenet  # noqa: E402
 import solvers  # noqa: E402
 
 
@@ -38,6 +39,8 @@ def main() -> None:
     latent_ode.main(quick)
     print("\n== 7. gradient quality at trained weights: each mode against the exact gradient ==")
     grad_quality.main(quick)
+    print("\n== 8. ODE-Net training memory: adjoint vs direct backprop vs ResNet, by depth ==")
+    odenet.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 

@@ -1,6 +1,6 @@
 """Bad input, as a new user gives it, across the public surfaces of every family (MDEQ, the
-DEQ-Transformer and its baseline, the Latent ODE and its baselines, FFJORD, the backbone's layers
-and solvers, the data modules, the CLI): each case ends in the right exception type with a message
+DEQ-Transformer and its baseline, the Latent ODE and its baselines, FFJORD, the ODE-Net and its
+ResNet, the backbone's layers and solvers, the data modules, the CLI): each case ends in the right exception type with a message
 that names the problem, or in a documented graceful handling, within a time limit."""
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def lm(name="transformer_tiny.sotu"):
 @cache
 def flow():
     return zoo.load("ffjord_toy.8gaussians")
+
+
+def _odenet():
+    return zoo.create_model("odenet", in_chans=1, channels=8, grid_steps=2).eval()
 
 
 def _density_task(**kw):
@@ -372,6 +376,78 @@ RAISES = [
         ValueError,
         "use test or train",
     ),
+    # ----- ODE-Net and its ResNet baseline ----------------------------------------------------
+    (
+        "odenet uint8 images",
+        lambda: _odenet()(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)),
+        ValueError,
+        "uint8",
+    ),
+    (
+        "odenet int images",
+        lambda: _odenet()(torch.zeros(2, 1, 28, 28, dtype=torch.long)),
+        ValueError,
+        "floating",
+    ),
+    (
+        "odenet wrong channels",
+        lambda: _odenet()(torch.zeros(2, 3, 28, 28)),
+        ValueError,
+        "(batch, 1, H, W)",
+    ),
+    ("odenet 3-D input", lambda: _odenet()(torch.zeros(1, 28, 28)), ValueError, "(batch, 1, H, W)"),
+    ("odenet tiny images", lambda: _odenet()(torch.zeros(2, 1, 4, 4)), ValueError, "at least 8x8"),
+    (
+        "odenet augment_dim -1",
+        lambda: zoo.create_model("odenet", augment_dim=-1),
+        ValueError,
+        "augment_dim",
+    ),
+    (
+        "odenet grid_steps 1.5",
+        lambda: zoo.create_model("odenet", grid_steps=1.5),
+        ValueError,
+        "grid_steps",
+    ),
+    (
+        "odenet kinetic_weight nan",
+        lambda: zoo.create_model("odenet", kinetic_weight=float("nan")),
+        ValueError,
+        "kinetic_weight",
+    ),
+    ("odenet channels 0", lambda: zoo.create_model("odenet", channels=0), ValueError, "channels"),
+    ("odenet ODE method", lambda: zoo.create_model("odenet", method="rk5"), ValueError, "dopri5"),
+    ("odenet rtol 0", lambda: zoo.create_model("odenet", rtol=0.0), ValueError, "rtol"),
+    (
+        "odenet adaptive budget max_iter",
+        lambda: zoo.create_model("odenet").set_inference_budget(max_iter=4),
+        ValueError,
+        "adaptively",
+    ),
+    (
+        "odenet grid budget tol",
+        lambda: _odenet().set_inference_budget(tol=1e-3),
+        ValueError,
+        "not a tolerance",
+    ),
+    (
+        "odenet grid budget max_iter 0",
+        lambda: _odenet().set_inference_budget(max_iter=0),
+        ValueError,
+        "max_iter",
+    ),
+    (
+        "resnet_small depth 0",
+        lambda: zoo.create_model("resnet_small", depth=0),
+        ValueError,
+        "depth",
+    ),
+    (
+        "resnet_small budget",
+        lambda: zoo.create_model("resnet_small").set_inference_budget(max_iter=4),
+        ValueError,
+        "no test-time budget",
+    ),
     # ----- backbone -----------------------------------------------------------------------------
     ("unknown solver", lambda: _solver("anderzon"), ValueError, "valid names"),
     ("solver bad option", lambda: _solver("anderson", mm=5), ValueError, "no option"),
@@ -608,8 +684,9 @@ BF16_TOLERANCE = {
 def test_bf16_inference_matches_fp32_on_every_shipped_sample():
     from zoo.evaluate import evaluate
 
+    per_task = {"language-modeling": 2000, "image-classification": 200, "density-estimation": 1000}
     for name in zoo.list_models(pretrained=True):
-        limit = 2000 if "sotu" in name else 200 if "mdeq" in name else None
+        limit = per_task.get(zoo.model_info(name)["task"])  # units: tokens, images, points
         a = evaluate(name, sample=True, limit=limit)
         b = evaluate(name, sample=True, limit=limit, bf16=True)
         k = a["primary_metric"]

@@ -150,6 +150,8 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     assert main(["leaderboard", "--sample", "--limit", "40", "--out", str(tmp_path / "lb.md")]) == 0
     lb = (tmp_path / "lb.md").read_text()
     assert "mdeq_tiny.fashion_mnist" in lb and "papers' own figures" in lb
+    # one table per dataset, with the parameter count of each model beside its metric
+    assert "### fashion_mnist (image-classification" in lb and "| parameters |" in lb
 
 
 @pytest.mark.parametrize("bad", [["eval"], ["push", "x"]])

@@ -97,6 +97,8 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
             "--data.init_args.batch_size=32",
         ]
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
+    if cfg["model"]["init_args"]["arch"] in ("odenet", "resnet_small"):
+        return _tiny_odenet_overrides(cfg, margs, data_dir)
     nb = len(margs.get("head_channels", [])) or (
         4 if "small" in cfg["model"]["init_args"]["arch"] else 2
     )
@@ -132,6 +134,19 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     if data_cls == "CIFAR10DataModule":
         out += ["--data.init_args.download=false"]
     return out
+
+
+def _tiny_odenet_overrides(cfg: dict, margs: dict, data_dir: Path) -> list[str]:
+    margs.update(channels=8)  # the recipe's solver, grid, augmentation and regularizers stay
+    return [
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={data_dir / 'runs'}",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.val_size=8",
+        "--data.init_args.eval_batch_size=8",
+    ]
 
 
 def _tiny_lm_overrides(cfg: dict, data_dir: Path) -> list[str]:

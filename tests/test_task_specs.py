@@ -79,8 +79,10 @@ def test_toy_family_gets_eval_card_leaderboard_and_sample(toy_family, capsys):
 
     lb = tmp / "lb.md"
     assert main(["leaderboard", "--sample", "--out", str(lb)]) == 0
-    row = next(r for r in lb.read_text().splitlines() if r.startswith("| toy_regressor.unit"))
-    assert "toy-regression" in row and "mse" in row
+    text = lb.read_text()
+    row = next(r for r in text.splitlines() if r.startswith("| toy_regressor.unit"))
+    section = text[: text.index(row)].rsplit("### ", 1)[1].splitlines()[0]
+    assert "toy-regression" in section and "mse" in row  # one table per task and dataset
 
 
 def test_central_files_name_no_task():

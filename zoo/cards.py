@@ -75,9 +75,12 @@ def budget_sweep(name: str, budgets, data_dir=None, limit=None, full=(30, 1e-4))
     return rows
 
 
-def _sweepable(model) -> int | None:
-    """The shipped iteration budget of a fixed-point model (``None``: nothing to sweep)."""
+def _sweepable(model, info: dict | None = None) -> int | None:
+    """The shipped iteration budget of a fixed-point model, or of a model whose pretrained
+    table declares ``card_budgets`` (an ODE on a fixed grid: RK4 steps); ``None``: no sweep."""
     b = model.inference_budget() or {}
+    if (info or {}).get("card_budgets"):
+        return b.get("max_iter")
     return b.get("max_iter") if "solver" in b else None
 
 
@@ -89,7 +92,10 @@ def measure(name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full
 
     from .evaluate import evaluate
 
-    default_iter = _sweepable(zoo.load(name))
+    info = zoo.model_info(name) if name in zoo.list_models(pretrained=True) else {}
+    if info.get("card_budgets"):  # declared by the table: its budgets, and no tol-based full solve
+        budgets, full = tuple(info["card_budgets"]), None
+    default_iter = _sweepable(zoo.load(name), info)
     if default_iter is not None and budgets:
         rows = budget_sweep(name, budgets, data_dir, limit, full=full)
         if not any(r["budget"] == default_iter for r in rows):
@@ -152,7 +158,7 @@ def _front_matter(spec, info: dict, main: dict) -> str:
     fm = {
         "license": info.get("license", "apache-2.0"),
         "library_name": "implicit-zoo",
-        "tags": ["implicit-zoo", *spec.tags, spec.name, "pytorch"],
+        "tags": ["implicit-zoo", *spec.tags, *info.get("tags", ()), spec.name, "pytorch"],
         "datasets": [info["dataset"]],
         "pipeline_tag": spec.pipeline_tag,
         "model-index": [
@@ -215,7 +221,7 @@ def render_card(name: str, rows: list[dict]) -> Path:
     info = {**pc, "name": name, "architecture": model.entry_point}
     spec = get_task(info["task"])
     protocol = spec.protocol(info)
-    default_iter = _sweepable(model)
+    default_iter = _sweepable(model, info)
     main = _main_row(rows, default_iter)
     figures = []
     if len(rows) > 1:
@@ -235,7 +241,9 @@ def render_card(name: str, rows: list[dict]) -> Path:
         f'model = zoo.load("{name}")   # eval mode, sha256-verified safetensors',
     ]
     if default_iter is not None:
-        lines.append(f'fast = zoo.load("{name}", max_iter=4)  # smaller solver budget at test time')
+        lines.append(
+            f'fast = zoo.load("{name}", max_iter=4)  # another test-time solver budget, no retraining'
+        )
     lines += [*spec.card_use(name, model, info), "```", *spec.card_after_use(name, model, info)]
     lines += [
         "",

@@ -119,6 +119,7 @@ def evaluate(
         "unit": protocol.unit,
         "limit": limit,
         "nfe_mean": res.nfe_mean,
+        "params": model.num_params(),
         "latency_ms_per_sample": round(1000 * res.seconds / max(res.num_samples, 1), 4),
         "protocol": spec.protocol_note(protocol) or None,
         "max_iter": max_iter,
@@ -193,26 +194,34 @@ def leaderboard(
         results.append(evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device))
     print()
     print_results(results)
-    lines = [
-        "| model | task | data (split) | ours | paper (their setup) | NFE | ms/unit |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        info = model_info(r["name"])
-        k = r["primary_metric"]
-        papers = (
-            "; ".join(
-                f"{p['value']} {p['metric']} ({p['source']})" for p in info.get("paper_results", [])
+    lines = []
+    by_data: dict[tuple[str, str], list[dict]] = {}
+    for r in results:  # one table per task and dataset: the models that compete on it
+        by_data.setdefault((r["task"], r["dataset"]), []).append(r)
+    for (task, dataset), rows in by_data.items():
+        lines += [
+            f"### {dataset} ({task}; {rows[0]['split']}, n={rows[0]['num_samples']} "
+            f"{rows[0]['unit']}s)",
+            "",
+            "| model | parameters | ours | paper (their setup) | NFE | ms/unit |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            info = model_info(r["name"])
+            k = r["primary_metric"]
+            papers = (
+                "; ".join(
+                    f"{p['value']} {p['metric']} ({p['source']})"
+                    for p in info.get("paper_results", [])
+                )
+                or "-"
             )
-            or "-"
-        )
-        nfe = "-" if r.get("nfe_mean") is None else f"{r['nfe_mean']:.1f}"
-        lines.append(
-            f"| {r['name']} | {r['task']} | {r['dataset']} ({r['split']}, n={r['num_samples']} "
-            f"{r['unit']}s) | "
-            f"{k} {r['metrics'][k]} | {papers} | {nfe} | {r['latency_ms_per_sample']:.2f} |"
-        )
-    lines.append("")
+            nfe = "-" if r.get("nfe_mean") is None else f"{r['nfe_mean']:.1f}"
+            lines.append(
+                f"| {r['name']} | {r['params']:,} | {k} {r['metrics'][k]} | {papers} | {nfe} | "
+                f"{r['latency_ms_per_sample']:.2f} |"
+            )
+        lines.append("")
     lines.append(
         "Ours: measured by `zoo leaderboard`"
         + (" on the shipped samples" if sample else "")

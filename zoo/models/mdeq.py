@@ -401,6 +401,7 @@ register_pretrained(
     {
         "mdeq_tiny.cifar10": dict(
             task="image-classification",
+            tags=["deep-equilibrium-models"],
             dataset="cifar10_jpeg",
             datamodule="cifar10_jpeg",
             data_note="Ours is measured on a lossy JPEG re-encoding of CIFAR-10 (train and test), "
@@ -440,6 +441,7 @@ register_pretrained(
         ),
         "mdeq_tiny.fashion_mnist": dict(
             task="image-classification",
+            tags=["deep-equilibrium-models"],
             dataset="fashion_mnist",
             datamodule="fashion_mnist",
             train_split="all 60,000 training images (stages 1-5 held 5,000 out for validation, seed 0)",

@@ -1,0 +1,118 @@
+"""ODE-Net training memory: the adjoint against direct backprop through the solver, and against
+the ResNet baseline, as the depth grows (issue #21's "Measured").
+
+"Depth" is the number of RK4 steps of the ODE-Net's fixed grid (4 field evaluations each) and the
+number of residual blocks of ``resnet_small`` (one block = one field evaluation's parameters). The
+adjoint stores no activations of the solve, so its memory should stay flat in depth; direct
+backprop and the ResNet should grow linearly. Every configuration runs in a fresh subprocess;
+memory is peak anonymous RSS over the baseline (bench/_memprobe.py), or
+``torch.cuda.max_memory_allocated``.
+
+Run: python bench/odenet.py [--quick]; writes bench/results/odenet.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cells import report  # noqa: E402
+
+CHILD = r"""
+import json, sys, warnings
+import torch
+import zoo
+warnings.simplefilter("ignore")
+torch.set_num_threads(2)
+kind, depth, batch, channels, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+if kind == "resnet":
+    model = zoo.create_model("resnet_small", in_chans=1, channels=channels, depth=depth)
+else:
+    model = zoo.create_model("odenet", in_chans=1, channels=channels, grid_steps=depth,
+                             adjoint=kind == "odenet_adjoint")
+model = model.to(device).train()
+x = torch.randn(batch, 1, 28, 28, device=device)
+y = torch.randint(0, 10, (batch,), device=device)
+def step():
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+step()  # warm-up (allocator, lazy init)
+model.zero_grad(set_to_none=True)
+sys.path.insert(0, "bench")
+from _memprobe import measure
+p, sec = measure(step, device)
+c = model.cost()
+print(json.dumps({"model": kind, "depth": depth, "nfe_forward": c.nfe_forward,
+                  "nfe_backward": c.nfe_backward, "params": model.num_params(),
+                  "peak_mib": round(p, 1), "step_s": round(sec, 3)}))
+"""
+
+COLS = [
+    "model",
+    "depth",
+    "params",
+    "nfe_forward",
+    "nfe_backward",
+    "peak_mib",
+    "step_s",
+    "memory_vs_direct",
+]
+KINDS = ("odenet_direct", "odenet_adjoint", "resnet")
+
+
+def _plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
+    for ax, key, label in (
+        (axes[0], "peak_mib", "peak training memory (MiB)"),
+        (axes[1], "step_s", "training step (s)"),
+    ):
+        for kind, style in zip(KINDS, ("o-", "^:", "s--")):
+            pts = sorted((r["depth"], r[key]) for r in rows if r["model"] == kind)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=kind)
+        ax.set_xlabel("depth (RK4 steps of the ODE-Net / residual blocks)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="bench/results/odenet.json")
+    a = p.parse_args(argv)
+    depths, batch, channels = ((1, 2), 4, 8) if a.quick else ((1, 2, 4, 8), 128, 64)
+    rows = []
+    for depth in depths:
+        for kind in KINDS:
+            args = [kind, str(depth), str(batch), str(channels), a.device]
+            r = subprocess.run(
+                [sys.executable, "-c", CHILD, *args], capture_output=True, text=True,
+                env={**os.environ},
+            )  # fmt: skip
+            if r.returncode:
+                raise RuntimeError(r.stderr[-2000:])
+            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    for r in rows:
+        direct = next(q for q in rows if q["model"] == "odenet_direct" and q["depth"] == r["depth"])
+        r["memory_vs_direct"] = round(r["peak_mib"] / max(direct["peak_mib"], 1e-9), 3)
+    report(rows, COLS, a.out)
+    _plot(rows, Path(a.out).with_suffix(".png"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
