@@ -529,11 +529,12 @@ register_pretrained(
             },
             "latent_ode.physionet",
             "latent_ode_physionet_1min_cpu",
-            compute="2 CPU cores: 11.7 epochs in 36 minutes, then 40 more in 2 h 16 min (one "
-            "thread, beside other jobs); 6,618 steps of batch 50 (51.7 epochs) in all",
+            compute="2 CPU cores: 11.7 epochs in 36 minutes, then 40 more in 2 h 16 min and 30.3 "
+            "more in 2 h 20 min (one thread, beside other jobs); 10,495 steps of batch 50 (82.0 "
+            "epochs) in all",
             limitations=[
-                "Under-trained: 51.7 of the paper's 100 epochs, at 1.53x the paper's MSE "
-                "(3.249e-3 against 2.118e-3); the test MSE was still falling; the run continues "
+                "Under-trained: 82.0 of the paper's 100 epochs, at 1.19x the paper's MSE "
+                "(2.531e-3 against 2.118e-3); the test MSE was still falling; the run continues "
                 "(resume/).",
                 "Validation is the test split, as in the reference code; nothing is selected on it.",
             ],
