@@ -46,3 +46,39 @@ def measure(fn, device: str = "cpu") -> tuple[float, float]:
         torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(peak[0], anon_mib())
     )
     return top - base, sec
+
+
+def saved_mib(model, loss_fn) -> float:
+    """MiB of the distinct storages autograd saves for the backward during ``loss_fn()`` (one
+    forward), parameters excluded: exact and machine-independent. Runs the backward after."""
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn()
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(n for ptr, n in seen.items() if ptr not in params) / 2**20
+
+
+def run_child(code: str, args: list[str], env: dict | None = None) -> dict:
+    """Run a benchmark configuration in a fresh interpreter (clean allocator and peak memory),
+    with ``env`` added to the environment; returns the JSON object its last output line prints."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])

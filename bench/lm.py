@@ -13,14 +13,12 @@ Run: python bench/lm.py [--quick]; writes bench/results/lm.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _cells import report  # noqa: E402
+from _memprobe import run_child  # noqa: E402
 
 CHILD = r"""
 import json, sys, threading, time, warnings
@@ -104,15 +102,8 @@ def main(argv=None) -> list[dict]:
     for seq in seqs:
         for depth in depths:
             for kind in ("deq", "deq_phantom", "explicit"):
-                r = subprocess.run(
-                    [sys.executable, "-c", CHILD, kind, str(seq), str(depth), str(batch), a.device],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ},
-                )
-                if r.returncode:
-                    raise RuntimeError(r.stderr[-2000:])
-                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                args = [kind, str(seq), str(depth), str(batch), a.device]
+                rows.append(run_child(CHILD, args))
                 print(rows[-1], flush=True)
     for r in rows:
         if r["model"] != "explicit":

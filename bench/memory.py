@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _cells import print_table  # noqa: E402
+from _memprobe import run_child  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, warnings
@@ -64,15 +63,7 @@ def main(argv=None) -> list[dict]:
                 ("default", {}),
                 ("mmap_threshold", {"MALLOC_MMAP_THRESHOLD_": "131072"}),
             ):
-                r = subprocess.run(
-                    [sys.executable, "-c", CHILD, mode, str(it), str(batch), a.device],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, **extra},
-                )
-                if r.returncode:
-                    raise RuntimeError(r.stderr[-2000:])
-                res = json.loads(r.stdout.strip().splitlines()[-1])
+                res = run_child(CHILD, [mode, str(it), str(batch), a.device], extra)
                 row.update(mode=mode, iters=it)
                 row[f"peak_mib_{label}"] = res["peak_over_base_mib"]
                 row[f"step_s_{label}"] = res["step_s"]

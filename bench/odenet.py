@@ -16,14 +16,12 @@ Run: python bench/odenet.py [--quick]; writes bench/results/odenet.{json,md,png}
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _cells import report  # noqa: E402
+from _memprobe import run_child  # noqa: E402
 
 CHILD = r"""
 import json, sys, warnings
@@ -44,20 +42,10 @@ def step():
     torch.nn.functional.cross_entropy(model(x), y).backward()
 step()  # warm-up (allocator, lazy init)
 model.zero_grad(set_to_none=True)
-# what autograd keeps for the backward: every distinct storage saved during the forward
-seen = {}
-def pack(t):
-    st = t.untyped_storage()
-    seen[st.data_ptr()] = st.nbytes()
-    return t
-params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-saved = sum(n for ptr, n in seen.items() if ptr not in params) / 2**20
-loss.backward()
-model.zero_grad(set_to_none=True)
 sys.path.insert(0, "bench")
-from _memprobe import measure
+from _memprobe import measure, saved_mib
+# what autograd keeps for the backward: every distinct storage saved during the forward
+saved = saved_mib(model, lambda: torch.nn.functional.cross_entropy(model(x), y))
 p, sec = measure(step, device)
 c = model.cost()
 print(json.dumps({"model": kind, "depth": depth, "nfe_forward": c.nfe_forward,
@@ -104,13 +92,7 @@ def main(argv=None) -> list[dict]:
     for depth in depths:
         for kind in KINDS:
             args = [kind, str(depth), str(batch), str(channels), a.device]
-            r = subprocess.run(
-                [sys.executable, "-c", CHILD, *args], capture_output=True, text=True,
-                env={**os.environ},
-            )  # fmt: skip
-            if r.returncode:
-                raise RuntimeError(r.stderr[-2000:])
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            rows.append(run_child(CHILD, args))
             print(rows[-1], flush=True)
     for r in rows:
         direct = next(q for q in rows if q["model"] == "odenet_direct" and q["depth"] == r["depth"])

@@ -19,6 +19,7 @@ import latent_ode  # noqa: E402
 import lm  # noqa: E402
 import memory  # noqa: E402
 import odenet  # noqa: E402
+import segmentation  # noqa: E402
 import solvers  # noqa: E402
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     grad_quality.main(quick)
     print("\n== 8. ODE-Net training memory: adjoint vs direct backprop vs ResNet, by depth ==")
     odenet.main(quick)
+    print("\n== 9. MDEQ segmentation vs the explicit multiscale network: memory and step time ==")
+    segmentation.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 

@@ -70,3 +70,24 @@ def write_physionet(root, n_a=6, n_b=4, empty=1) -> None:
             if str(r).startswith("13" if s == "a" else "14")
         ]
         (root / "physionet-2012" / f"Outcomes-{s}.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_cityscapes(root, n_train: int = 2, n_val: int = 1, size=(32, 64)) -> None:
+    """Random Cityscapes images and label-id maps in torchvision's layout under
+    ``root/cityscapes`` (leftImg8bit/, gtFine/ ``*_gtFine_labelIds.png``)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    for split, n, city in (("train", n_train, "aachen"), ("val", n_val, "frankfurt")):
+        img_dir = root / "cityscapes" / "leftImg8bit" / split / city
+        gt_dir = root / "cityscapes" / "gtFine" / split / city
+        img_dir.mkdir(parents=True)
+        gt_dir.mkdir(parents=True)
+        for k in range(n):
+            stem = f"{city}_{k:06d}_000019"
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+                img_dir / f"{stem}_leftImg8bit.png"
+            )
+            ids = rng.choice([0, 7, 8, 11, 24, 26, 33, -1 % 256], size=(h, w)).astype(np.uint8)
+            Image.fromarray(ids).save(gt_dir / f"{stem}_gtFine_labelIds.png")

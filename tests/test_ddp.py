@@ -48,7 +48,7 @@ def _build(kind: str):
     torch.manual_seed(0)
     if kind in ("implicit", "phantom"):
         return _small_deq(kind)
-    if kind in ("ffjord", "odenet", "latent_ode"):
+    if kind in ("ffjord", "odenet", "latent_ode", "mdeq_seg"):
         return _build_more(kind)
     if kind == "mdeq":
         m = zoo.create_model(
@@ -76,13 +76,20 @@ def _build_more(kind: str):
     if kind == "odenet":  # GroupNorm: per-sample, so the split cannot matter
         m = zoo.create_model("odenet", in_chans=1, channels=8, grid_steps=2, kinetic_weight=0.1)
         return m.double()
+    if kind == "mdeq_seg":
+        m = zoo.create_model(
+            "mdeq_seg_tiny", channels=[4, 4], groups=2,
+            solver={"name": "anderson", "tol": 1e-10, "max_iter": 60},
+            grad={"name": "implicit", "tol": 1e-10, "max_iter": 60},
+        )  # fmt: skip
+        return m.double().eval()  # eval: the head's BatchNorm uses its running stats
     from zoo.models.latent_ode import LatentODE
 
     m = LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, rtol=1e-9, atol=1e-9)
     return m.double().eval()  # eval: z0 = posterior mean, so no sampling noise
 
 
-KINDS = ["implicit", "phantom", "mdeq", "deq_lm", "ffjord", "odenet", "latent_ode"]
+KINDS = ["implicit", "phantom", "mdeq", "deq_lm", "ffjord", "odenet", "mdeq_seg", "latent_ode"]
 
 
 def _batch(kind: str) -> tuple[torch.Tensor, ...]:
@@ -97,6 +104,9 @@ def _batch(kind: str) -> tuple[torch.Tensor, ...]:
         return (torch.randn(4, 2, generator=g, dtype=f64),)
     if kind == "odenet":
         return torch.randn(4, 1, 12, 12, generator=g, dtype=f64), torch.tensor([1, 2, 7, 9])
+    if kind == "mdeq_seg":  # every pixel labelled: the per-pixel mean is a per-sample mean
+        x = torch.randn(4, 1, 8, 8, generator=g, dtype=f64)
+        return x, torch.randint(0, 11, (4, 8, 8), generator=g)
     if kind == "latent_ode":
         mask = (torch.rand(4, 6, 2, generator=g) < 0.6).to(f64)
         mask[:, 0, 0] = 1
@@ -119,7 +129,7 @@ def _loss(model, kind, *batch):
     y = batch[1]
     if kind == "odenet":  # with RNODE's kinetic term (a training forward), as the task adds it
         return torch.nn.functional.cross_entropy(out, y) + model_aux(model)
-    if kind == "mdeq":
+    if kind in ("mdeq", "mdeq_seg"):
         return torch.nn.functional.cross_entropy(out, y)
     return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
@@ -158,7 +168,7 @@ def _worker(rank, world, port, kind, out):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", KINDS[:6])
+@pytest.mark.parametrize("kind", KINDS[:7])
 def test_ddp_gradients_equal_the_full_batch_gradients(kind, tmp_path):
     from _dist import spawn_two
 

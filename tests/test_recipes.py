@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _formats import write_fashion_mnist, write_physionet
+from _formats import write_cityscapes, write_fashion_mnist, write_physionet
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,19 @@ def tiny_data(tmp_path_factory):
                     d / f"{i}.JPEG"
                 )
     write_physionet(root)
+    write_cityscapes(root)
     return root
+
+
+# a multi-GPU recipe shrunk to one CPU process
+CPU_ONE_PROCESS = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.num_nodes=1",
+    "--trainer.strategy=auto",
+    "--trainer.precision=32-true",
+    "--trainer.sync_batchnorm=false",
+]
 
 
 def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
@@ -87,6 +99,8 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
         return _tiny_lm_overrides(cfg, data_dir)
     if cfg["model"]["class_path"].endswith("TimeSeries"):
         return _tiny_ts_overrides(cfg, data_dir)
+    if cfg["model"]["class_path"].endswith("Segmentation"):
+        return _tiny_seg_overrides(cfg, data_dir)
     if cfg["model"]["class_path"].endswith("DensityEstimation"):
         return [
             "--trainer.fast_dev_run=2",
@@ -113,12 +127,7 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     )
     data_cls = cfg["data"]["class_path"].rsplit(".", 1)[-1]
     out = [
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.num_nodes=1",
-        "--trainer.strategy=auto",
-        "--trainer.precision=32-true",
-        "--trainer.sync_batchnorm=false",
+        *CPU_ONE_PROCESS,
         "--trainer.fast_dev_run=2",
         f"--trainer.default_root_dir={data_dir / 'runs'}",
         f"--model.init_args.model_args={json.dumps(margs)}",
@@ -144,6 +153,35 @@ def _tiny_odenet_overrides(cfg: dict, margs: dict, data_dir: Path) -> list[str]:
         f"--model.init_args.model_args={json.dumps(margs)}",
         f"--data.init_args.data_dir={data_dir}",
         "--data.init_args.batch_size=4",
+        "--data.init_args.val_size=8",
+        "--data.init_args.eval_batch_size=8",
+    ]
+
+
+def _tiny_seg_overrides(cfg: dict, data_dir: Path) -> list[str]:
+    init = cfg["model"]["init_args"]
+    margs = dict(init.get("model_args") or {})
+    nb = 4 if any(k in init["arch"] for k in ("small", "xl")) else 2
+    margs.update(channels=[4] * nb, groups=2)
+    if init["arch"].startswith("hrnet"):
+        margs.update(depth=2)
+    else:
+        margs.update(expansion=1, solver={"name": "anderson", "max_iter": 2}, pretrain_depth=1)
+    out = [
+        *CPU_ONE_PROCESS,
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={data_dir / 'runs'}",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.batch_size=2",
+    ]
+    if "pretrain_steps" in init:
+        out += ["--model.init_args.pretrain_steps=1", "--model.init_args.eval_max_iter=2"]
+    if cfg["data"]["class_path"].endswith("CityscapesDataModule"):
+        return out + ["--data.init_args.crop_size=[32, 32]", "--data.init_args.num_workers=0"]
+    return out + [
+        "--data.init_args.num_train=40",
+        "--data.init_args.num_test=8",
         "--data.init_args.val_size=8",
         "--data.init_args.eval_batch_size=8",
     ]

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from zoo.tasks import ImageClassification
 
     root, kill_at, resume, family = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
-    if family in ("mdeq", "odenet") and not (root / "data").exists():
+    if family in ("mdeq", "odenet", "mdeq_seg") and not (root / "data").exists():
         write_fashion_mnist(root / "data", 40, 8)
     if family == "lm" and not (root / "data").exists():
         import random, tarfile
@@ -56,6 +56,14 @@ SCRIPT = textwrap.dedent(
         margs = dict(in_chans=1, channels=8, grid_steps=1, jacobian_weight=0.1)
         task = ImageClassification(arch="odenet", model_args=margs, lr=1e-3)
         dm = FashionMNISTDataModule(data_dir=str(root / "data"), batch_size=4, val_size=0, pad=2)
+    elif family == "mdeq_seg":  # the flip augmentation draws from the global RNG (restored)
+        from zoo.data.fashion_scenes import FashionScenesDataModule
+        from zoo.tasks.segmentation import Segmentation
+        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
+        margs = dict(channels=[4, 4], groups=2, expansion=1, solver={{"name": "anderson", "max_iter": 3}})
+        task = Segmentation(arch="mdeq_seg_tiny", model_args=margs, lr=1e-3)
+        dm = FashionScenesDataModule(data_dir=str(root / "data"), num_train=50, num_test=4,
+                                     val_size=10, batch_size=4)
     elif family == "latent_ode":
         from zoo.data import PeriodicDataModule
         from zoo.tasks import TimeSeries
@@ -92,7 +100,7 @@ def _run(root, kill_at, resume, tests, family):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("family", ["mdeq", "latent_ode", "lm", "ffjord", "odenet"])
+@pytest.mark.parametrize("family", ["mdeq", "latent_ode", "lm", "ffjord", "odenet", "mdeq_seg"])
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, tmp_path):
     from pathlib import Path
 
@@ -100,7 +108,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, t
     whole = _run(tmp_path / "whole", -1, False, tests, family)
     assert whole.returncode == 0, whole.stderr[-2000:]
     # MDEQ: 40 images, batch 4: 10 steps per epoch; killed at step 13 (epoch 1), last save at
-    # 12. Latent ODE: 40 series, batch 4. FFJORD: 40 points, batch 4. ODE-Net: as the MDEQ. LM: more than 13 segments of 2 x 4 tokens.
+    # 12. Latent ODE: 40 series, batch 4. FFJORD: 40 points, batch 4. ODE-Net: as the MDEQ. Segmentation: 40 scenes (50 less 10 held out). LM: more than 13 segments of 2 x 4 tokens.
     killed = _run(tmp_path / "cut", 13, False, tests, family)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "final.pt").exists()

@@ -15,7 +15,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ._resumable import ResumableLoader
 
-__all__ = ["InMemoryImageDataModule", "batch_augment"]
+__all__ = ["InMemoryImageDataModule", "batch_augment", "normalize_images"]
+
+
+def normalize_images(x: Tensor, mean, std) -> Tensor:
+    """uint8-range pixels (0-255) ``(B, C, H, W)`` to floats normalized per channel."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float() / 255.0 - m) / s
 
 
 def batch_augment(x: Tensor, pad: int = 4, flip: bool = True) -> Tensor:
@@ -171,9 +178,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
 
     def normalize(self, x: Tensor) -> Tensor:
         """uint8-range pixels (0-255) to normalized floats."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
+        return normalize_images(x, self.mean, self.std)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch

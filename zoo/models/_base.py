@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-__all__ = ["Cost", "ZooModel", "ImplicitModelMixin", "sha256_file"]
+__all__ = ["Cost", "ZooModel", "ImplicitModelMixin", "check_images", "sha256_file"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -44,6 +44,53 @@ class Cost:
     nfe_backward: int = 0
     residual: float | None = None
     converged: bool | None = None
+
+
+def check_images(model, x, multiple: int = 1, min_size: int = 1):
+    """Clear errors for the image batches users get wrong; returns ``x`` in the model's dtype.
+
+    Checks a 4-D floating-point tensor with ``model.in_chans`` channels, height and width at
+    least ``min_size`` and multiples of ``multiple``, and finite values. Shared by every image
+    family (MDEQ, its segmenters, ODE-Nets), so they fail the same way.
+    """
+    arch = getattr(model, "arch", type(model).__name__)
+    c = model.in_chans
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    hint = (
+        f"normalized with mean={cfg['mean']} and std={cfg['std']} (model.pretrained_cfg)"
+        if cfg.get("mean") is not None
+        else "normalized as in training"
+    )
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(
+            f"{arch} expects a (batch, channels, H, W) image tensor, (batch, {c}, H, W) here; "
+            f"got {shape}"
+        )
+    if x.dtype == torch.uint8:
+        raise ValueError(
+            f"{arch} got uint8 images: convert to float in [0, 1] and normalize them, {hint}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{arch} expects floating-point images, got {x.dtype}")
+    if x.shape[1] != c:
+        raise ValueError(
+            f"{arch} expects {c} input channel(s), got {x.shape[1]}: images of shape "
+            f"(batch, {c}, H, W), {hint}; got {tuple(x.shape)}"
+        )
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f"{arch}: images must be at least {min_size}x{min_size}, got {tuple(x.shape[-2:])}"
+        )
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ValueError(
+            f"{arch}: image height and width must be multiples of {multiple}; got "
+            f"{tuple(x.shape[2:])}. Pad the images (torch.nn.functional.pad) or resize them"
+        )
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{arch} images must be finite: NaN or inf found in the input")
+    dtype = next(model.parameters()).dtype
+    return x if x.dtype == dtype or torch.is_autocast_enabled() else x.to(dtype)
 
 
 def _check_budget(max_iter, tol, rtol=None, atol=None) -> None:

@@ -1,4 +1,4 @@
-"""Multiscale Deep Equilibrium Models (MDEQ) for classification and segmentation.
+"""Multiscale Deep Equilibrium Models (MDEQ) for classification (segmentation: ``mdeq_seg.py``).
 
 Bai, Koltun, Kolter. "Multiscale Deep Equilibrium Models". NeurIPS 2020.
 https://arxiv.org/abs/2006.08656
@@ -13,16 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import DEQ
 from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
-from ._base import ImplicitModelMixin, ZooModel
+from ._base import ImplicitModelMixin, ZooModel, check_images
 from ._mdeq_cell import MDEQCell
 from ._registry import register_model, register_pretrained
 
-__all__ = ["MDEQClassifier", "MDEQSegmenter"]
+__all__ = ["MDEQClassifier"]
 
 DEFAULT_SOLVER = {"name": "anderson", "m": 5, "tol": 1e-3, "max_iter": 22, "stop_mode": "rel"}
 DEFAULT_GRAD = {"name": "implicit", "tol": 1e-3, "max_iter": 24}
@@ -95,39 +94,11 @@ class _MDEQBackbone(ImplicitModelMixin, ZooModel):
     # -- budget / modes --------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> Tensor:
         """Clear errors for what a user gets wrong; float64 (or half) images are cast."""
-        hint = (
-            f"normalized with mean={self.pretrained_cfg.get('mean')} and "
-            f"std={self.pretrained_cfg.get('std')} (model.pretrained_cfg)"
-        )
-        if not isinstance(x, Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"{self.arch} expects a (batch, channels, H, W) image tensor; got {shape}"
-            )
-        if x.dtype == torch.uint8:
-            raise ValueError(
-                f"{self.arch} got uint8 images: convert to float in [0, 1] and normalize them, "
-                + hint
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"{self.arch} expects floating-point images, got {x.dtype}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"{self.arch} expects {self.in_chans} input channel(s), got {x.shape[1]} "
-                f"(shape {tuple(x.shape)}); inputs are {hint}"
-            )
         n = len(self.cell.channels)
         down = 2 ** (n - 1) * 2 ** (
             sum(1 for m in self.stem if isinstance(m, nn.Conv2d) and m.stride[0] == 2)
         )
-        if x.shape[2] % down or x.shape[3] % down:
-            raise ValueError(
-                f"image height and width must be multiples of {down}; got {tuple(x.shape[2:])}"
-            )
-        if x.numel() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{self.arch} images must be finite: NaN or inf found in the input")
-        dtype = next(self.parameters()).dtype
-        return x if x.dtype == dtype else x.to(dtype)
+        return check_images(self, x, multiple=down)
 
     def equilibrium(self, x: Tensor) -> list[Tensor]:
         """The per-resolution fixed point ``z*`` for images ``x``."""
@@ -249,78 +220,6 @@ class MDEQClassifier(_MDEQBackbone):
         return self.forward_head(self.equilibrium(x))
 
 
-class MDEQSegmenter(_MDEQBackbone):
-    """MDEQ semantic segmentation: all resolutions upsampled, concatenated, 1x1 convs.
-
-    Args:
-        num_classes: Segmentation classes.
-        in_chans: Input channels.
-        channels: Channels of each branch, finest first.
-        expansion: Width multiplier in the residual blocks.
-        groups: GroupNorm groups.
-        dropout: Variational dropout in the cell.
-        wnorm: Weight normalization.
-        downsample: Stride-2 convs in the stem (2 in the paper: predictions at 1/4 scale).
-        solver: Forward solver.
-        grad: Gradient mode.
-        jac_reg_samples: Hutchinson probes for Jacobian regularization.
-        pretrain_depth: Unrolled depth while ``pretraining``.
-    """
-
-    arch = "mdeq_seg"
-
-    def __init__(
-        self,
-        num_classes: int = 19,
-        in_chans: int = 3,
-        channels: tuple[int, ...] = (24, 48, 96, 192),
-        expansion: int = 5,
-        groups: int = 8,
-        dropout: float = 0.0,
-        wnorm: bool = True,
-        downsample: int = 2,
-        solver: FixedPointSolver | dict[str, Any] | None = None,
-        grad: GradMode | dict[str, Any] | None = None,
-        jac_reg_samples: int = 0,
-        pretrain_depth: int = 10,
-    ) -> None:
-        super().__init__()
-        solver = solver or dict(DEFAULT_SOLVER)
-        grad = grad or dict(DEFAULT_GRAD)
-        self._capture(locals())
-        self._build_backbone(
-            in_chans,
-            tuple(channels),
-            expansion,
-            groups,
-            dropout,
-            wnorm,
-            downsample,
-            solver,
-            grad,
-            jac_reg_samples,
-            pretrain_depth,
-        )
-        total = sum(channels)
-        self.num_classes = num_classes
-        self.head = nn.Sequential(
-            nn.Conv2d(total, total, 1),
-            nn.BatchNorm2d(total),
-            nn.ReLU(),
-            nn.Conv2d(total, num_classes, 1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = self.equilibrium(x)
-        size = z[0].shape[2:]
-        y = torch.cat(
-            [z[0]]
-            + [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in z[1:]],
-            1,
-        )
-        return F.interpolate(self.head(y), size=x.shape[2:], mode="bilinear", align_corners=False)
-
-
 def _init_weights(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Linear):
@@ -382,13 +281,7 @@ def mdeq_xl(**kwargs) -> MDEQClassifier:
     return _init_weights(MDEQClassifier(**{**cfg, **kwargs}))
 
 
-@register_model(family="mdeq", task="semantic-segmentation")
-def mdeq_seg_small(**kwargs) -> MDEQSegmenter:
-    """Cityscapes SMALL segmentation: 4 branches 24/48/96/192."""
-    return _init_weights(MDEQSegmenter(**{**dict(channels=(24, 48, 96, 192)), **kwargs}))
-
-
-__all__ += ["mdeq_tiny", "mdeq_small", "mdeq_large", "mdeq_xl", "mdeq_seg_small"]
+__all__ += ["mdeq_tiny", "mdeq_small", "mdeq_large", "mdeq_xl"]
 
 
 _MDEQ_PAPER = (

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..nn import ODEBlock
 from ..nn._regularizers import sample_noise
-from ._base import ZooModel, _check_budget
+from ._base import ZooModel, _check_budget, check_images
 from ._registry import register_model, register_pretrained
 
 __all__ = ["ConvODEFunc", "ODENet", "ResNetSmall"]
@@ -109,22 +109,7 @@ class _ImageClassifier(ZooModel):
         )  # fmt: skip
 
     def _check(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"expected images of shape (batch, {self.in_chans}, H, W), got {shape}"
-            )
-        if x.dtype == torch.uint8:
-            raise ValueError(
-                "got uint8 images: convert to float and normalize with model.pretrained_cfg's "
-                "mean and std"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"images must be floating-point, got {x.dtype}")
-        if min(x.shape[-2:]) < 8:
-            raise ValueError(f"images must be at least 8x8, got {tuple(x.shape[-2:])}")
-        dtype = next(self.parameters()).dtype
-        return x if x.dtype == dtype or torch.is_autocast_enabled() else x.to(dtype)
+        return check_images(self, x, min_size=8)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)``."""

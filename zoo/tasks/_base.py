@@ -54,6 +54,31 @@ class ZooTask(pl.LightningModule):
     def _warmup_steps(self) -> int:
         return 0
 
+    # ----- shared by the image tasks (hyperparameters warmup_epochs, pretrain_steps, ...) -----
+    def _warmup_from_epochs(self) -> int:
+        """``warmup_epochs`` in optimizer steps."""
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        return self.hparams.warmup_epochs * max(
+            int(self.trainer.estimated_stepping_batches // epochs), 1
+        )
+
+    def _pretraining(self) -> bool:
+        """Training with the shallow unrolled cell (MDEQ's first ``pretrain_steps``)."""
+        return self.training and self.global_step < self.hparams.get("pretrain_steps", 0)
+
+    def _add_jac_reg(self, loss, bs: int):
+        """``loss`` plus the weighted Jacobian regularizer of the last forward (when on)."""
+        jac = getattr(self.model, "jac_loss", None)
+        if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
+            loss = loss + self.hparams.jac_reg_weight * jac
+            self.log("train/jac_loss", jac.detach(), batch_size=bs)
+        return loss
+
+    def _log_nfe(self, stage: str, bs: int) -> None:
+        nfe = self.model.cost().nfe_forward if hasattr(self.model, "cost") else 0
+        if nfe:
+            self.log(f"{stage}/nfe", float(nfe), batch_size=bs)
+
     def training_step(self, batch, batch_idx):
         """One step that never kills the run: a non-finite loss or an ODE solve over its step
         budget skips the optimizer step (with a warning), and so does an unconverged fixed-point

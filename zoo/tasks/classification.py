@@ -88,9 +88,6 @@ class ImageClassification(ZooTask):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _pretraining(self) -> bool:
-        return self.training and self.global_step < self.hparams.pretrain_steps
-
     def _common_step(self, batch, stage: str) -> Tensor:
         x, y = batch
         if hasattr(self.model, "pretraining"):
@@ -107,10 +104,7 @@ class ImageClassification(ZooTask):
             loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
         bs = x.shape[0]
         if stage == "train":
-            jac = getattr(self.model, "jac_loss", None)
-            if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
-                loss = loss + self.hparams.jac_reg_weight * jac
-                self.log("train/jac_loss", jac.detach(), batch_size=bs)
+            loss = self._add_jac_reg(loss, bs)
             aux = getattr(self.model, "aux_loss", None)  # a model's own weighted regularizer
             if isinstance(aux, Tensor):
                 loss = loss + aux
@@ -131,16 +125,11 @@ class ImageClassification(ZooTask):
                 m(logits, y)
                 self.log(f"{stage}/{k}", m, prog_bar=k == "acc1", batch_size=bs)
         self.log(f"{stage}/loss", loss.detach(), prog_bar=stage == "train", batch_size=bs)
-        nfe = self.model.cost().nfe_forward if hasattr(self.model, "cost") else 0
-        if nfe:
-            self.log(f"{stage}/nfe", float(nfe), batch_size=bs)
+        self._log_nfe(stage, bs)
         return loss
 
     def _warmup_steps(self) -> int:
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
-        return self.hparams.warmup_epochs * max(
-            int(self.trainer.estimated_stepping_batches // epochs), 1
-        )
+        return self._warmup_from_epochs()
 
 
 class ImageClassificationSpec(TaskSpec):
