@@ -529,13 +529,12 @@ register_pretrained(
             },
             "latent_ode.physionet",
             "latent_ode_physionet_1min_cpu",
-            compute="2 CPU cores: 11.7 epochs in 36 minutes, then 40 more in 2 h 16 min and 30.3 "
-            "more in 2 h 20 min (one thread, beside other jobs); 10,495 steps of batch 50 (82.0 "
-            "epochs) in all",
+            compute="2 CPU cores: 11.7 epochs in 36 minutes, then 40 more in 2 h 16 min, 30.3 "
+            "more in 2 h 20 min and the last 18.0 in about 1 h 21 min (one thread, beside other "
+            "jobs); 12,760 steps of batch 50 (the paper's 100 epochs) in all",
             limitations=[
-                "Under-trained: 82.0 of the paper's 100 epochs, at 1.19x the paper's MSE "
-                "(2.531e-3 against 2.118e-3); the test MSE was still falling; the run continues "
-                "(resume/).",
+                "Misses the paper's figure after its 100 epochs: 1.12x its MSE (2.375e-3 against "
+                "2.118e-3); the test MSE was still falling slowly (2.531e-3 after 82 epochs).",
                 "Validation is the test split, as in the reference code; nothing is selected on it.",
             ],
             paper_results=[
