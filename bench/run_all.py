@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backward  # noqa: E402
+import ffjord  # noqa: E402
 import grad_quality  # noqa: E402
 import latent_ode  # noqa: E402
 import lm  # noqa: E402
@@ -44,6 +45,10 @@ def main() -> None:
     odenet.main(quick)
     print("\n== 9. MDEQ segmentation vs the explicit multiscale network: memory and step time ==")
     segmentation.main(quick)
+    print(
+        "\n== 10. continuous normalizing flows: FFJORD vs RNODE vs flow matching, trace, adjoint =="
+    )
+    ffjord.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 
@@ -135,6 +140,18 @@ def write_summary(seconds: float, quick: bool) -> None:
             markdown_table(json.loads((res / "grad_quality.json").read_text()), grad_quality.COLS),
             "",
         ]
+    for n, title, stem in (
+        (8, "ODE-Net training memory by depth (bench/odenet.py)", "odenet"),
+        (9, "MDEQ segmentation vs the explicit multiscale network (bench/segmentation.py)",
+         "segmentation"),
+        (10, "FFJORD vs RNODE vs flow matching: one training iteration (bench/ffjord.py)",
+         "ffjord_training"),
+        (10, "Exact trace vs Hutchinson by dimension (bench/ffjord.py)", "ffjord_trace"),
+        (10, "Adjoint vs direct backprop through a CNF solve (bench/ffjord.py)", "ffjord_adjoint"),
+    ):  # fmt: skip
+        md = res / f"{stem}.md"
+        if md.is_file():
+            lines += [f"## {n}. {title}", "", md.read_text().strip(), ""]
     (res / "RESULTS.md").write_text("\n".join(lines))
 
 

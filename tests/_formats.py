@@ -4,6 +4,7 @@ import gzip
 import io
 import struct
 import tarfile
+from pathlib import Path
 
 import numpy as np
 
@@ -91,3 +92,62 @@ def write_cityscapes(root, n_train: int = 2, n_val: int = 1, size=(32, 64)) -> N
             )
             ids = rng.choice([0, 7, 8, 11, 24, 26, 33, -1 % 256], size=(h, w)).astype(np.uint8)
             Image.fromarray(ids).save(gt_dir / f"{stem}_gtFine_labelIds.png")
+
+
+def write_maf(root, n: int = 400, seed: int = 0) -> dict:
+    """The MAF archive's five files under ``root/maf`` in their formats, small: POWER and
+    MINIBOONE ``.npy`` (8 and 43 columns), GAS as the UCI text file (time, 2 concentrations, 16
+    sensors, 8 of them near-copies of the other 8) and as a pandas pickle of MAF's columns,
+    HEPMASS CSVs (label + 27 features + mass, the test file with one extra column; 7 features
+    discrete), BSDS300 hdf5 (63 dims). Returns the raw arrays."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    maf = Path(root) / "maf"
+    for d in ("power", "gas", "hepmass", "miniboone", "BSDS300"):
+        (maf / d).mkdir(parents=True, exist_ok=True)
+    power = rng.rand(n, 8) * 10
+    power[:, 7] = np.arange(n)  # the time column (MAF adds no noise to it)
+    np.save(maf / "power/data.npy", power)
+    mini = rng.randn(n, 43)
+    np.save(maf / "miniboone/data.npy", mini)
+    base = rng.randn(n, 8)
+    sensors = np.hstack([base, base + 1e-3 * rng.randn(n, 8)])  # each pair correlates > 0.98
+    gas = np.hstack([np.arange(n)[:, None] * 0.01, rng.rand(n, 2), sensors])
+    head = "Time (seconds), CO conc (ppm), Ethylene conc (ppm), " + ", ".join(
+        f"Sensor {i}" for i in range(1, 17)
+    )
+    np.savetxt(maf / "gas/ethylene_CO.txt", gas, header=head, comments="")
+    try:
+        import pandas as pd
+
+        cols = ["Time", "Meth", "Eth"] + [f"S{i}" for i in range(16)]
+        pd.DataFrame(gas, columns=cols).to_pickle(maf / "gas/ethylene_CO.pickle")
+    except ImportError:
+        pass
+
+    def hep(rows, extra):
+        feats = rng.randn(rows, 27)
+        feats[:, 20:] = rng.randint(0, 3, (rows, 7))  # discrete: the smallest value repeats
+        label = rng.randint(0, 2, (rows, 1)).astype(float)
+        cols = [label, feats, rng.rand(rows, 1) * 1000] + ([rng.rand(rows, 1)] if extra else [])
+        return np.hstack(cols)
+
+    names = ["# label"] + [f"f{i}" for i in range(27)] + ["mass"]
+    train, test = hep(n, False), hep(n // 2, True)
+    np.savetxt(maf / "hepmass/1000_train.csv", train, delimiter=",", header=",".join(names),
+               comments="")  # fmt: skip
+    np.savetxt(maf / "hepmass/1000_test.csv", test, delimiter=",",
+               header=",".join(names + ["extra"]), comments="")  # fmt: skip
+    bsds = {
+        k: rng.randn(m, 63) for k, m in (("train", n), ("validation", n // 4), ("test", n // 4))
+    }
+    try:
+        import h5py
+
+        with h5py.File(maf / "BSDS300/BSDS300.hdf5", "w") as f:
+            for k, v in bsds.items():
+                f.create_dataset(k, data=v)
+    except ImportError:
+        pass
+    return {"power": power, "miniboone": mini, "gas": gas, "hepmass": (train, test), "bsds": bsds}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.nn import ODEBudgetError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,6 +35,11 @@ def flow():
 
 def _odenet():
     return zoo.create_model("odenet", in_chans=1, channels=8, grid_steps=2).eval()
+
+
+def _tight_flow():
+    torch.manual_seed(0)
+    return zoo.create_model("ffjord_toy", hidden=(8,), max_num_steps=2, rtol=1e-9, atol=1e-9)
 
 
 def _density_task(**kw):
@@ -322,9 +328,10 @@ RAISES = [
         ValueError,
         "floating",
     ),
-    ("flow sample -1", lambda: flow().sample(-1), ValueError, "n must be"),
-    ("flow sample 2.5", lambda: flow().sample(2.5), ValueError, "n must be"),
-    ("flow sample '3'", lambda: flow().sample("3"), ValueError, "n must be"),
+    ("flow sample 0", lambda: flow().sample(0), ValueError, "integer >= 1, got 0"),
+    ("flow sample -1", lambda: flow().sample(-1), ValueError, "number of samples"),
+    ("flow sample 2.5", lambda: flow().sample(2.5), ValueError, "number of samples"),
+    ("flow sample '3'", lambda: flow().sample("3"), ValueError, "number of samples"),
     (
         "flow sample generator int",
         lambda: flow().sample(3, generator=5),
@@ -375,6 +382,45 @@ RAISES = [
         ValueError,
         "hidden must be",
     ),
+    (
+        "flow step budget exceeded",
+        lambda: _tight_flow().log_prob(torch.randn(4, 2) * 3),
+        ODEBudgetError,
+        "max_num_steps=2",
+    ),
+    (
+        "flow max_num_steps 0",
+        lambda: zoo.create_model("ffjord_toy", max_num_steps=0),
+        ValueError,
+        "max_num_steps must be",
+    ),
+    (
+        "flow num_blocks 0",
+        lambda: zoo.create_model("ffjord_toy", num_blocks=0),
+        ValueError,
+        "num_blocks",
+    ),
+    (
+        "flow layer type",
+        lambda: zoo.create_model("ffjord_toy", layer_type="hyper"),
+        ValueError,
+        "valid: concatsquash, concat",
+    ),
+    (
+        "flow activation",
+        lambda: zoo.create_model("ffjord_toy", activation="relu"),
+        ValueError,
+        "valid: tanh, softplus",
+    ),
+    (
+        "tabular files missing",
+        lambda: _dm("power", data_dir="/nonexistent").eval_split("test"),
+        FileNotFoundError,
+        "1161203",
+    ),
+    ("tabular split", lambda: _dm("hepmass").eval_split("valid"), ValueError, "use test, val"),
+    ("tabular batch 0", lambda: _dm("gas", batch_size=0), ValueError, "batch_size"),
+    ("tabular val_limit -1", lambda: _dm("miniboone", val_limit=-1), ValueError, "val_limit"),
     ("density objective", lambda: _density_task(objective="x"), ValueError, "flow_matching"),
     (
         "density kinetic weight, term off",
@@ -390,7 +436,7 @@ RAISES = [
     ),
     (
         "toy2d density name",
-        lambda: _dm("toy2d", density="moons"),
+        lambda: _dm("toy2d", density="spiral"),
         ValueError,
         "8gaussians",
     ),

@@ -42,7 +42,7 @@ def test_sample_inverts_transform_and_matches_log_prob():
     assert torch.allclose(z, z0, atol=1e-5)
     base = -0.5 * (z.pow(2).sum(1) + 2 * math.log(2 * math.pi))
     assert torch.allclose(logp, base - dlogp)
-    assert m.sample(0).shape == (0, 2) and m.log_prob(torch.zeros(0, 2, dtype=D)).shape == (0,)
+    assert m.log_prob(torch.zeros(0, 2, dtype=D)).shape == (0,)
 
 
 # bad inputs of the family: tests/test_bad_inputs.py (the shared module, "flow ..." cases)
@@ -67,8 +67,29 @@ def test_toy_data_are_ffjords():
     assert float(c.abs().max()) <= 4.0 + 1e-6
     cell = (torch.floor(c[:, 0] / 2) + torch.floor(c[:, 1] / 2)) % 2  # half the squares only
     assert cell.unique().numel() == 1
-    with pytest.raises(ValueError, match="valid: 2spirals, 8gaussians, checkerboard"):
-        sample_toy("moons", 10, 0)
+    with pytest.raises(ValueError, match="valid: 2spirals, 8gaussians, checkerboard, circles"):
+        sample_toy("spiral", 10, 0)
+
+
+def test_every_toy_density_is_seeded_shuffled_and_on_ffjords_scale():
+    """Each density: n points exactly, the same from the same seed, any prefix from every part
+    of it (validation uses the first 10,000), and FFJORD's scale (inside |x| < 4.5)."""
+    from zoo.data.toy2d import TOY_DENSITIES
+
+    assert set(TOY_DENSITIES) == {"8gaussians", "checkerboard", "pinwheel", "2spirals", "moons",
+                                  "circles", "rings", "swissroll"}  # fmt: skip
+    for name in TOY_DENSITIES:
+        x = sample_toy(name, 2001, 5)
+        assert x.shape == (2001, 2) and torch.equal(x, sample_toy(name, 2001, 5)), name
+        assert not torch.equal(x, sample_toy(name, 2001, 6)), name
+        assert float(x.abs().max()) < 4.5 and abs(float(x.mean())) < 0.5, name
+        head, all_ = x[:200], x  # a prefix spans the density as the whole does
+        assert float(head.std(0).min()) > 0.5 * float(all_.std(0).min()), name
+    r = sample_toy("rings", 4000, 0).norm(dim=1)  # four rings of radius 0.75, 1.5, 2.25, 3
+    for radius in (0.75, 1.5, 2.25, 3.0):
+        assert float(((r - radius).abs() < 0.3).float().mean()) > 0.2, radius
+    c = sample_toy("circles", 4000, 0).norm(dim=1)  # radii 3 and 1.5, half each
+    assert abs(float((c > 2.25).float().mean()) - 0.5) < 0.01
 
 
 def test_training_step_and_zoo_eval_of_a_saved_flow(tmp_path):
@@ -168,3 +189,55 @@ def test_flow_matching_trains_a_flow_whose_exact_nll_falls():
         after = float(-m.log_prob(test).mean())
     entropy = math.log(2 * math.pi * math.e * 0.25)  # of N(mu, 0.25 I) in 2-D
     assert after < before - 1.0 and after < entropy + 0.3, (before, after, entropy)
+
+
+def test_stacked_blocks_are_one_density_and_sample_through_every_block():
+    """Three CNFs stacked: the density still integrates to 1 (float64, quadrature), and samples
+    come back to their base draws through all blocks (tabular models stack 1-10 blocks)."""
+    torch.manual_seed(0)
+    m = zoo.create_model("ffjord_toy", hidden=(8,), num_blocks=3, rtol=1e-8, atol=1e-8,
+                         layer_type="concat", activation="softplus").double().eval()  # fmt: skip
+    assert len(m.blocks) == 3
+    g = torch.linspace(-7, 7, 141, dtype=D)
+    xx, yy = torch.meshgrid(g, g, indexing="xy")
+    with torch.no_grad():
+        logp = m.log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1))
+    assert abs(float(logp.exp().sum()) * float(g[1] - g[0]) ** 2 - 1.0) < 5e-3
+    x = m.sample(16, generator=torch.Generator().manual_seed(2))
+    z0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(2), dtype=D)
+    with torch.no_grad():
+        z, _ = m.transform(x)
+    assert torch.allclose(z, z0, atol=1e-5)
+    one = zoo.create_model("ffjord_toy", hidden=(8,), num_blocks=1).double().eval()
+    with torch.no_grad():
+        one.log_prob(torch.randn(4, 2, dtype=D))
+        n1 = one.cost().nfe_forward
+        m.set_inference_budget(tol=1e-5)
+        m.log_prob(torch.randn(4, 2, dtype=D))
+    assert m.cost().nfe_forward > n1  # the cost record counts every block
+
+
+def test_adjoint_gradient_of_a_stack_matches_direct_backprop():
+    """float64: the adjoint through two stacked blocks gives the direct-backprop gradient."""
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(0)
+        m = zoo.create_model("ffjord_power", hidden=(6,), num_blocks=2, adjoint=adjoint,
+                             trace="exact", rtol=1e-10, atol=1e-10).double()  # fmt: skip
+        x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1), dtype=D)
+        m.log_prob(x).sum().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in m.parameters()]))
+    rel = (grads[0] - grads[1]).norm() / grads[0].norm()
+    assert rel < 1e-5, float(rel)
+
+
+def test_tabular_configs_are_ffjords():
+    """The five tabular configs: FFJORD's dimensions, blocks, widths and layers."""
+    want = {"power": (6, 5, 60), "gas": (8, 5, 160), "hepmass": (21, 10, 210),
+            "miniboone": (43, 1, 860), "bsds300": (63, 2, 1260)}  # fmt: skip
+    for name, (dim, blocks, width) in want.items():
+        m = zoo.create_model(f"ffjord_{name}", hidden=(4,))  # light; the widths below
+        assert m.dim == dim and len(m.blocks) == blocks and m.cnf.dynamics.trace == "hutchinson"
+        assert m.model_args["num_blocks"] == blocks
+        lin = zoo.create_model(f"ffjord_{name}", num_blocks=1).field.layers[0].lin
+        assert lin.out_features == width, name

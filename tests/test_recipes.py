@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _formats import write_cityscapes, write_fashion_mnist, write_physionet
+from _formats import write_cityscapes, write_fashion_mnist, write_maf, write_physionet
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +79,7 @@ def tiny_data(tmp_path_factory):
                 )
     write_physionet(root)
     write_cityscapes(root)
+    write_maf(root, n=200)
     return root
 
 
@@ -102,14 +103,7 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     if cfg["model"]["class_path"].endswith("Segmentation"):
         return _tiny_seg_overrides(cfg, data_dir)
     if cfg["model"]["class_path"].endswith("DensityEstimation"):
-        return [
-            "--trainer.fast_dev_run=2",
-            f"--trainer.default_root_dir={data_dir / 'runs'}",
-            '--model.init_args.model_args={"hidden": [8], "rtol": 1e-3, "atol": 1e-3}',
-            "--data.init_args.n_train=256",
-            "--data.init_args.n_test=64",
-            "--data.init_args.batch_size=32",
-        ]
+        return _tiny_density_overrides(cfg, data_dir)
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
     if cfg["model"]["init_args"]["arch"] in ("odenet", "resnet_small"):
         return _tiny_odenet_overrides(cfg, margs, data_dir)
@@ -143,6 +137,21 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     if data_cls == "CIFAR10DataModule":
         out += ["--data.init_args.download=false"]
     return out
+
+
+def _tiny_density_overrides(cfg: dict, data_dir: Path) -> list[str]:
+    margs = dict(cfg["model"]["init_args"].get("model_args") or {})
+    margs.update(hidden=[8], rtol=1e-3, atol=1e-3)  # the recipe's switches (RNODE terms) stay
+    out = [
+        *CPU_ONE_PROCESS,
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={data_dir / 'runs'}",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        "--data.init_args.batch_size=32",
+    ]
+    if cfg["data"]["class_path"].endswith("Toy2DDataModule"):
+        return out + ["--data.init_args.n_train=256", "--data.init_args.n_test=64"]
+    return out + [f"--data.init_args.data_dir={data_dir}", "--data.init_args.eval_batch_size=64"]
 
 
 def _tiny_odenet_overrides(cfg: dict, margs: dict, data_dir: Path) -> list[str]:

@@ -96,7 +96,12 @@ def measure(name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full
     if info.get("card_budgets"):  # declared by the table: its budgets, and no tol-based full solve
         budgets, full = tuple(info["card_budgets"]), None
     default_iter = _sweepable(zoo.load(name), info)
-    if default_iter is not None and budgets:
+    if info.get("card_tolerances"):  # an adaptive ODE solve: NFE against rtol = atol
+        rows = [{**evaluate(name, data_dir=data_dir, limit=limit), "budget": "shipped"}]
+        for t in info["card_tolerances"]:
+            r = evaluate(name, data_dir=data_dir, tol=t, limit=limit)
+            rows.append({**r, "budget": f"rtol = atol = {t:g}"})
+    elif default_iter is not None and budgets:
         rows = budget_sweep(name, budgets, data_dir, limit, full=full)
         if not any(r["budget"] == default_iter for r in rows):
             main = evaluate(name, data_dir=data_dir, limit=limit)

@@ -1,5 +1,9 @@
 """2-D toy densities of the FFJORD paper (Grathwohl et al. 2019), defined by their generating
-code: ``8gaussians``, ``checkerboard`` and ``2spirals``, on FFJORD's scales.
+code (``lib/toy_data.py``) and on its scales: ``8gaussians``, ``checkerboard``, ``pinwheel``,
+``2spirals``, ``moons``, ``circles``, ``rings`` and ``swissroll``. FFJORD draws the last three
+and ``moons`` through scikit-learn's ``make_moons``/``make_circles``/``make_swiss_roll``; those
+generators are written out here in numpy (same definitions and noise), so scikit-learn is not a
+dependency, and every density is drawn from one seeded ``RandomState``.
 
 Train and test points are drawn once from fixed seeds (different for each split), so every run
 and every evaluation sees the same points. The true differential entropy is known for two of
@@ -21,7 +25,7 @@ from ._common import check_positive
 from ._registry import register_datamodule
 from ._resumable import ResumableLoader
 
-__all__ = ["Toy2DDataModule", "sample_toy", "TOY_ENTROPY"]
+__all__ = ["Toy2DDataModule", "sample_toy", "TOY_ENTROPY", "TOY_DENSITIES"]
 
 TOY_ENTROPY = {"checkerboard": math.log(32.0)}  # nats; 8gaussians' is estimated, see the card
 
@@ -42,14 +46,72 @@ def _checkerboard(rng: np.random.RandomState, n: int) -> np.ndarray:
 
 
 def _2spirals(rng: np.random.RandomState, n: int) -> np.ndarray:
-    m = np.sqrt(rng.rand(n // 2, 1)) * 540 * (2 * np.pi) / 360
-    d1x = -np.cos(m) * m + rng.rand(n // 2, 1) * 0.5
-    d1y = np.sin(m) * m + rng.rand(n // 2, 1) * 0.5
+    half = -(-n // 2)  # FFJORD draws n // 2 per spiral, the second the first's mirror image
+    m = np.sqrt(rng.rand(half, 1)) * 540 * (2 * np.pi) / 360
+    d1x = -np.cos(m) * m + rng.rand(half, 1) * 0.5
+    d1y = np.sin(m) * m + rng.rand(half, 1) * 0.5
     x = np.vstack((np.hstack((d1x, d1y)), np.hstack((-d1x, -d1y)))) / 3
-    return x + rng.randn(*x.shape) * 0.1
+    x = x + rng.randn(*x.shape) * 0.1
+    return x[rng.permutation(len(x))[:n]]  # shuffled: any prefix holds both spirals
 
 
-_TOYS = {"8gaussians": _8gaussians, "checkerboard": _checkerboard, "2spirals": _2spirals}
+def _pinwheel(rng: np.random.RandomState, n: int) -> np.ndarray:
+    arms, per_arm = 5, -(-n // 5)  # FFJORD draws n // 5 per arm; round up, then cut to n
+    feats = rng.randn(arms * per_arm, 2) * np.array([0.3, 0.1])  # radial, tangential std
+    feats[:, 0] += 1.0
+    arm = np.repeat(np.arange(arms), per_arm)
+    ang = np.linspace(0, 2 * np.pi, arms, endpoint=False)[arm] + 0.25 * np.exp(feats[:, 0])
+    rot = np.stack([np.cos(ang), -np.sin(ang), np.sin(ang), np.cos(ang)], 1).reshape(-1, 2, 2)
+    return 2 * rng.permutation(np.einsum("ti,tij->tj", feats, rot))[:n]
+
+
+def _moons(rng: np.random.RandomState, n: int) -> np.ndarray:
+    n_out = n // 2  # scikit-learn's make_moons(noise=0.1), then FFJORD's x2 and shift
+    a, b = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n - n_out)
+    x = np.concatenate(
+        [np.stack([np.cos(a), np.sin(a)], 1), np.stack([1 - np.cos(b), 1 - np.sin(b) - 0.5], 1)]
+    )
+    x = x[rng.permutation(n)] + rng.randn(n, 2) * 0.1
+    return x * 2 + np.array([-1, -0.2])
+
+
+def _circles(rng: np.random.RandomState, n: int) -> np.ndarray:
+    n_out = n // 2  # scikit-learn's make_circles(factor=0.5, noise=0.08), then FFJORD's x3
+    a = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+    b = np.linspace(0, 2 * np.pi, n - n_out, endpoint=False)
+    x = np.concatenate(
+        [np.stack([np.cos(a), np.sin(a)], 1), 0.5 * np.stack([np.cos(b), np.sin(b)], 1)]
+    )
+    x = x[rng.permutation(n)] + rng.randn(n, 2) * 0.08
+    return x * 3
+
+
+def _rings(rng: np.random.RandomState, n: int) -> np.ndarray:
+    sizes = [n - 3 * (n // 4)] + [n // 4] * 3  # radii 0.25, 0.5, 0.75, 1 (x3), noise 0.08
+    pts = []
+    for r, k in zip((0.25, 0.5, 0.75, 1.0), sizes):
+        a = np.linspace(0, 2 * np.pi, k, endpoint=False)
+        pts.append(r * np.stack([np.cos(a), np.sin(a)], 1))
+    x = np.concatenate(pts)[rng.permutation(n)] * 3.0
+    return x + rng.normal(scale=0.08, size=x.shape)
+
+
+def _swissroll(rng: np.random.RandomState, n: int) -> np.ndarray:
+    t = 1.5 * np.pi * (1 + 2 * rng.rand(n))  # scikit-learn's make_swiss_roll(noise=1.0)
+    x = np.stack([t * np.cos(t), 21 * rng.rand(n), t * np.sin(t)], 1) + rng.randn(n, 3)
+    return x[:, [0, 2]] / 5  # FFJORD keeps the (x, z) plane, scaled by 1/5
+
+
+_TOYS = {
+    "8gaussians": _8gaussians,
+    "checkerboard": _checkerboard,
+    "pinwheel": _pinwheel,
+    "2spirals": _2spirals,
+    "moons": _moons,
+    "circles": _circles,
+    "rings": _rings,
+    "swissroll": _swissroll,
+}
 
 
 def sample_toy(name: str, n: int, seed: int) -> Tensor:
@@ -65,7 +127,8 @@ class Toy2DDataModule(pl.LightningDataModule):
     """A 2-D toy density as a data module (no files: the points are generated).
 
     Args:
-        density: ``8gaussians``, ``checkerboard`` or ``2spirals``.
+        density: One of ``TOY_DENSITIES``: ``8gaussians``, ``checkerboard``, ``pinwheel``,
+            ``2spirals``, ``moons``, ``circles``, ``rings``, ``swissroll``.
         n_train: Training points (drawn once, seed ``seed``).
         n_test: Test points (seed ``seed + 1``); validation uses the first 10,000 of them.
         batch_size: Points per training batch.
@@ -115,3 +178,6 @@ class Toy2DDataModule(pl.LightningDataModule):
         return DataLoader(TensorDataset(x), batch_size=self.eval_batch_size)
 
     test_dataloader = val_dataloader
+
+
+TOY_DENSITIES = tuple(_TOYS)

@@ -40,7 +40,7 @@ class _CNFDynamics(nn.Module):
         z = state[0]
         create = torch.is_grad_enabled()  # build the graph only when someone differentiates
         with torch.enable_grad():
-            if not z.requires_grad:
+            if not (create and z.requires_grad):  # e.g. the adjoint's no-grad forward solve
                 z = z.detach().requires_grad_(True)
             dz = self.func(t, z)
             vjp = None
@@ -75,6 +75,8 @@ class CNF(nn.Module):
         adjoint: Use the adjoint method for gradients.
         kinetic_energy: Accumulate RNODE's kinetic energy ``int ||f||^2 dt``.
         jacobian_frobenius: Accumulate RNODE's ``int ||df/dz||_F^2 dt`` (Hutchinson).
+        max_num_steps: Step budget of an adaptive solve; a solve that needs more raises
+            ``ODEBudgetError`` naming the budget and how to raise it.
 
     Attributes:
         reg: Dict of the accumulated regularizers of the last call, each a ``(B,)`` tensor.
@@ -102,6 +104,7 @@ class CNF(nn.Module):
         adjoint: bool = False,
         kinetic_energy: bool = False,
         jacobian_frobenius: bool = False,
+        max_num_steps: int = 10_000,
     ) -> None:
         super().__init__()
         if trace not in ("exact", "hutchinson"):
@@ -112,8 +115,9 @@ class CNF(nn.Module):
         self.T = float(T)
         self.dynamics = _CNFDynamics(func, trace, kinetic_energy, jacobian_frobenius)
         self.block = ODEBlock(
-            self.dynamics, t=[0.0, self.T], method=method, rtol=rtol, atol=atol, adjoint=adjoint
-        )
+            self.dynamics, t=[0.0, self.T], method=method, rtol=rtol, atol=atol, adjoint=adjoint,
+            max_num_steps=max_num_steps,
+        )  # fmt: skip
         self.reg: dict[str, Tensor] = {}
 
     @property

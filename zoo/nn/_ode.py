@@ -92,6 +92,12 @@ class ODEBlock(nn.Module):
                 raise ValueError(f"{k} must be a positive finite number, got {v!r}")
         if isinstance(grid_steps, bool) or not isinstance(grid_steps, int) or grid_steps < 0:
             raise ValueError(f"grid_steps must be an integer >= 0, got {grid_steps!r}")
+        if (
+            isinstance(max_num_steps, bool)
+            or not isinstance(max_num_steps, int)
+            or max_num_steps < 1
+        ):
+            raise ValueError(f"max_num_steps must be an integer >= 1, got {max_num_steps!r}")
         if grid_steps and adjoint:
             raise ValueError("grid_steps > 0 backpropagates through the grid; set adjoint=False")
         if not isinstance(func, nn.Module):

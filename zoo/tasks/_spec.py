@@ -285,7 +285,7 @@ class TaskSpec:
         lines = ["| " + " | ".join([*head, f"ms / {self.unit} ({device})"]) + " |"]
         lines.append("|---" * (len(head) + 1) + "|")
         for r in rows:
-            shipped = " (shipped)" if r is main and budget else ""
+            shipped = " (shipped)" if r is main and budget and r["budget"] != "shipped" else ""
             cells = [f"{r['budget']}{shipped}"] if budget else []
             nfe = r.get("nfe_mean")
             cells.append("-" if nfe is None else f"{nfe:g}")

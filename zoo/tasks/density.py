@@ -165,6 +165,7 @@ class DensityEstimationSpec(TaskSpec):
 
     def card_use(self, name: str, model, info: dict) -> list[str]:
         return [
+            f'fast = zoo.load("{name}", rtol=1e-3, atol=1e-3)  # looser solve: fewer NFE',
             "logp = model.log_prob(x)          # nats per sample, x: (batch, dim)",
             "x_new = model.sample(1000, generator=torch.Generator().manual_seed(0))",
         ]

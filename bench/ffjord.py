@@ -1,0 +1,201 @@
+"""Continuous normalizing flows (issue #19's benchmark): three tables.
+
+1. ``training``: one training iteration of each shipped 8gaussians flow at its final weights,
+   batch 512 of training points: maximum likelihood (FFJORD), maximum likelihood with the RNODE
+   terms (kinetic energy + Jacobian Frobenius, weights 0.01 each), and OT conditional flow
+   matching (one field call, no solve). Field evaluations (NFE) of the forward pass per
+   iteration (these flows train by direct backprop, which runs back through the same
+   evaluations), seconds per iteration, and the test NLL on the first 10,000 test points at the
+   model's own tolerance, beside the true entropy (the floor, computed here by Monte Carlo of the
+   known mixture with 10^6 points, and its standard error).
+2. ``trace``: the cost of one dynamics evaluation (field + trace, with the graph a training step
+   builds) with the exact trace (one backward pass per dimension) against Hutchinson's estimator
+   (one), as the dimension grows from 2 to 784 (a Fashion-MNIST image).
+3. ``adjoint``: one training step of the 8gaussians flow with the adjoint against direct
+   backprop through dopri5: activations saved for the backward (``saved_tensors_hooks``, exact),
+   peak memory and seconds, each in a fresh process.
+
+Run: python bench/ffjord.py [--quick]; writes bench/results/ffjord_{training,trace,adjoint}.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cells import report  # noqa: E402
+from _memprobe import run_child  # noqa: E402
+
+FLOWS = (
+    ("ffjord_toy.8gaussians", "maximum likelihood (FFJORD)"),
+    ("ffjord_toy.rnode_8gaussians", "maximum likelihood + RNODE terms"),
+    ("ffjord_toy.cfm_8gaussians", "OT conditional flow matching"),
+)
+
+
+def entropy_8gaussians(n: int = 1_000_000, seed: int = 123) -> tuple[float, float]:
+    """Monte Carlo differential entropy (nats) of FFJORD's 8gaussians and its standard error:
+    the mixture's exact log-density at its own samples."""
+    from zoo.data.toy2d import sample_toy
+
+    x = sample_toy("8gaussians", n, seed).double()
+    s = 1 / math.sqrt(2)
+    centers = (
+        4.0
+        * torch.tensor(
+            [(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)],
+            dtype=torch.float64,
+        )
+        / 1.414
+    )
+    sd = 0.5 / 1.414
+    d2 = (x[:, None, :] - centers[None]).pow(2).sum(-1)
+    logp = torch.logsumexp(-d2 / (2 * sd**2), 1) - math.log(8) - math.log(2 * math.pi * sd**2)
+    return float(-logp.mean()), float(logp.std() / math.sqrt(n))
+
+
+def _training_rows(quick: bool) -> list[dict]:
+    import zoo
+    from zoo.data.toy2d import sample_toy
+    from zoo.nn import flow_matching_loss
+
+    have = set(zoo.list_models(pretrained=True))
+    x = sample_toy("8gaussians", 512, 0)
+    test = sample_toy("8gaussians", 2000 if quick else 10_000, 1)
+    reps = 1 if quick else 3
+    h, se = entropy_8gaussians(100_000 if quick else 1_000_000)
+    rows = []
+    for name, objective in FLOWS:
+        if name not in have:
+            rows.append({"model": name, "objective": objective, "note": "not shipped"})
+            continue
+        m = zoo.load(name).train()
+        calls = [0]
+        m.field.register_forward_hook(lambda *_, c=calls: c.__setitem__(0, c[0] + 1))
+        nfe_f = 0
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            m.zero_grad(set_to_none=True)
+            calls[0] = 0
+            if "cfm" in name:
+                flow_matching_loss(
+                    m.field, x, m.cnf.T, generator=torch.Generator().manual_seed(0)
+                ).backward()
+                nfe_f += calls[0]  # one field call, no solve
+            else:
+                loss = -m.log_prob(x).mean()
+                for v in m.reg.values():
+                    loss = loss + 0.01 * v.mean()
+                loss.backward()
+                nfe_f += m.cost().nfe_forward  # backprop runs back through these same calls
+        sec = (time.perf_counter() - t0) / reps
+        m.eval()
+        with torch.no_grad():
+            nll = float(-m.log_prob(test).double().mean())
+            test_nfe = m.cost().nfe_forward
+        rows.append({
+            "model": name, "objective": objective, "nfe_fwd": round(nfe_f / reps, 1),
+            "s_per_iter": round(sec, 3),
+            "test_nll": round(nll, 4), "gap_to_entropy": round(nll - h, 4), "test_nfe": test_nfe,
+        })  # fmt: skip
+    base = next((r for r in rows if r["model"] == FLOWS[0][0] and "nfe_fwd" in r), None)
+    for r in rows:
+        if base and "nfe_fwd" in r:
+            r["nfe_vs_ffjord"] = round(r["nfe_fwd"] / base["nfe_fwd"], 3)
+    print(f"true entropy of 8gaussians (Monte Carlo): {h:.4f} +- {se:.4f} nats")
+    for r in rows:
+        r["entropy"] = round(h, 4)
+    return rows
+
+
+def _trace_rows(quick: bool) -> list[dict]:
+    from zoo.models.ffjord import ConcatSquashMLP
+    from zoo.nn._cnf import _CNFDynamics
+
+    dims = (2, 16, 64) if quick else (2, 16, 64, 256, 784)
+    batch, reps = (16, 1) if quick else (64, 3)
+    rows = []
+    for dim in dims:
+        torch.manual_seed(0)
+        field = ConcatSquashMLP(dim, (64, 64))
+        z = torch.randn(batch, dim)
+        t = torch.tensor(0.25)
+        out = {"dim": dim}
+        for trace in ("exact", "hutchinson"):
+            dyn = _CNFDynamics(field, trace, False, False)
+            dyn.noise = torch.randn(batch, dim)
+            dyn(t, (z, z.new_zeros(batch)))  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                zz = z.clone().requires_grad_(True)
+                dz, dlogp = dyn(t, (zz, zz.new_zeros(batch)))
+                (dz.sum() + dlogp.sum()).backward()  # the graph a training step builds
+            out[f"{trace}_ms"] = round((time.perf_counter() - t0) / reps * 1e3, 2)
+        out["exact_vs_hutchinson"] = round(out["exact_ms"] / out["hutchinson_ms"], 1)
+        rows.append(out)
+        print(out, flush=True)
+    return rows
+
+
+CHILD = r"""
+import json, sys, warnings
+import torch
+import zoo
+warnings.simplefilter("ignore")
+torch.set_num_threads(2)
+adjoint, batch = sys.argv[1] == "1", int(sys.argv[2])
+torch.manual_seed(0)
+m = zoo.create_model("ffjord_toy", adjoint=adjoint).train()
+if "ffjord_toy.8gaussians" in zoo.list_models(pretrained=True):
+    m.load_state_dict(zoo.load("ffjord_toy.8gaussians").state_dict())
+from zoo.data.toy2d import sample_toy
+x = sample_toy("8gaussians", batch, 0)
+sys.path.insert(0, "bench")
+from _memprobe import measure, saved_mib
+def step():
+    (-m.log_prob(x).mean()).backward()
+step()
+m.zero_grad(set_to_none=True)
+saved = saved_mib(m, lambda: -m.log_prob(x).mean())
+p, sec = measure(step)
+c = m.cost()
+print(json.dumps({"gradient": "adjoint" if adjoint else "direct backprop", "batch": batch,
+                  "nfe_forward": c.nfe_forward, "nfe_backward": c.nfe_backward,
+                  "saved_mib": round(saved, 2), "peak_mib": round(p, 1), "step_s": round(sec, 3)}))
+"""
+
+
+def main(argv=None) -> dict[str, list[dict]]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="bench/results/ffjord")
+    a = p.parse_args(argv)
+    out = {}
+    print("-- one training iteration at the final weights (8gaussians, batch 512) --")
+    out["training"] = rows = _training_rows(a.quick)
+    cols = ["model", "objective", "nfe_fwd", "nfe_vs_ffjord", "s_per_iter"]
+    report(
+        rows, cols + ["test_nll", "entropy", "gap_to_entropy", "test_nfe"], f"{a.out}_training.json"
+    )
+    print("\n-- exact trace vs Hutchinson, one dynamics evaluation with its backward --")
+    out["trace"] = rows = _trace_rows(a.quick)
+    report(rows, ["dim", "exact_ms", "hutchinson_ms", "exact_vs_hutchinson"], f"{a.out}_trace.json")
+    print("\n-- adjoint vs direct backprop, one training step (ffjord_toy, dopri5 1e-5) --")
+    batch = "64" if a.quick else "512"
+    rows = [run_child(CHILD, [flag, batch]) for flag in ("0", "1")]
+    for r in rows:
+        r["saved_vs_direct"] = round(r["saved_mib"] / max(rows[0]["saved_mib"], 1e-9), 3)
+    out["adjoint"] = rows
+    cols = ["gradient", "batch", "nfe_forward", "nfe_backward", "saved_mib", "saved_vs_direct"]
+    report(rows, cols + ["peak_mib", "step_s"], f"{a.out}_adjoint.json")
+    return out
+
+
+if __name__ == "__main__":
+    main()
