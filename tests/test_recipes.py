@@ -151,7 +151,10 @@ def _tiny_density_overrides(cfg: dict, data_dir: Path) -> list[str]:
     ]
     if cfg["data"]["class_path"].endswith("Toy2DDataModule"):
         return out + ["--data.init_args.n_train=256", "--data.init_args.n_test=64"]
-    return out + [f"--data.init_args.data_dir={data_dir}", "--data.init_args.eval_batch_size=64"]
+    out += [f"--data.init_args.data_dir={data_dir}", "--data.init_args.eval_batch_size=8"]
+    if cfg["data"]["class_path"].endswith("FashionMNISTDataModule"):  # image flows
+        out += ["--data.init_args.val_size=8", "--data.init_args.batch_size=4"]
+    return out
 
 
 def _tiny_odenet_overrides(cfg: dict, margs: dict, data_dir: Path) -> list[str]:

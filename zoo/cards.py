@@ -254,7 +254,13 @@ def render_card(name: str, rows: list[dict]) -> Path:
         "",
         "## Results (measured here)",
         f"Command: `zoo card {name}` (it calls `zoo eval {name}"
-        + (" --max-iter K` per row)" if len(rows) > 1 else "`)")
+        + (
+            " --tol T` per row: rtol = atol = T)"
+            if info.get("card_tolerances")
+            else " --max-iter K` per row)"
+            if len(rows) > 1
+            else "`)"
+        )
         + f", on {main.get('device', 'cpu')}. Test split: {info['test_split']}.",
         "",
     ]

@@ -59,6 +59,8 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers (0 is fastest for in-memory tensors).
         seed: Seed of the train/val split.
         limit_train: Use only the first N training images (smoke tests).
+        pixels: Hand the model raw pixels (uint8 0-255, no normalization, no augmentation):
+            for density models, which dequantize and transform pixels themselves.
     """
 
     mean: tuple[float, ...] = (0.5,)
@@ -79,6 +81,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         limit_train: int | None = None,
+        pixels: bool = False,
     ) -> None:
         super().__init__()
         from ._common import check_positive
@@ -100,6 +103,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.limit_train = limit_train
+        self.pixels = pixels
         self._splits: dict[str, TensorDataset] = {}
 
     def _load(self, split: str) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
@@ -182,6 +186,8 @@ class InMemoryImageDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
+        if self.pixels:
+            return x, y
         if self.trainer is not None and self.trainer.training and self.augment:
             # augment in pixel space, so the padding is black (0), as at test time
             x = batch_augment(x.float(), pad=self.pad)

@@ -80,11 +80,8 @@ def check_args(target: str, params: inspect.Signature, args: Any, what: str) -> 
         return {}
     if not isinstance(args, dict):
         raise ValueError(f"{what} of {target} must be a mapping, got {type(args).__name__}")
-    known = {
-        n
-        for n, p in params.parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    items = params.parameters if isinstance(params, inspect.Signature) else params
+    known = {n for n, p in items.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     for k, v in args.items():
         if k not in known:
             raise ValueError(
@@ -103,9 +100,26 @@ def build_datamodule(name: str, args: dict | None = None, **extra):
     """Construct the registered data module ``name`` with validated ``args`` (plus trusted
     ``extra`` keyword arguments from the caller, e.g. ``data_dir``, kept only if accepted)."""
     cls = datamodule_class(name)
-    sig = inspect.signature(cls)
-    kwargs = check_args(name, sig, args, "datamodule_args")
+    params = init_params(cls)
+    kwargs = check_args(name, params, args, "datamodule_args")
     for k, v in extra.items():
-        if k in sig.parameters:
+        if k in params:
             kwargs[k] = v
     return cls(**kwargs)
+
+
+def init_params(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``cls(...)`` accepts, following ``**kwargs`` up the base classes
+    (a subclass that adds one argument and passes the rest on accepts its bases' too)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        for n, p in sig.parameters.items():
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                params.setdefault(n, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params

@@ -170,6 +170,10 @@ class FFJORD(ZooModel):
         self.more = nn.ModuleList(block() for _ in range(num_blocks - 1))
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    @property
     def blocks(self) -> list[CNF]:
         """The stacked CNFs, data side first."""
         return [self.cnf, *self.more]
@@ -184,6 +188,10 @@ class FFJORD(ZooModel):
             raise ValueError(f"{name} must be finite: NaN or inf found")
         dtype = next(self.parameters()).dtype
         return x if x.dtype == dtype else x.to(dtype)
+
+    def to_flow_space(self, x: Tensor) -> Tensor:
+        """The data as the flow sees it (vectors: unchanged; checked)."""
+        return self._check(x)
 
     def transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Data to base: ``(z, delta_logp)`` with ``log p(x) = log N(z) - delta_logp``."""

@@ -19,11 +19,13 @@ __all__ = ["CNF"]
 
 def exact_trace(dz: Tensor, z: Tensor, create_graph: bool) -> Tensor:
     """``tr(d dz / dz)`` per sample with one backward pass per dimension, shape ``(B,)``."""
-    dim = z.shape[1]
+    flat = dz.reshape(z.shape[0], -1)  # images: one backward pass per pixel and channel
     tr = dz.new_zeros(z.shape[0])
-    for i in range(dim):
-        (g,) = torch.autograd.grad(dz[:, i].sum(), z, create_graph=create_graph, retain_graph=True)
-        tr = tr + g[:, i]
+    for i in range(flat.shape[1]):
+        (g,) = torch.autograd.grad(
+            flat[:, i].sum(), z, create_graph=create_graph, retain_graph=True
+        )
+        tr = tr + g.reshape(z.shape[0], -1)[:, i]
     return tr
 
 
@@ -65,7 +67,7 @@ class CNF(nn.Module):
     """A continuous normalizing flow layer.
 
     Args:
-        func: Vector field ``func(t, z)`` on ``(B, D)`` states.
+        func: Vector field ``func(t, z)`` on ``(B, D)`` states (or ``(B, C, H, W)`` images).
         trace: ``"exact"`` (D backward passes) or ``"hutchinson"`` (one).
         noise: Hutchinson probe distribution, ``"gaussian"`` or ``"rademacher"``.
         T: Integration end time (the flow runs over ``[0, T]``).
@@ -142,8 +144,10 @@ class CNF(nn.Module):
             Integrating data ``x`` to base ``z`` (FFJORD's convention) with ``logp=0`` gives
             ``log p_x(x) = log p_z(z_out) - logp_out``.
         """
-        if z.dim() != 2:
-            raise ValueError(f"CNF expects (batch, dim) states, got shape {tuple(z.shape)}")
+        if z.dim() < 2:
+            raise ValueError(
+                f"CNF expects (batch, dim) or (batch, C, H, W) states, got shape {tuple(z.shape)}"
+            )
         if logp is None:
             logp = z.new_zeros(z.shape[0])
         dyn = self.dynamics

@@ -23,18 +23,19 @@ def ot_pairing(x: Tensor, z: Tensor) -> Tensor:
     uniform weights: an assignment problem). Returns indices into ``z``."""
     from scipy.optimize import linear_sum_assignment
 
-    if x.shape != z.shape or x.dim() != 2:
+    if x.shape != z.shape or x.dim() < 2:
         raise ValueError(
-            f"x and z must both be (batch, dim), got {tuple(x.shape)}, {tuple(z.shape)}"
+            f"x and z must both be (batch, ...) of one shape, got {tuple(x.shape)}, {tuple(z.shape)}"
         )
-    cost = torch.cdist(x.detach().double(), z.detach().double()).pow(2).cpu().numpy()
+    xf, zf = x.detach().flatten(1).double(), z.detach().flatten(1).double()  # images: flattened
+    cost = torch.cdist(xf, zf).pow(2).cpu().numpy()
     _, cols = linear_sum_assignment(cost)
     return torch.as_tensor(cols, device=z.device)
 
 
 def cfm_target(x: Tensor, z: Tensor, t: Tensor, T: float) -> tuple[Tensor, Tensor]:
     """``(x_t, u_t)``: the point on the straight path at times ``t`` ``(B,)`` and its velocity."""
-    s = (t / T).unsqueeze(1).to(x.dtype)
+    s = (t / T).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)  # (B, 1, ...) broadcasts
     return (1 - s) * x + s * z, (z - x) / T
 
 
@@ -49,4 +50,4 @@ def flow_matching_loss(
         z = z[ot_pairing(x, z)]
     t = torch.rand(x.shape[0], generator=generator, dtype=x.dtype).to(x.device) * T
     xt, ut = cfm_target(x, z, t, T)
-    return (field(t, xt) - ut).pow(2).sum(1).mean()
+    return (field(t, xt) - ut).pow(2).flatten(1).sum(1).mean()

@@ -181,9 +181,8 @@ class TaskSpec:
     # ----- protocol -------------------------------------------------------------------------
     def protocol(self, cfg: dict) -> EvalProtocol:
         """The evaluation protocol of a pretrained config (``model.pretrained_cfg``)."""
-        import inspect
 
-        from ..data._registry import check_args, datamodule_class
+        from ..data._registry import check_args, datamodule_class, init_params
 
         who = cfg.get("name", "this checkpoint")
         if not isinstance(cfg.get("dataset"), str):
@@ -195,7 +194,7 @@ class TaskSpec:
             )
         # validated before anything is built, even when the shipped sample is used
         cls = datamodule_class(cfg["datamodule"])
-        check_args(cfg["datamodule"], inspect.signature(cls), cfg.get("datamodule_args"),
+        check_args(cfg["datamodule"], init_params(cls), cfg.get("datamodule_args"),
                    f"{who}: datamodule_args")  # fmt: skip
         sample = str(cfg.get("sample") or cfg["dataset"])
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", sample) or ".." in sample:
