@@ -53,6 +53,19 @@ class _Bottleneck(nn.Module):
         return torch.relu(self.body(x) + self.skip(x))
 
 
+def stem_and_injection(in_chans: int, c0: int, downsample: int) -> tuple[nn.Module, nn.Module]:
+    """MDEQ's stem (two 3x3 conv-BN-ReLU, the first ``downsample`` of them with stride 2) and its
+    input injection (1x1 conv-BN-ReLU), shared by the MDEQ heads and their explicit baselines."""
+    stem: list[nn.Module] = []
+    cin = in_chans
+    for k in range(2):
+        stride = 2 if downsample > k else 1
+        stem += [nn.Conv2d(cin, c0, 3, stride, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()]
+        cin = c0
+    inject = nn.Sequential(nn.Conv2d(c0, c0, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+    return nn.Sequential(*stem), inject
+
+
 class _MDEQBackbone(ImplicitModelMixin, ZooModel):
     """Stem + input injection + the multiscale equilibrium layer, shared by both heads."""
 
@@ -70,15 +83,7 @@ class _MDEQBackbone(ImplicitModelMixin, ZooModel):
         jac_reg_samples: int,
         pretrain_depth: int,
     ) -> None:
-        c0 = channels[0]
-        stem: list[nn.Module] = []
-        cin = in_chans
-        for k in range(2):
-            stride = 2 if downsample > k else 1
-            stem += [nn.Conv2d(cin, c0, 3, stride, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()]
-            cin = c0
-        self.stem = nn.Sequential(*stem)
-        self.inject = nn.Sequential(nn.Conv2d(c0, c0, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+        self.stem, self.inject = stem_and_injection(in_chans, channels[0], downsample)
         cell = MDEQCell(channels, expansion, groups, dropout, wnorm)
         self.deq = DEQ(
             cell, solver=get_solver(solver), grad=get_grad(grad), jac_reg_samples=jac_reg_samples

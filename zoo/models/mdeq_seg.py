@@ -29,7 +29,7 @@ from ..solvers import FixedPointSolver, GradMode
 from ._base import ZooModel, check_images
 from ._mdeq_cell import MDEQCell
 from ._registry import register_model, register_pretrained
-from .mdeq import _MDEQ_PAPER, DEFAULT_GRAD, DEFAULT_SOLVER, _MDEQBackbone
+from .mdeq import _MDEQ_PAPER, DEFAULT_GRAD, DEFAULT_SOLVER, _MDEQBackbone, stem_and_injection
 
 __all__ = ["MDEQSegmenter", "HRNetSegmenter", "mdeq_seg_tiny", "mdeq_seg_small", "mdeq_seg_xl"]
 __all__ += ["hrnet_seg_tiny"]
@@ -163,15 +163,7 @@ class HRNetSegmenter(ZooModel):
         _check_seg(channels, num_classes)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
-        c0 = channels[0]
-        stem: list[nn.Module] = []
-        cin = in_chans
-        for k in range(2):
-            stride = 2 if downsample > k else 1
-            stem += [nn.Conv2d(cin, c0, 3, stride, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()]
-            cin = c0
-        self.stem = nn.Sequential(*stem)
-        self.inject = nn.Sequential(nn.Conv2d(c0, c0, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU())
+        self.stem, self.inject = stem_and_injection(in_chans, channels[0], downsample)
         self.cells = nn.ModuleList(
             MDEQCell(tuple(channels), expansion, groups, dropout, wnorm) for _ in range(depth)
         )
