@@ -82,6 +82,11 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     )
     assert cfg["model_args"]["solver"]["max_iter"] == 12  # the recipe's eval budget ships
     assert cfg["pretrained_cfg"]["trained_epochs"] == 1  # saved at the end of its one epoch
+    # the run's CSV log rides along, thinned to the card's training-figure keys
+    curve = json.loads(
+        (tmp_path / "checkpoints" / "mdeq_tiny.fashion_mnist" / "training_log.json").read_text()
+    )
+    assert "val/acc1" in curve and all(len(p) == 2 and p[0] >= 0 for p in curve["val/acc1"])
     # one source of truth: the protocol stays in the pretrained table, merged in at load
     assert not {"recipe", "datamodule", "task"} & set(cfg["pretrained_cfg"])
     import zoo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 __all__ = ["run_cli", "export_checkpoint", "load_lightning_checkpoint", "init_weights_from"]
@@ -175,4 +176,37 @@ def export_checkpoint(
     out = Path(out_dir) if out_dir else checkpoint_dir() / name
     out.mkdir(parents=True, exist_ok=True)
     model._save_pretrained(out)
+    curve = training_curve(Path(ckpt))
+    if curve:  # the run's logged NFE and validation metrics, for the card's training figure
+        (out / "training_log.json").write_text(json.dumps(curve, separators=(",", ":")) + "\n")
     return out
+
+
+TRAINING_CURVE_KEYS = (
+    "train/nfe", "train/loss", "val/loss", "val/nll", "val/nfe", "val/acc1", "val/miou", "val/mse",
+)  # fmt: skip
+
+
+def training_curve(ckpt: Path, max_points: int = 300) -> dict[str, list] | None:
+    """The CSV log of the run that wrote ``ckpt`` (``<root>/checkpoints/x.ckpt`` with a
+    ``CSVLogger`` under ``<root>/logs``), reduced to ``step`` and the logged keys of
+    ``TRAINING_CURVE_KEYS``, at most ``max_points`` rows per key (evenly thinned); ``None``
+    when no log is found. A resumed run's versions are joined in step order."""
+    import csv
+
+    logs = sorted((ckpt.parent.parent / "logs").glob("version_*/metrics.csv"))
+    if not logs:
+        return None
+    series: dict[str, dict[int, float]] = {}
+    for f in logs:
+        with open(f, newline="") as fh:
+            for row in csv.DictReader(fh):
+                for k in TRAINING_CURVE_KEYS:
+                    if row.get(k) not in (None, "") and row.get("step") not in (None, ""):
+                        series.setdefault(k, {})[int(row["step"])] = float(row[k])
+    out: dict[str, list] = {}
+    for k, pts in series.items():
+        steps = sorted(pts)
+        stride = max(1, -(-len(steps) // max_points))
+        out[k] = [[s, round(pts[s], 5)] for s in steps[::stride]]
+    return out or None

@@ -4,6 +4,7 @@ bits/dim, a density and samples figure)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -204,15 +205,23 @@ class DensityEstimationSpec(TaskSpec):
         ]
 
     def figures(self, name, model, rows, info, out_dir, data_dir=None):
+        out = []
         if len(getattr(model, "input_shape", ())) == 3:
             png = out_dir / f"{name}.samples.png"
             _plot_samples(name, model, png)
-            return [("samples (reverse ODE)", png)]
-        if getattr(model, "dim", None) != 2:
-            return []
-        png = out_dir / f"{name}.density.png"
-        _plot_density(name, model, self.protocol(info), png, data_dir)
-        return [("density and samples", png)]
+            out.append(("samples (reverse ODE)", png))
+        elif getattr(model, "dim", None) == 2:
+            png = out_dir / f"{name}.density.png"
+            _plot_density(name, model, self.protocol(info), png, data_dir)
+            out.append(("density and samples", png))
+        from ..models import checkpoint_dir
+
+        log = checkpoint_dir() / name / "training_log.json"
+        if log.is_file():  # written by zoo export from the run's CSV log
+            png = out_dir / f"{name}.training.png"
+            _plot_training(name, json.loads(log.read_text()), png)
+            out.append(("NFE and validation NLL during training", png))
+        return out
 
 
 def _plot_density(name, model, protocol, out, data_dir=None, n: int = 2000) -> None:
@@ -239,6 +248,29 @@ def _plot_density(name, model, protocol, out, data_dir=None, n: int = 2000) -> N
         ax.set_aspect("equal")
         ax.tick_params(labelsize=6)
     fig.suptitle(name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+
+
+def _plot_training(name: str, curve: dict, out) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3), dpi=110)
+    axes = fig.subplots(1, 2)
+    for ax, keys, label in (
+        (axes[0], ("train/nfe", "val/nfe"), "NFE per solve"),
+        (axes[1], ("val/nll",), "validation NLL (nats)"),
+    ):
+        for k in keys:
+            if k in curve:
+                pts = curve[k]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k, lw=1)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{name}: training (from its run's log)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out)
 
