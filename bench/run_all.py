@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backward  # noqa: E402
+import compaction  # noqa: E402
 import ffjord  # noqa: E402
 import grad_quality  # noqa: E402
 import latent_ode  # noqa: E402
@@ -49,6 +50,8 @@ def main() -> None:
         "\n== 10. continuous normalizing flows: FFJORD vs RNODE vs flow matching, trace, adjoint =="
     )
     ffjord.main(quick)
+    print("\n== 11. per-sample batch compaction on the trained MDEQ cells ==")
+    compaction.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 
@@ -148,6 +151,8 @@ def write_summary(seconds: float, quick: bool) -> None:
          "ffjord_training"),
         (10, "Exact trace vs Hutchinson by dimension (bench/ffjord.py)", "ffjord_trace"),
         (10, "Adjoint vs direct backprop through a CNF solve (bench/ffjord.py)", "ffjord_adjoint"),
+        (11, "Per-sample batch compaction on the trained MDEQ cells (bench/compaction.py)",
+         "compaction"),
     ):  # fmt: skip
         md = res / f"{stem}.md"
         if md.is_file():

@@ -104,7 +104,14 @@ class MDEQCell(nn.Module):
         wnorm: Weight-normalize the residual convs (torch parametrizations).
         gn_init: Scale of the GroupNorm affine weights at init; < 1 makes the random cell
             contractive enough for the solver to converge (GroupNorm cancels conv scaling).
+
+    Attributes:
+        batch_independent: Each sample's output depends on that sample alone (GroupNorm, no
+            batch statistics; the dropout mask is off in eval), so a solver may evaluate the
+            unconverged samples only (``compact=True``).
     """
+
+    batch_independent = True
 
     def __init__(
         self,

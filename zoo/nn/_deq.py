@@ -23,7 +23,7 @@ from ..solvers import (
     get_solver,
 )
 from ._regularizers import jacobian_frobenius
-from ._state import Packer, State, check_finite
+from ._state import Packer, State, check_finite, index_rows
 
 __all__ = ["DEQ", "DEQInfo"]
 
@@ -129,6 +129,13 @@ class DEQ(nn.Module):
             return packer.flat(out)
 
         solver = self.solver if (self.training or self.eval_solver is None) else self.eval_solver
+        if solver.compact and not self.training and getattr(self.cell, "batch_independent", False):
+
+            def rows(zf: Tensor, idx: Tensor) -> Tensor:  # the cell on a subset of the samples
+                sub = packer.with_batch(zf.shape[0])
+                return sub.flat(self.cell(sub.unflat(zf), index_rows(x, idx)))
+
+            f.rows = rows  # solvers with compact=True evaluate only the unconverged samples
         z0f = packer.flat(z0).detach()
         if isinstance(self.grad, UnrolledGrad):
             z_out = self._unrolled(f, z0f, solver)

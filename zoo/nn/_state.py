@@ -35,6 +35,14 @@ class Packer:
                 raise ValueError(f"all state tensors must share the batch size; got {self.shapes}")
         self.sizes = [int(torch.Size(s[1:]).numel()) for s in self.shapes]
 
+    def with_batch(self, n: int) -> Packer:
+        """The same structure for ``n`` samples (a subset of the batch)."""
+        sub = object.__new__(Packer)
+        sub.__dict__.update(self.__dict__)
+        sub.shapes = [(n, *s[1:]) for s in self.shapes]
+        sub.batch = n
+        return sub
+
     def flat(self, state: State) -> Tensor:
         if not self.is_seq:
             return state.reshape(self.batch, -1)
@@ -69,3 +77,13 @@ def check_finite(name: str, value) -> None:
         if isinstance(p, Tensor) and p.is_floating_point() and not bool(torch.isfinite(p).all()):
             where = name if isinstance(value, Tensor) else f"{name}[{i}]"
             raise ValueError(f"{where} contains NaN or inf values; check the input and its scaling")
+
+
+def index_rows(value, idx: Tensor):
+    """``value`` (a tensor, or a list/tuple of tensors and ``None``) at batch rows ``idx``."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        return value.index_select(0, idx)
+    out = [index_rows(v, idx) for v in value]
+    return tuple(out) if isinstance(value, tuple) else out

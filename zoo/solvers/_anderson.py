@@ -34,6 +34,7 @@ class Anderson(FixedPointSolver):
         max_iter: Maximum number of iterations.
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
+        compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -54,8 +55,9 @@ class Anderson(FixedPointSolver):
         max_iter: int = 50,
         stop_mode: str = "rel",
         warn: bool = True,
+        compact: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn)
+        super().__init__(tol, max_iter, stop_mode, warn, compact)
         if m < 1:
             raise ValueError(f"history size m must be >= 1, got {m}")
         self.m = int(m)

@@ -45,6 +45,8 @@ class SolverStats:
             converged (``None`` for forward solves).
         fallback: Backward only: ``"phantom"`` or ``"zero"`` when the implicit solve was
             skipped because the forward did not converge (``None`` otherwise).
+        rows_evaluated: Samples the map was evaluated on, summed over its calls (``nfe x B``
+            for a full-batch solve, less with ``compact=True``: the cell-call cost).
     """
 
     nfe: int = 0
@@ -58,6 +60,7 @@ class SolverStats:
     tol: float = 0.0
     forward_converged: bool | None = None
     fallback: str | None = None
+    rows_evaluated: int = 0
 
     @property
     def residual(self) -> Tensor:
@@ -96,12 +99,21 @@ class FixedPointSolver(abc.ABC):
         max_iter: Maximum number of iterations.
         stop_mode: ``"rel"`` (``||g(z)-z|| / ||g(z)||``) or ``"abs"`` (``||g(z)-z||``).
         warn: Issue one :class:`ConvergenceWarning` when ``tol`` is not reached.
+        compact: Per-sample batch compaction: evaluate the map only on the samples that have
+            not converged yet, when the map offers it (``g.rows(z_rows, idx)``, as ``DEQ``
+            does for cells that declare per-sample independence, in eval mode). The results
+            are the full-batch solve's; a map without ``rows`` gets full batches.
     """
 
     name = "base"
 
     def __init__(
-        self, tol: float = 1e-4, max_iter: int = 50, stop_mode: str = "rel", warn: bool = True
+        self,
+        tol: float = 1e-4,
+        max_iter: int = 50,
+        stop_mode: str = "rel",
+        warn: bool = True,
+        compact: bool = False,
     ) -> None:
         if stop_mode not in ("rel", "abs"):
             raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}")
@@ -115,6 +127,7 @@ class FixedPointSolver(abc.ABC):
         self.max_iter = int(max_iter)
         self.stop_mode = stop_mode
         self.warn = warn
+        self.compact = bool(compact)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -122,7 +135,8 @@ class FixedPointSolver(abc.ABC):
 
     def config(self) -> dict:
         """The constructor arguments, for configs and model cards."""
-        return {"tol": self.tol, "max_iter": self.max_iter, "stop_mode": self.stop_mode}
+        cfg = {"tol": self.tol, "max_iter": self.max_iter, "stop_mode": self.stop_mode}
+        return {**cfg, "compact": True} if self.compact else cfg
 
     def spec(self) -> dict:
         """``{"name": ..., **config()}``: JSON-serializable, accepted by :func:`get_solver`."""
@@ -149,7 +163,10 @@ class FixedPointSolver(abc.ABC):
                 f"solvers work on flattened (batch, dim) states, got {tuple(z0.shape)}"
             )
         t0 = time.perf_counter()
-        tracker = _Tracker(z0, self.tol, self.stop_mode)
+        rows = getattr(g, "rows", None) if self.compact else None
+        tracker = _Tracker(z0, self.tol, self.stop_mode, compact=rows is not None)
+        if rows is not None:
+            g = _Compacted(g, rows, tracker)
         dev = z0.device.type
         if torch.is_autocast_enabled(dev):
             # The solver's own algebra stays in full precision; g keeps the caller's autocast.
@@ -185,8 +202,10 @@ class FixedPointSolver(abc.ABC):
 class _Tracker:
     """Per-sample residuals, best iterates and convergence bookkeeping."""
 
-    def __init__(self, z0: Tensor, tol: float, stop_mode: str) -> None:
+    def __init__(self, z0: Tensor, tol: float, stop_mode: str, compact: bool = False) -> None:
         b = z0.shape[0]
+        self.compact = compact  # rows evaluated are counted by _Compacted
+        self.rows = 0
         self.tol = tol
         self.stop_mode = stop_mode
         self.best_z = z0.detach().clone()
@@ -204,6 +223,8 @@ class _Tracker:
         the state). The best iterate kept for a sample is ``g(z)`` (one more step, for free).
         """
         self.nfe += nfe
+        if not self.compact:
+            self.rows += nfe * z.shape[0]
         if diff is None:
             diff = gz - z
         abs_res = torch.linalg.vector_norm(diff, dim=1).float()
@@ -224,6 +245,8 @@ class _Tracker:
         elif n_better:
             idx = better.nonzero().squeeze(1)
             self.best_z.index_copy_(0, idx, gz.detach().index_select(0, idx))
+        if self.compact:  # a stopped sample was not evaluated: it keeps its best residual
+            res = torch.where(self.active, res, self.best_res)
         self.trace.append(res)
         self.active = self.active & (self.best_res > self.tol)
         return res
@@ -244,4 +267,26 @@ class _Tracker:
             wall_time=wall,
             stop_mode=self.stop_mode,
             tol=self.tol,
+            rows_evaluated=self.rows,
         )
+
+
+class _Compacted:
+    """``g`` evaluated on the unconverged samples only (gathered, then scattered back); a
+    stopped sample gets ``g(z) = z``, which the tracker never records (its best is frozen) and
+    which leaves the solvers' per-sample algebra finite."""
+
+    def __init__(self, g: Callable[[Tensor], Tensor], rows, tracker: _Tracker) -> None:
+        self.g, self.rows_fn, self.tracker = g, rows, tracker
+
+    def __call__(self, z: Tensor) -> Tensor:
+        active = self.tracker.active
+        n = int(active.sum())
+        self.tracker.rows += n
+        if n == active.numel():
+            return self.g(z)
+        out = z.clone()
+        if n:
+            idx = active.nonzero().squeeze(1)
+            out.index_copy_(0, idx, self.rows_fn(z.index_select(0, idx), idx).to(z.dtype))
+        return out

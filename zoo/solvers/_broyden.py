@@ -28,6 +28,7 @@ class Broyden(FixedPointSolver):
             from its best iterate with a fresh Jacobian estimate.
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
+        compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -47,8 +48,9 @@ class Broyden(FixedPointSolver):
         stop_mode: str = "rel",
         warn: bool = True,
         restart_factor: float = 4.0,
+        compact: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn)
+        super().__init__(tol, max_iter, stop_mode, warn, compact)
         if memory < 1:
             raise ValueError(f"memory must be >= 1, got {memory}")
         self.memory = int(memory)

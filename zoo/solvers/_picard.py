@@ -20,6 +20,7 @@ class Picard(FixedPointSolver):
         damping: Weight kept on the previous iterate, in ``[0, 1)``; 0 is plain Picard.
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
+        compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -37,8 +38,9 @@ class Picard(FixedPointSolver):
         damping: float = 0.0,
         stop_mode: str = "rel",
         warn: bool = True,
+        compact: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn)
+        super().__init__(tol, max_iter, stop_mode, warn, compact)
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {damping}")
         self.damping = float(damping)
