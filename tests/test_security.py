@@ -83,6 +83,12 @@ CASES = {
         lambda c, m: c["model_args"].update(class_path="subprocess.Popen"),
         "takes no argument(s) class_path",
     ),
+    "datamodule argument granting trust": (
+        lambda c, m: c["pretrained_cfg"].update(
+            datamodule="gas", datamodule_args={"trust_pickle": True}
+        ),
+        "grants no trust",
+    ),
     "sample path traversal": (
         lambda c, m: c["pretrained_cfg"].update(sample="../../../../etc/passwd"),
         "not a plain name",

@@ -83,6 +83,11 @@ def check_args(target: str, params: inspect.Signature, args: Any, what: str) -> 
     items = params.parameters if isinstance(params, inspect.Signature) else params
     known = {n for n, p in items.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     for k, v in args.items():
+        if k.startswith("trust_"):  # e.g. tabular GAS's trust_pickle: a user's own choice
+            raise ValueError(
+                f"{what}: {target}.{k} cannot come from a config (a checkpoint or Hub config "
+                "grants no trust); pass it yourself in Python or on the command line"
+            )
         if k not in known:
             raise ValueError(
                 f"{what}: {target} has no argument {k!r}; its arguments are {', '.join(sorted(known))}"

@@ -203,17 +203,8 @@ class GasDataModule(TabularDataModule):
 
     name, dim = "gas", 8
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        batch_size: int = 1000,
-        eval_batch_size: int = 10_000,
-        val_limit: int = 0,
-        download: bool = False,
-        seed: int = 0,
-        trust_pickle: bool = False,
-    ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, val_limit, download, seed)
+    def __init__(self, *args, trust_pickle: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.trust_pickle = trust_pickle
 
     def _needed(self, root):

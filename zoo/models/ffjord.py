@@ -216,8 +216,7 @@ class FFJORD(ZooModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples ``(n, dim)``: base normal draws carried back by the reverse ODE."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n (the number of samples) must be an integer >= 1, got {n!r}")
+        check_sample_count(n)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(
                 f"generator must be a torch.Generator (or None), got {type(generator).__name__}; "
@@ -232,11 +231,21 @@ class FFJORD(ZooModel):
     @property
     def reg(self) -> dict[str, Tensor]:
         """RNODE terms of the last call (``(B,)`` each, summed over blocks), when switched on."""
-        out: dict[str, Tensor] = {}
-        for blk in self.blocks:
-            for k, v in blk.reg.items():
-                out[k] = out[k] + v if k in out else v
-        return out
+        return summed_regs(self.blocks)
+
+
+def check_sample_count(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (the number of samples) must be an integer >= 1, got {n!r}")
+
+
+def summed_regs(blocks) -> dict[str, Tensor]:
+    """The RNODE terms of the last call of each CNF in ``blocks``, summed per term."""
+    out: dict[str, Tensor] = {}
+    for blk in blocks:
+        for k, v in blk.reg.items():
+            out[k] = out[k] + v if k in out else v
+    return out
 
 
 def _std_normal_logp(z: Tensor) -> Tensor:

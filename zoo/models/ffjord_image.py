@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..nn import CNF
 from ._base import ZooModel
 from ._registry import register_model
+from .ffjord import check_sample_count, summed_regs
 
 __all__ = [
     "ConcatConv2d",
@@ -270,8 +271,7 @@ class ImageFFJORD(ZooModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images ``(n, C, H, W)`` as float pixel values in [0, 256)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n (the number of samples) must be an integer >= 1, got {n!r}")
+        check_sample_count(n)
         p = next(self.parameters())
         parts = [torch.randn(n, *s, generator=generator, dtype=p.dtype).to(p.device)
                  for s in self._shapes()]  # fmt: skip
@@ -281,12 +281,7 @@ class ImageFFJORD(ZooModel):
 
     @property
     def reg(self) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        for stage in self.stages:
-            for blk in stage:
-                for k, v in blk.reg.items():
-                    out[k] = out[k] + v if k in out else v
-        return out
+        return summed_regs(blk for stage in self.stages for blk in stage)
 
 
 @register_model(family="ffjord", task="density-estimation")
