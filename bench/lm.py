@@ -7,7 +7,14 @@ should not grow with depth); ``deq_phantom`` is the shipped recipe's mode (phant
 k=2, plus the Hutchinson Jacobian term). Every configuration runs in a fresh subprocess; memory is peak
 anonymous RSS over the baseline (polled every ms), or ``torch.cuda.max_memory_allocated``.
 
-Run: python bench/lm.py [--quick]; writes bench/results/lm.{json,md,png}.
+Generation (``generation``): tokens per second of both shipped LMs, the incremental decoder
+(``model.generate``: the prompt encoded once, then one position per token against a cache, the
+DEQ's fixed point warm-started from the previous position's) against re-encoding the whole
+window for every token (the decoder before it), with the same text for the same seed checked,
+and the wall time of ``zoo generate`` end to end. One thread; every configuration in this process.
+
+Run: python bench/lm.py [--quick]; writes bench/results/lm.{json,md,png} and
+bench/results/lm_generate.{json,md}.
 """
 
 from __future__ import annotations
@@ -121,5 +128,103 @@ def main(argv=None) -> list[dict]:
     return rows
 
 
+GEN_COLS = [
+    "model",
+    "setting",
+    "method",
+    "tokens_per_s",
+    "nfe_per_token",
+    "speedup",
+    "same_text",
+]
+
+
+def _window_generate(model, ids, n, top_k, generator):
+    """The decoder before the incremental one: re-encode the last ``context_len`` tokens for
+    every new token (kept here as the baseline and the reference text)."""
+    import torch
+
+    out, ctx = ids, model.context_len()
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = model._sample(model(out[:, -ctx:])[:, -1], 1.0, top_k, generator)
+            out = torch.cat([out, nxt], 1)
+    return out
+
+
+def generation(quick: bool = False, out: str = "bench/results/lm_generate.json") -> list[dict]:
+    import subprocess
+    import time
+
+    import torch
+
+    import zoo
+    from zoo.text import encode
+
+    torch.set_num_threads(1)
+    names = [n for n in ("transformer_tiny.sotu", "deq_transformer_tiny.sotu")
+             if n in zoo.list_models(pretrained=True)]  # fmt: skip
+    long_prompt = (
+        "the state of the union is strong . we have made progress in the economy , in jobs , "
+        "in the schools of our children and in the security of our nation . "
+    ) * 3
+    settings = [("prompt 'the economy', 50 new", "the economy", 50)]
+    if not quick:
+        settings += [
+            ("prompt of 100+ tokens, 50 new", long_prompt, 50),
+            ("prompt 'the economy', 300 new (past the context)", "the economy", 300),
+        ]
+    rows = []
+    for name in names:
+        model = zoo.load(name).eval()
+        for label, prompt, n in settings:
+            ids = encode(model, prompt)[:, -120:]
+            res = {}
+            for method in ("window", "incremental", "incremental, cold start"):
+                if method == "incremental, cold start" and not hasattr(model, "deq"):
+                    continue
+                cold = method.endswith("cold start")
+                nfe: list[int] = []
+                for k, seed in ((3, 1), (n, 0)):  # a warm-up, then the measured run
+                    nfe.clear()
+                    g = torch.Generator().manual_seed(seed)
+                    t0 = time.perf_counter()
+                    if method == "window":
+                        res[method] = _window_generate(model, ids, k, 40, g)
+                    else:
+                        toks = [ids]
+                        for t in model._stream(ids, k, 1.0, 40, g, cold_start=cold):
+                            toks.append(t)
+                            if hasattr(model, "deq"):
+                                nfe.append(model.cost().nfe_forward)
+                        res[method] = torch.cat(toks, 1)
+                    sec = time.perf_counter() - t0
+                rows.append({
+                    "model": name, "setting": label, "method": method,
+                    "tokens_per_s": round(n / sec, 1),
+                    "nfe_per_token": round(sum(nfe) / len(nfe), 2) if nfe else "",
+                    "speedup": "", "same_text": "",
+                })  # fmt: skip
+            base = next(r for r in rows if r["model"] == name and r["setting"] == label
+                        and r["method"] == "window")  # fmt: skip
+            for r in rows:
+                if r["model"] == name and r["setting"] == label and r["method"] != "window":
+                    r["speedup"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
+                    r["same_text"] = bool(torch.equal(res[r["method"]], res["window"]))
+        # what a user waits for: the issue's command, from the shell, startup included
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "zoo.cli", "generate", name, "--prompt", "the economy"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        rows.append({"model": name, "setting": "`zoo generate NAME --prompt 'the economy'` (50 "
+                     "new), end to end with startup", "method": "incremental",
+                     "tokens_per_s": round(50 / (time.perf_counter() - t0), 1),
+                     "nfe_per_token": "", "speedup": "", "same_text": ""})  # fmt: skip
+    report(rows, GEN_COLS, out)
+    return rows
+
+
 if __name__ == "__main__":
     main()
+    generation("--quick" in sys.argv)

@@ -21,6 +21,7 @@ import latent_ode  # noqa: E402
 import lm  # noqa: E402
 import memory  # noqa: E402
 import odenet  # noqa: E402
+import odenet_nfe  # noqa: E402
 import segmentation  # noqa: E402
 import solvers  # noqa: E402
 
@@ -38,6 +39,7 @@ def main() -> None:
     backward.main(quick)
     print("\n== 5. DEQ-Transformer vs explicit Transformer: training memory and step time ==")
     lm.main(quick)
+    lm.generation(bool(quick))
     print("\n== 6. Latent ODE on PhysioNet: seconds per training step ==")
     latent_ode.main(quick)
     print("\n== 7. gradient quality at trained weights: each mode against the exact gradient ==")
@@ -52,6 +54,11 @@ def main() -> None:
     ffjord.main(quick)
     print("\n== 11. per-sample batch compaction on the trained MDEQ cells ==")
     compaction.main(quick)
+    print("\n== 12. ODE-Net test NFE with and without RNODE regularization (CIFAR-10) ==")
+    try:
+        odenet_nfe.main(quick)
+    except FileNotFoundError as e:  # the CIFAR-10 copy is needed (ZOO_DATA_DIR)
+        print(f"skipped: {e}")
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 
@@ -153,6 +160,10 @@ def write_summary(seconds: float, quick: bool) -> None:
         (10, "Adjoint vs direct backprop through a CNF solve (bench/ffjord.py)", "ffjord_adjoint"),
         (11, "Per-sample batch compaction on the trained MDEQ cells (bench/compaction.py)",
          "compaction"),
+        (5, "Text generation: incremental decoding against re-encoding the window "
+         "(bench/lm.py)", "lm_generate"),
+        (12, "ODE-Net test NFE with and without RNODE regularization (bench/odenet_nfe.py)",
+         "odenet_nfe"),
     ):  # fmt: skip
         md = res / f"{stem}.md"
         if md.is_file():

@@ -148,3 +148,140 @@ def test_float64_attention_stays_float64():
     m(torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(1)))
     cost = m.cost()
     assert cost.converged and cost.residual < 1e-12, cost
+
+
+def _window_reference(m, ids, n, seed):
+    """Re-encode the last ``context_len`` tokens for every new token (the decoder before the
+    incremental one): the same model, the same sampler, no cache."""
+    g = torch.Generator().manual_seed(seed)
+    out, ctx, logits = ids, m.context_len(), []
+    with torch.no_grad():
+        for _ in range(n):
+            step = m(out[:, -ctx:])[:, -1]
+            logits.append(step)
+            out = torch.cat([out, m._sample(step, 1.0, None, g)], 1)
+    return out, logits
+
+
+@pytest.mark.parametrize("arch", ["transformer_tiny", "deq_transformer_tiny"])
+@pytest.mark.parametrize("mem_len", [0, 12])
+def test_incremental_generation_matches_reencoding_the_window(arch, mem_len):
+    """Within the context, the cached decoder is the same computation as re-encoding the window
+    for every token (float64; the DEQ solved to 1e-11): the same text for the same seed, the
+    same next-token logits, and a prompt spanning several segments."""
+    extra = {"solver": {"name": "anderson", "m": 5, "tol": 1e-11, "max_iter": 200}}
+    m = zoo.create_model(arch, **SMALL, mem_len=mem_len, **(extra if "deq" in arch else {}))
+    m = m.double().eval()
+    torch.manual_seed(0)
+    ids = torch.randint(0, 40, (2, 3 if mem_len == 0 else 10))
+    n = m.context_len() - ids.shape[1]  # fills the context exactly
+    ref, ref_logits = _window_reference(m, ids, n, seed=3)
+    out = m.generate(ids, n, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out, ref)
+    # the logits the sampler saw, token for token (the cache against a fresh window)
+    cache_logits = []
+    orig = m._decode
+
+    def spy(*a, **k):
+        res = orig(*a, **k)
+        cache_logits.append(res[0][:, -1])
+        return res
+
+    m._decode = spy
+    list(m.stream(ids, n, generator=torch.Generator().manual_seed(3)))
+    assert len(cache_logits) == n + (ids.shape[1] - 1) // m.tgt_len  # prefill segments, tokens
+    for a, b in zip(cache_logits[-n:], ref_logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_generation_past_the_context_keeps_a_bounded_cache():
+    """Past the context the cache holds the last ``context_len - 1`` positions, so a query never
+    attends to more keys than the model was trained with."""
+    m = zoo.create_model("transformer_tiny", **SMALL).eval()
+    keys = []
+    orig = m.layers[0].attn.forward
+
+    def spy(x, mem, pos, mask, ctx=None):
+        keys.append(mask.shape[1])
+        return orig(x, mem, pos, mask, ctx)
+
+    m.layers[0].attn.forward = spy
+    out = m.generate(torch.tensor([[1, 2]]), 20, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 22) and max(keys) == m.context_len() == 8
+
+
+def test_cached_attention_context_equals_the_graph_path():
+    """The no-grad path (the memory's keys/values and the position projection computed once per
+    context) equals the per-call path that autograd uses, float64."""
+    from zoo.models._transformer_blocks import TransformerCell, causal_mask, sinusoid_positions
+
+    torch.manual_seed(0)
+    cell = TransformerCell(16, 2, 32).double()
+    mem, z, u = (torch.randn(2, k, 16, dtype=torch.float64) for k in (5, 4, 4))
+    cell.set_context(mem, sinusoid_positions(9, 16, dtype=torch.float64), causal_mask(4, 5))
+    with torch.no_grad():
+        a, a2 = cell(z, u), cell(z + 0.1, u)
+    b, b2 = cell(z, u), cell(z + 0.1, u)
+    torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-13)
+    torch.testing.assert_close(a2, b2.detach(), rtol=0, atol=1e-13)
+
+
+def test_generate_text_streams_each_token_and_imports_no_lightning():
+    """``zoo generate`` prints as it samples: the pieces joined are the returned text; the text
+    path (encode, generate, decode) never imports Lightning (seconds of startup)."""
+    import subprocess
+    import sys
+
+    from zoo.text import generate_text
+
+    m = zoo.create_model("transformer_tiny", **SMALL).eval()
+    m.tokenizer = {"level": "word", "vocab": [a + b for a in "abcd" for b in "abcdefghij"][:38]}
+    pieces: list[str] = []
+    text = generate_text(m, "ab cd", 6, seed=1, on_text=pieces.append)
+    assert len(pieces) == 7 and "".join(pieces) == text and text.startswith("ab cd ")
+    code = "import sys, zoo.text, zoo.models; print('lightning' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"
+
+
+def test_character_level_data_reports_bits_per_character():
+    """A char-level data module's protocol ranks by bits per character; ``evaluate`` returns the
+    mean next-character cross-entropy in bits, checked against a direct computation."""
+    import math
+
+    from zoo.evaluate import _Clock
+    from zoo.tasks import get_task
+
+    spec = get_task("language-modeling")
+    cfg = {"name": "x", "dataset": "shakespeare_char", "datamodule": "shakespeare_char"}
+    assert spec.protocol(cfg).primary == "bpc"
+    assert spec.protocol({**cfg, "dataset": "sotu", "datamodule": "sotu"}).primary == "ppl"
+    torch.manual_seed(0)
+    m = zoo.create_model("transformer_tiny", **SMALL).eval()
+    batches = StreamSegments(torch.randint(0, 40, (161,)), 2, 8)
+    with torch.no_grad():
+        res = spec.evaluate(
+            m, batches, spec.protocol(cfg), torch.device("cpu"), _Clock(torch.device("cpu"))
+        )
+        nll, count = 0.0, 0
+        for x, y in batches:
+            logits = m(x).reshape(-1, 40)
+            nll += float(torch.nn.functional.cross_entropy(logits, y.reshape(-1), reduction="sum"))
+            count += y.numel()
+    assert abs(res.metrics["bpc"] - nll / count / math.log(2)) < 1e-3
+
+
+def test_stop_at_step_ends_the_run_without_touching_the_schedule():
+    from types import SimpleNamespace
+
+    from zoo.callbacks import StopAtStep
+
+    cb = StopAtStep(3)
+    t = SimpleNamespace(global_step=2, should_stop=False)
+    cb.on_train_batch_end(t, None, None, None, 0)
+    assert not t.should_stop
+    t.global_step = 3
+    cb.on_train_batch_end(t, None, None, None, 0)
+    assert t.should_stop
+    with pytest.raises(ValueError, match="step"):
+        StopAtStep(0)

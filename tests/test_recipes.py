@@ -61,6 +61,14 @@ def tiny_data(tmp_path_factory):
     (root / "text").mkdir()
     with tarfile.open(root / "text" / "sotu.tar.gz", "w:gz") as tf:
         tf.add(root / "sotu_src" / "sotu", arcname="sotu")
+    plays = root / "shakespeare_src" / "shakespeare" / "texts"
+    plays.mkdir(parents=True)
+    for k in range(10):  # k % 10 == 8 is validation, 9 test
+        (plays / f"play{k}.txt").write_text(
+            "\n".join("ROMEO: " + " ".join(rng.choice(words, 12)) for _ in range(30))
+        )
+    with tarfile.open(root / "text" / "shakespeare.tar.gz", "w:gz") as tf:
+        tf.add(root / "shakespeare_src" / "shakespeare", arcname="shakespeare")
     (root / "wikitext-103").mkdir()
     for f in ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"):
         (root / "wikitext-103" / f).write_text(
@@ -105,7 +113,7 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
     if cfg["model"]["class_path"].endswith("DensityEstimation"):
         return _tiny_density_overrides(cfg, data_dir)
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
-    if cfg["model"]["init_args"]["arch"] in ("odenet", "resnet_small"):
+    if cfg["model"]["init_args"]["arch"] in ("odenet", "odenet_reg", "resnet_small"):
         return _tiny_odenet_overrides(cfg, margs, data_dir)
     nb = len(margs.get("head_channels", [])) or (
         4 if "small" in cfg["model"]["init_args"]["arch"] else 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-__all__ = ["SolverStatsCallback", "SaveLastOnTrainEnd", "StepTimer"]
+__all__ = ["SolverStatsCallback", "SaveLastOnTrainEnd", "StepTimer", "StopAtStep"]
 
 
 class SolverStatsCallback(pl.Callback):
@@ -100,6 +100,33 @@ class SaveLastOnTrainEnd(pl.Callback):
             for p in rewound:
                 p.completed += 1
                 p.processed += 1
+
+
+class StopAtStep(pl.Callback):
+    """Stop training after ``step`` optimizer steps, leaving the schedule where ``max_epochs``
+    laid it out (``trainer.max_steps`` would shorten the cosine schedule to ``step``).
+
+    Matches another run's step count without changing its learning-rate path: a stage that must
+    stop where an earlier run's wall-time budget stopped it, for a like-for-like comparison.
+
+    Args:
+        step: Optimizer steps after which the run ends (its last state is saved as usual).
+    """
+
+    def __init__(self, step: int) -> None:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ValueError(f"step must be an integer >= 1, got {step!r}")
+        self.step = step
+
+    def _check(self, trainer) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+    def on_train_start(self, trainer, pl_module):
+        self._check(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._check(trainer)
 
 
 class StepTimer(pl.Callback):

@@ -127,11 +127,14 @@ def _cmd_generate(args) -> int:
     model = zoo.load(
         args.name, **({"max_iter": args.max_iter} if args.max_iter is not None else {})
     )
-    print(
-        generate_text(
-            model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
-        )
+
+    def show(piece: str) -> None:  # stream: each token as soon as it is sampled
+        print(piece, end="", flush=True)
+
+    generate_text(
+        model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed, show
     )
+    print()
     return 0
 
 

@@ -19,7 +19,7 @@ def _tok(model) -> dict:
 
 def encode(model, text: str) -> torch.Tensor:
     """Token ids ``(1, T)`` of ``text`` with the model's vocabulary (unknown words -> ``<unk>``)."""
-    from .data._text import Vocab, word_tokenize
+    from ._vocab import Vocab, word_tokenize
 
     tok = _tok(model)
     vocab = Vocab(tok["vocab"])
@@ -40,7 +40,7 @@ def encode(model, text: str) -> torch.Tensor:
 
 
 def decode(model, ids) -> str:
-    from .data._text import Vocab
+    from ._vocab import Vocab
 
     tok = _tok(model)
     return Vocab(tok["vocab"]).decode(ids, sep="" if tok["level"] == "char" else " ")
@@ -53,9 +53,24 @@ def generate_text(
     temperature: float = 1.0,
     top_k: int | None = 40,
     seed: int | None = 0,
+    on_text=None,
 ) -> str:
-    """Continue ``prompt``; returns the prompt's tokens and the continuation as text."""
+    """Continue ``prompt``; returns the prompt's tokens and the continuation as text.
+
+    ``on_text(piece)``, if given, is called with the prompt's text and then with each new
+    token's text as soon as it is sampled (what ``zoo generate`` prints, flushed, as it goes);
+    the pieces joined are the returned text.
+    """
     ids = encode(model, prompt)
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
-    return decode(model, out[0])
+    text = decode(model, ids[0])
+    if on_text is not None:
+        on_text(text)
+    out = [ids]
+    for nxt in model.stream(ids, max_new_tokens, temperature=temperature, top_k=top_k, generator=g):
+        out.append(nxt)
+        if on_text is not None:
+            full = decode(model, torch.cat(out, 1)[0])
+            on_text(full[len(text) :])
+            text = full
+    return decode(model, torch.cat(out, 1)[0])

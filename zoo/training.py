@@ -184,6 +184,7 @@ def export_checkpoint(
 
 TRAINING_CURVE_KEYS = (
     "train/nfe", "train/loss", "val/loss", "val/nll", "val/nfe", "val/acc1", "val/miou", "val/mse",
+    "val/ppl",
 )  # fmt: skip
 
 

@@ -50,16 +50,27 @@ class RelMultiHeadAttention(nn.Module):
         self.drop = nn.Dropout(dropatt)
         self.scale = 1.0 / math.sqrt(self.dh)
 
-    def forward(self, x: Tensor, mem: Tensor | None, pos: Tensor, mask: Tensor) -> Tensor:
+    def context(self, mem: Tensor | None, pos: Tensor) -> tuple[Tensor | None, Tensor]:
+        """The memory's keys and values ``(B, M, 2d)`` and the position embeddings' projection:
+        what every query of a segment shares. A solve computes them once (``set_context``)."""
+        d = self.out.in_features
+        kv = None
+        if mem is not None and mem.shape[1] > 0:
+            kv = torch.nn.functional.linear(mem, self.qkv.weight[d:])
+        return kv, self.r_net(pos)
+
+    def forward(self, x: Tensor, mem: Tensor | None, pos: Tensor, mask: Tensor, ctx=None) -> Tensor:
         b, q, d = x.shape
-        cat = x if mem is None or mem.shape[1] == 0 else torch.cat([mem, x], dim=1)
-        k_len = cat.shape[1]
-        qkv = self.qkv(cat)
-        qh, kh, vh = qkv.split(d, dim=-1)
-        qh = qh[:, -q:].reshape(b, q, self.h, self.dh)
+        mem_kv, r = self.context(mem, pos) if ctx is None else ctx
+        qh, kh, vh = self.qkv(x).split(d, dim=-1)
+        if mem_kv is not None:
+            mk, mv = mem_kv.split(d, dim=-1)
+            kh, vh = torch.cat([mk, kh], dim=1), torch.cat([mv, vh], dim=1)
+        k_len = kh.shape[1]
+        qh = qh.reshape(b, q, self.h, self.dh)
         kh = kh.reshape(b, k_len, self.h, self.dh)
         vh = vh.reshape(b, k_len, self.h, self.dh)
-        r = self.r_net(pos).view(k_len, self.h, self.dh)
+        r = r.view(k_len, self.h, self.dh)
         ac = torch.einsum("bqhd,bkhd->bhqk", qh + self.r_w_bias, kh)
         bd = _rel_shift(torch.einsum("bqhd,khd->bhqk", qh + self.r_r_bias, r))
         score = (ac + bd) * self.scale
@@ -89,15 +100,26 @@ class TransformerCell(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.pre_ln = pre_ln
         self.ctx: tuple = (None, None, None)
+        self._shared: tuple | None = None
 
     def set_context(self, mem: Tensor | None, pos: Tensor, mask: Tensor) -> None:
         self.ctx = (mem, pos, mask)
+        self._shared = None
+
+    def _attend(self, x: Tensor) -> Tensor:
+        mem, pos, mask = self.ctx
+        if torch.is_grad_enabled():  # a graph per call: backward passes may reuse the cell
+            return self.attn(x, mem, pos, mask)
+        # without a graph (a solve's iterations, generation), the memory's keys and values and
+        # the position projection are computed once per context, not once per call
+        if self._shared is None:
+            self._shared = self.attn.context(mem, pos)
+        return self.attn(x, mem, pos, mask, self._shared)
 
     def forward(self, z: Tensor, u: Tensor | None) -> Tensor:
-        mem, pos, mask = self.ctx
         a = z if u is None else z + u
         if self.pre_ln:
-            h = a + self.attn(self.ln1(a), mem, pos, mask)
+            h = a + self._attend(self.ln1(a))
             return h + self.ff(self.ln2(h))
-        h = self.ln1(a + self.attn(a, mem, pos, mask))
+        h = self.ln1(a + self._attend(a))
         return self.ln2(h + self.ff(h))

@@ -82,30 +82,15 @@ class _LMBase(ZooModel):
             q, m, ref.device
         )
 
-    def _update_mem(self, old: Tensor | None, new: Tensor) -> Tensor | None:
-        if self.mem_len == 0:
+    def _update_mem(self, old: Tensor | None, new: Tensor, keep: int | None = None):
+        """The last ``keep`` (default ``mem_len``) positions of ``old`` then ``new``."""
+        keep = self.mem_len if keep is None else keep
+        if keep == 0:
             return None
         cat = new if old is None else torch.cat([old, new], dim=1)
-        return cat[:, -self.mem_len :].detach()
+        return cat[:, -keep:].detach()
 
-    @torch.no_grad()
-    def generate(
-        self,
-        ids: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Sample ``max_new_tokens`` continuations of ``ids`` (B, T); returns (B, T + new).
-
-        Args:
-            ids: Prompt token ids (non-empty).
-            max_new_tokens: Tokens to add.
-            temperature: Softmax temperature (> 0).
-            top_k: Sample among the k most likely tokens only.
-            generator: Optional RNG for reproducible samples.
-        """
+    def _check_sampling(self, max_new_tokens, temperature, top_k) -> None:
         import math
 
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
@@ -120,20 +105,90 @@ class _LMBase(ZooModel):
             isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
         ):
             raise ValueError(f"top_k must be a positive integer (or None for all), got {top_k!r}")
+
+    @staticmethod
+    def _sample(logits: Tensor, temperature, top_k, generator) -> Tensor:
+        logits = logits.float() / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+
+    def context_len(self) -> int:
+        """Tokens a prediction conditions on: ``max(mem_len, tgt_len)``."""
+        return max(self.mem_len, self.tgt_len)
+
+    def stream(
+        self,
+        ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        """Yield ``max_new_tokens`` sampled tokens ``(B, 1)``, one at a time, as they are made.
+
+        Incremental: the prompt (its last :meth:`context_len` tokens) is encoded once, and each
+        new token attends to a cache of the earlier positions' attention inputs (the DEQ's
+        equilibria ``z* + u``, the explicit model's per-layer inputs), so a token costs one
+        position's work, not a whole window's. A DEQ solves only the new position's fixed
+        point, warm-started from the previous position's equilibrium. Causal attention makes
+        this the same computation as re-encoding the window while the text fits in the
+        context (the DEQ's up to its solver tolerance). Beyond it, the cache keeps the last
+        ``context_len() - 1`` positions, whose states carry their own earlier history, as
+        Transformer-XL's memory does.
+        """
+        self._check_sampling(max_new_tokens, temperature, top_k)
         self._check_ids(ids)
+        return self._stream(ids, max_new_tokens, temperature, top_k, generator)
+
+    @torch.no_grad()
+    def _stream(self, ids, max_new_tokens, temperature, top_k, generator, cold_start=False):
         was = self.training
         self.eval()
-        ctx = max(self.mem_len, self.tgt_len)
-        out = ids
-        for _ in range(max_new_tokens):
-            logits = self(out[:, -ctx:])[:, -1].float() / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
-            out = torch.cat([out, nxt], dim=1)
-        self.train(was)
-        return out
+        try:
+            ctx = self.context_len()
+            keep = ctx - 1
+            window = ids[:, -ctx:]
+            cache, state = None, None
+            for s in range(0, window.shape[1], self.tgt_len):
+                logits, cache, state = self._decode(window[:, s : s + self.tgt_len], cache, keep)
+            for i in range(max_new_tokens):
+                nxt = self._sample(logits[:, -1], temperature, top_k, generator)
+                yield nxt
+                if i + 1 < max_new_tokens:  # the last token's successor is never sampled
+                    state = None if cold_start else state
+                    logits, cache, state = self._decode(nxt, cache, keep, state)
+        finally:
+            self.train(was)
+
+    def _decode(self, ids: Tensor, cache, keep: int, state=None):
+        """One incremental step: logits, the new cache, and a per-model warm-start state."""
+        logits, cache = self._segment(ids, cache, keep=keep)
+        return logits, cache, None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample ``max_new_tokens`` continuations of ``ids`` (B, T); returns (B, T + new).
+
+        Incremental decoding (see :meth:`stream`, which yields the tokens as they come).
+
+        Args:
+            ids: Prompt token ids (non-empty).
+            max_new_tokens: Tokens to add.
+            temperature: Softmax temperature (> 0).
+            top_k: Sample among the k most likely tokens only.
+            generator: Optional RNG for reproducible samples.
+        """
+        new = list(self.stream(ids, max_new_tokens, temperature, top_k, generator))
+        return torch.cat([ids, *new], dim=1)
 
 
 class _PerPosition(nn.Module):
@@ -212,8 +267,9 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         )
         self.tgt_len, self.mem_len, self.warm_start = tgt_len, mem_len, warm_start
         self._z_prev: Tensor | None = None
+        self._z_last: Tensor | None = None
 
-    def _segment(self, ids: Tensor, mems):
+    def _segment(self, ids: Tensor, mems, keep: int | None = None, z_init: Tensor | None = None):
         mem = mems[0] if mems else None
         u = self.inject(self.drop(self.embed(ids) * self.d_model**0.5))
         m = 0 if mem is None else mem.shape[1]
@@ -221,13 +277,21 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         self.deq.cell.cell.set_context(mem, pos, mask)
         b, t, d = u.shape
         z0 = u.new_zeros(b * t, d)
-        if self.warm_start and self._z_prev is not None and self._z_prev.shape == z0.shape:
+        if z_init is not None:
+            z0 = z_init.reshape(b, 1, d).expand(b, t, d).reshape(b * t, d)
+        elif self.warm_start and self._z_prev is not None and self._z_prev.shape == z0.shape:
             z0 = self._z_prev
         z = self.deq(u, z0).view(b, t, d)
         if self.warm_start:
             self._z_prev = z.detach().reshape(b * t, d)
-        new_mem = self._update_mem(mem, (z + u).detach())
+        self._z_last = z[:, -1].detach()
+        new_mem = self._update_mem(mem, (z + u).detach(), keep)
         return self.head(self.drop(self.ln_f(z))), [new_mem] if new_mem is not None else None
+
+    def _decode(self, ids: Tensor, cache, keep: int, state=None):
+        # warm start: the new position's fixed point from the previous position's equilibrium
+        logits, cache = self._segment(ids, cache, keep=keep, z_init=state)
+        return logits, cache, self._z_last
 
 
 class TransformerLM(_LMBase):
@@ -271,7 +335,8 @@ class TransformerLM(_LMBase):
         )
         self.tgt_len, self.mem_len = tgt_len, mem_len
 
-    def _segment(self, ids: Tensor, mems):
+    def _segment(self, ids: Tensor, mems, keep: int | None = None):
+        keep = self.mem_len if keep is None else keep
         h = self.inject(self.drop(self.embed(ids) * self.d_model**0.5))
         new_mems = []
         for i, layer in enumerate(self.layers):
@@ -279,9 +344,9 @@ class TransformerLM(_LMBase):
             m = 0 if mem is None else mem.shape[1]
             pos, mask = self._positions(ids.shape[1], m, h)
             layer.set_context(mem, pos, mask)
-            new_mems.append(self._update_mem(mem, h.detach()))
+            new_mems.append(self._update_mem(mem, h.detach(), keep))
             h = layer(h, None)
-        mems_out = new_mems if self.mem_len else None
+        mems_out = new_mems if keep else None
         return self.head(self.drop(self.ln_f(h))), mems_out
 
 
@@ -366,6 +431,48 @@ register_pretrained(
                     "source": "DEQ paper, Transformer-XL 16L, WikiText-103",
                 },
             ],
+        ),
+    }
+)
+_SHAKESPEARE = dict(
+    task="language-modeling",
+    dataset="shakespeare_char",
+    datamodule="shakespeare_char",
+    card_prompt="ROMEO:",
+    tokens_per_step=16 * 128,
+    train_split="34 of the 42 plays, by file name (4.16 M characters, 83 distinct)",
+    test_split="4 plays (every 10th by file name, k % 10 == 9: 457,244 characters); 4 more "
+    "(k % 10 == 8) are validation",
+    license="apache-2.0",
+    paper=_DEQ_PAPER,
+    paper_results=[],
+)
+_PAIR = (
+    "The pair: the same data, optimizer, schedule, token budget (4.1 M characters) and "
+    "non-embedding size (626K in the DEQ's one block, 677K in the explicit 4); the "
+    "comparison is in recipes/deq_lm/HISTORY.md."
+)
+register_pretrained(
+    {
+        "deq_transformer_tiny.shakespeare_char": dict(
+            **_SHAKESPEARE,
+            recipe="recipes/deq_lm/deq_transformer_tiny_shakespeare_char_cpu.yaml",
+            card="model_cards/deq_transformer_tiny.shakespeare_char.md",
+            pair="transformer_tiny.shakespeare_char",
+            compute="1 CPU thread, float32: 2,000 steps of 16 x 128 characters (4.1 M)",
+            limitations=[
+                _PAIR,
+                "Under one epoch of training on 1 CPU thread; a character-level toy beside the "
+                "paper's word-level WikiText-103 models.",
+            ],
+        ),
+        "transformer_tiny.shakespeare_char": dict(
+            **_SHAKESPEARE,
+            recipe="recipes/deq_lm/transformer_tiny_shakespeare_char_cpu.yaml",
+            card="model_cards/transformer_tiny.shakespeare_char.md",
+            pair="deq_transformer_tiny.shakespeare_char",
+            compute="1 CPU thread, float32: 2,000 steps of 16 x 128 characters (4.1 M)",
+            limitations=[_PAIR, "Under one epoch of training on 1 CPU thread."],
         ),
     }
 )

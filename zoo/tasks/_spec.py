@@ -278,7 +278,7 @@ class TaskSpec:
     def card_results(self, rows: list[dict], main: dict, device: str) -> list[str]:
         """The results table (markdown lines) from ``zoo eval`` rows; ``main`` is the shipped
         setting, ``device`` where the latencies were measured."""
-        keys = list(self.metrics)
+        keys = [m for m in self.metrics if any(m.key in r["metrics"] for r in rows)]
         budget = len(rows) > 1
         head = (["solver budget", "mean NFE"] if budget else ["mean NFE"]) + [m.name for m in keys]
         lines = ["| " + " | ".join([*head, f"ms / {self.unit} ({device})"]) + " |"]

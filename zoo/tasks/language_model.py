@@ -156,11 +156,26 @@ class LanguageModelingSpec(TaskSpec):
     pipeline_tag = "text-generation"
     tags = ("transformer",)
     unit = "token"
-    metrics = (MetricSpec("ppl", "perplexity", False, "perplexity"),)
-    primary = "ppl"
+    metrics = (
+        MetricSpec("ppl", "perplexity", False, "perplexity"),
+        MetricSpec("bpc", "bits per character", False, "bpc"),
+    )
+    primary = "ppl"  # bits per character for character-level data (see ``protocol``)
     splits = ("test", "val", "train")
     lightning_module = "zoo.tasks.language_model:LanguageModeling"
     default_sample_size = 20000  # tokens
+
+    def protocol(self, cfg: dict):
+        """Word-level data reports perplexity; character-level data (a data module whose
+        ``level`` is ``"char"``) reports bits per character first, then perplexity."""
+        import dataclasses
+
+        from ..data._registry import datamodule_class
+
+        p = super().protocol(cfg)
+        if getattr(datamodule_class(p.datamodule), "level", "word") == "char":
+            p = dataclasses.replace(p, primary="bpc")
+        return p
 
     def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
         import torch
@@ -190,9 +205,15 @@ class LanguageModelingSpec(TaskSpec):
                 logits, mems = model(x, mems=mems, return_mems=True)
             ppl.update(logits.float(), y)
             nfe.append(model.cost().nfe_forward)
+        import math
+
         n = int(batches.x.numel())
+        value = float(ppl.compute())
+        metrics = {"ppl": round(value, 2)}
+        if protocol.primary == "bpc":  # log2 of the per-character perplexity
+            metrics = {"bpc": round(math.log2(value), 4), "ppl": round(value, 3)}
         return EvalResult(
-            metrics={"ppl": round(float(ppl.compute()), 2)},
+            metrics=metrics,
             num_samples=n,
             nfe_mean=round(sum(nfe) / len(nfe), 2) if any(nfe) else None,
             seconds=clock.seconds,
@@ -231,9 +252,54 @@ class LanguageModelingSpec(TaskSpec):
             f'`zoo generate {name} --prompt "{prompt}" --max-new-tokens 40 --temperature 0.8 '
             "--top-k 40 --seed 0`:",
             "",
-            f"> {text}",
+            *(f"> {line}" if line.strip() else ">" for line in text.splitlines()),
             "",
         ]
+
+    def figures(self, name, model, rows, info, out_dir, data_dir=None):
+        """Validation perplexity (or bits per character) against training tokens, from the
+        run's log (``training_log.json``, written by ``zoo export``), with the checkpoint's
+        declared ``pair`` (its DEQ or explicit counterpart) on the same axes."""
+        import json
+
+        from ..models import checkpoint_dir
+
+        curves = {}
+        for who in (name, info.get("pair")):
+            log = checkpoint_dir() / who / "training_log.json" if who else None
+            if log is not None and log.is_file():
+                pts = json.loads(log.read_text()).get("val/ppl")
+                if pts:
+                    curves[who] = pts
+        if name not in curves:
+            return []
+        png = out_dir / f"{name}.validation.png"
+        char = self.protocol(info).primary == "bpc"
+        _plot_validation(name, curves, int(info.get("tokens_per_step", 0)), char, png)
+        return [("validation " + ("bits per character" if char else "perplexity")
+                 + " during training", png)]  # fmt: skip
+
+
+def _plot_validation(name: str, curves: dict, tokens_per_step: int, char: bool, out) -> None:
+    import math
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2), dpi=110)
+    ax = fig.subplots()
+    for who, pts in curves.items():
+        x = [p[0] * tokens_per_step / 1e6 if tokens_per_step else p[0] for p in pts]
+        y = [math.log2(p[1]) if char else p[1] for p in pts]
+        ax.plot(x, y, "o-" if who == name else "s--", ms=3, lw=1, label=who)
+    ax.set_xlabel("training tokens (M)" if tokens_per_step else "training step", fontsize=8)
+    ax.set_ylabel("validation bits per character" if char else "validation perplexity",
+                  fontsize=8)  # fmt: skip
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{name}: validation during training (the runs' logs)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
 
 
 register_task(LanguageModelingSpec())
