@@ -476,6 +476,14 @@ def latent_ode(**kwargs) -> LatentODE:
     return LatentODE(**kwargs)
 
 
+@register_model(family="latent_ode", task="time-series")
+def latent_ode_rnn_enc(**kwargs) -> LatentODE:
+    """A latent ODE with Chen et al. 2018's RNN encoder (a GRU with time gaps) in place of the
+    ODE-RNN: the paper's second latent-ODE row."""
+    kwargs.setdefault("encoder", "rnn")
+    return LatentODE(**kwargs)
+
+
 _LATENT_ODE_PAPER = (
     "Rubanova, Chen, Duvenaud. Latent ODEs for Irregularly-Sampled Time Series. NeurIPS 2019. "
     "arXiv:1907.03907"
