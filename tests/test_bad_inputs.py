@@ -822,6 +822,7 @@ BF16_TOLERANCE = {
     "top1": 1.5,
     "miou": 0.03,
     "ppl": 0.01,
+    "bpc": 0.01,
     "mse": 0.05,
     "nll": 0.05,
 }  # points, then relative (README)
