@@ -285,3 +285,18 @@ def test_stop_at_step_ends_the_run_without_touching_the_schedule():
     assert t.should_stop
     with pytest.raises(ValueError, match="step"):
         StopAtStep(0)
+
+
+def test_validation_figure_reads_only_registered_checkpoints(tmp_path, monkeypatch):
+    """A card's ``pair`` is data: a path in it is never read, only a registered checkpoint's log."""
+    import zoo.tasks.language_model as lm
+    from zoo.tasks import get_task
+
+    seen = {}
+    monkeypatch.setattr(lm, "_plot_validation", lambda n, curves, *a: seen.update(curves))
+    spec = get_task("language-modeling")
+    name = "transformer_tiny.shakespeare_char"
+    info = {**zoo.model_info(name), "pair": "../../../../tmp/evil"}
+    out = spec.figures(name, None, [], info, tmp_path)
+    assert len(out) == 1 and list(seen) == [name]
+    assert spec.figures("../evil", None, [], info, tmp_path) == []

@@ -262,11 +262,13 @@ class LanguageModelingSpec(TaskSpec):
         declared ``pair`` (its DEQ or explicit counterpart) on the same axes."""
         import json
 
-        from ..models import checkpoint_dir
+        from ..models import checkpoint_dir, list_models
 
+        # a config is data: the pair must be a registered checkpoint, never a path
+        shipped = set(list_models(pretrained=True))
         curves = {}
         for who in (name, info.get("pair")):
-            log = checkpoint_dir() / who / "training_log.json" if who else None
+            log = checkpoint_dir() / who / "training_log.json" if who in shipped else None
             if log is not None and log.is_file():
                 pts = json.loads(log.read_text()).get("val/ppl")
                 if pts:
