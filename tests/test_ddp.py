@@ -165,6 +165,7 @@ def _worker(rank, world, port, kind, out):
         torch.save(
             {n: p.grad for n, p in model.module.named_parameters() if p.grad is not None}, out
         )
+    dist.barrier()  # both ranks done before either tears gloo down (else a rank can SIGABRT)
     dist.destroy_process_group()
 
 

@@ -183,6 +183,7 @@ def _ddp_worker(rank, world, port, adjoint, out):
     ddp(t, v[half], mk[half]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in ddp.module.model.named_parameters()}, out)
+    dist.barrier()  # both ranks done before either tears gloo down (else a rank can SIGABRT)
     dist.destroy_process_group()
 
 
