@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 
@@ -84,7 +86,6 @@ class ZooTask(pl.LightningModule):
         budget skips the optimizer step (with a warning), and so does an unconverged fixed-point
         solve when ``skip_unconverged`` is set; every step logs ``train/converged`` (implicit
         models) and ``train/skipped``."""
-        import math
         import warnings
 
         from ..nn import ODEBudgetError
@@ -138,8 +139,21 @@ class ZooTask(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _total_steps(self) -> int:
-        """Optimizer steps of the whole run (the cosine schedule's length)."""
-        return max(int(self.trainer.estimated_stepping_batches), 1)
+        """Optimizer steps of the whole run (the cosine schedule's length).
+
+        A run bounded only by ``max_time`` has no known length: that is fine for a constant
+        learning rate (``min_lr >= lr``), and an error otherwise, since a cosine schedule needs
+        its length."""
+        steps = float(self.trainer.estimated_stepping_batches)
+        if math.isfinite(steps):
+            return max(int(steps), 1)
+        if self.hparams.min_lr >= self.hparams.lr:
+            return 10**9  # a constant schedule: its length changes nothing
+        raise ValueError(
+            "the learning-rate schedule needs the run's length, but the trainer has no "
+            "max_steps or max_epochs (only max_time); set trainer.max_steps, or make the "
+            "learning rate constant with model.min_lr equal to model.lr"
+        )
 
     def on_fit_start(self) -> None:
         # ``estimated_stepping_batches`` (the schedules) built the training loader before a
