@@ -229,3 +229,34 @@ def test_wheel_install_finds_samples_and_families(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().endswith("20")
+
+
+def _result(name: str, task: str, dataset: str, metrics: dict, primary: str, unit: str) -> dict:
+    return {
+        "name": name, "task": task, "dataset": dataset, "metrics": metrics,
+        "primary_metric": primary, "params": 1000, "nfe_mean": 10.0,
+        "latency_ms_per_sample": 1.0, "split": "test", "num_samples": 1600, "unit": unit,
+        "device": "cpu", "data": "test data",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mse", "verdict"), [(1.059e-3, "0.50x (met)"), (4.236e-3, "2.00x (missed)")]
+)
+def test_time_series_leaderboard_has_the_papers_layout(mse, verdict):
+    """The time-series table: the protocol (mode and grid), ours beside the paper's figure for
+    the same row, and their ratio, met or missed; other tasks keep the generic table."""
+    from zoo.evaluate import leaderboard_markdown
+
+    rows = [
+        _result("latent_ode.physionet", "time-series", "physionet2012", {"mse": mse}, "mse", "series"),
+        _result("ode_rnn.physionet", "time-series", "physionet2012", {"mse": 0.01}, "mse", "series"),
+        _result("odenet.cifar10", "image-classification", "cifar10_jpeg", {"top1": 60.0}, "top1", "image"),
+    ]  # fmt: skip
+    text = "\n".join(leaderboard_markdown(rows))
+    assert "n=1600 series)" in text and "seriess" not in text
+    line = next(s for s in text.splitlines() if s.startswith("| latent_ode.physionet"))
+    assert "interpolation, 1-min grid" in line and "0.002118" in line and verdict in line
+    other = next(s for s in text.splitlines() if s.startswith("| ode_rnn.physionet"))
+    assert other.split(" | ")[3:5] == ["-", "-"]  # no paper figure on its 0.1 h grid: no ratio
+    assert "| odenet.cifar10 | 1,000 | top1 60.0 |" in text

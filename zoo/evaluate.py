@@ -187,40 +187,35 @@ def leaderboard(
 ) -> list[dict]:
     """Evaluate every pretrained model; write a markdown table and ``<out>.json``."""
     import zoo
-    from zoo.models import model_info
 
     results = []
     for name in zoo.list_models(pretrained=True):
         results.append(evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device))
     print()
     print_results(results)
-    lines = []
+    lines = leaderboard_markdown(results, sample=sample, device=device)
+    out = Path(out)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out} and {out.with_suffix('.json')}")
+    return results
+
+
+def leaderboard_markdown(
+    results: list[dict], sample: bool = False, device: str = "cpu"
+) -> list[str]:
+    """The leaderboard's markdown lines from ``zoo eval`` results: one table per (task,
+    dataset), each laid out by its task spec (``TaskSpec.leaderboard_section``)."""
+    from zoo.models import model_info
+    from zoo.tasks import get_task
+
+    lines: list[str] = []
     by_data: dict[tuple[str, str], list[dict]] = {}
     for r in results:  # one table per task and dataset: the models that compete on it
         by_data.setdefault((r["task"], r["dataset"]), []).append(r)
     for (task, dataset), rows in by_data.items():
-        lines += [
-            f"### {dataset} ({task}; {rows[0]['split']}, n={rows[0]['num_samples']} "
-            f"{rows[0]['unit']}s)",
-            "",
-            "| model | parameters | ours | paper (their setup) | NFE | ms/unit |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            info = model_info(r["name"])
-            k = r["primary_metric"]
-            papers = (
-                "; ".join(
-                    f"{p['value']} {p['metric']} ({p['source']})"
-                    for p in info.get("paper_results", [])
-                )
-                or "-"
-            )
-            nfe = "-" if r.get("nfe_mean") is None else f"{r['nfe_mean']:.1f}"
-            lines.append(
-                f"| {r['name']} | {r['params']:,} | {k} {r['metrics'][k]} | {papers} | {nfe} | "
-                f"{r['latency_ms_per_sample']:.2f} |"
-            )
+        infos = {r["name"]: model_info(r["name"]) for r in rows}
+        lines += get_task(task).leaderboard_section(dataset, rows, infos)
         lines.append("")
     lines.append(
         "Ours: measured by `zoo leaderboard`"
@@ -229,8 +224,4 @@ def leaderboard(
         + ". Paper columns are the papers' own figures, on their own data and setup."
     )
     lines += ["", "Data measured:"] + sorted({f"- {r['dataset']}: {r['data']}" for r in results})
-    out = Path(out)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out} and {out.with_suffix('.json')}")
-    return results
+    return lines

@@ -310,6 +310,36 @@ class TaskSpec:
             "like-for-like comparison."
         ]
 
+    # ----- leaderboard ----------------------------------------------------------------------
+    def units(self) -> str:
+        """The plural of :attr:`unit` (for "n=500 images", "n=50 series")."""
+        return self.unit if self.unit.endswith("s") else f"{self.unit}s"
+
+    def leaderboard_section(self, dataset: str, rows: list[dict], infos: dict) -> list[str]:
+        """The markdown of one dataset's leaderboard table: ``rows`` are ``zoo eval`` results
+        on that dataset, ``infos`` their pretrained configs by name. The default: one row per
+        model with the papers' figures beside ours; a task overrides it for its field's layout.
+        """
+        first = rows[0]
+        lines = [
+            f"### {dataset} ({self.name}; {first['split']}, n={first['num_samples']} "
+            f"{self.units()})",
+            "",
+            "| model | parameters | ours | paper (their setup) | NFE | ms/unit |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            papers = "; ".join(
+                f"{p['value']} {p['metric']} ({p['source']})"
+                for p in infos[r["name"]].get("paper_results", [])
+            )
+            k = r["primary_metric"]
+            lines.append(
+                f"| {r['name']} | {r['params']:,} | {k} {r['metrics'][k]} | {papers or '-'} | "
+                f"{_nfe(r)} | {r['latency_ms_per_sample']:.2f} |"
+            )
+        return lines
+
     def hub_metrics(self, metrics: dict) -> list[dict]:
         return [
             {"type": m.hub_type, "name": m.name, "value": metrics[m.key]}
@@ -322,3 +352,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     return f"{v:.4g}" if isinstance(v, float) and abs(v) < 0.01 else str(v)
+
+
+def _nfe(r: dict) -> str:
+    return "-" if r.get("nfe_mean") is None else f"{r['nfe_mean']:.1f}"

@@ -10,7 +10,7 @@ from torchmetrics import Metric
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
+from ._spec import EvalResult, MetricSpec, TaskSpec, _nfe, load_sample, register_task
 
 __all__ = ["TimeSeries", "TimeSeriesSpec", "MaskedMSE", "split_masks", "eval_generator"]
 
@@ -312,6 +312,41 @@ class TimeSeriesSpec(TaskSpec):
     def card_after_use(self, name: str, model, info: dict) -> list[str]:
         return ["", f"Protocol: {self.protocol_note(self.protocol(info))}."]
 
+    def leaderboard_section(self, dataset: str, rows: list[dict], infos: dict) -> list[str]:
+        """The paper's layout: per checkpoint its protocol (interpolation or extrapolation, the
+        grid), our MSE, the paper's figure for the same row and protocol, and their ratio."""
+        first = rows[0]
+        lines = [
+            f"### {dataset} ({self.name}; {first['split']}, n={first['num_samples']} "
+            f"{self.units()})",
+            "",
+            "| model | protocol | ours (MSE) | paper (MSE, theirs) | ours / paper | NFE | "
+            "ms/series |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            info = infos[r["name"]]
+            ours = r["metrics"].get(self.primary)
+            paper = [p for p in info.get("paper_results", []) if p.get("metric") == self.primary]
+            ratio = "-"
+            if paper and ours is not None:
+                x = ours / paper[0]["value"]
+                ratio = f"{x:.2f}x ({'met' if x <= 1 else 'missed'})"
+            theirs = f"{paper[0]['value']:.4g} ({paper[0]['source']})" if paper else "-"
+            lines.append(
+                f"| {r['name']} | {_protocol_words(info)} | "
+                f"{'-' if ours is None else f'{ours:.4g}'} | {theirs} | {ratio} | "
+                f"{_nfe(r)} | "
+                f"{r['latency_ms_per_sample']:.2f} |"
+            )
+        if first["split"] != "test":
+            lines += [
+                "",
+                f"The ratios here are on {first['split']}; a checkpoint's comparison with the "
+                "paper is its card's figure on the full test split (`zoo card`).",
+            ]
+        return lines
+
     def figures(self, name, model, rows, info, out_dir, data_dir=None):
         from ._series_plot import plot_trajectories
 
@@ -332,3 +367,12 @@ def _first_series(batches, limit: int):
 
 
 register_task(TimeSeriesSpec())
+
+
+def _protocol_words(info: dict) -> str:
+    """ "interpolation, 1-min grid": the mode and, where the data are quantized, the grid."""
+    words = str(info.get("mode", "interpolation"))
+    q = (info.get("datamodule_args") or {}).get("quantization")
+    if q:
+        words += f", {max(round(float(q) * 60), 1)}-min grid"
+    return words
