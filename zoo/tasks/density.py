@@ -134,6 +134,9 @@ class DensityEstimationSpec(TaskSpec):
     lightning_module = "zoo.tasks.density:DensityEstimation"
     default_sample_size = 5000
 
+    def options(self, cfg: dict) -> dict:
+        return {k: cfg[k] for k in ("sample_size",) if k in cfg}
+
     def eval_batches(self, model, protocol, split, sample, limit, data_dir, batch_size):
         if sample:
             x = torch.from_numpy(load_sample(protocol)["x"])
@@ -179,7 +182,8 @@ class DensityEstimationSpec(TaskSpec):
         import numpy as np
 
         x = protocol.datamodule_obj(data_dir).eval_split("test")
-        x = (x[0] if isinstance(x, tuple) else x)[: self.default_sample_size]
+        n = int(protocol.options.get("sample_size", self.default_sample_size))
+        x = (x[0] if isinstance(x, tuple) else x)[:n]
         np.savez_compressed(out, x=x.numpy())
         return f"{len(x)} {'points' if x.dim() == 2 else 'images'}"
 
