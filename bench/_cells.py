@@ -12,6 +12,7 @@ from torch import nn
 
 from zoo.models._mdeq_cell import MDEQCell
 from zoo.nn import Packer
+from zoo.nn._state import index_rows
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
@@ -61,19 +62,31 @@ def transformer_problem(batch: int = 16, seq: int = 128, d: int = 128, seed: int
 PROBLEMS = {
     "mdeq": mdeq_problem,
     "mdeq_tiny_trained": lambda **kw: trained_mdeq_problem(**kw),
+    "mdeq_cifar10_trained": lambda **kw: trained_mdeq_problem(name="mdeq_tiny.cifar10", **kw),
     "transformer": transformer_problem,
 }
 
 
 class Counted:
-    """Counts calls of a map (NFE) for any solver, ours or torchdeq's."""
+    """Counts calls of a map (NFE) for any solver, ours or torchdeq's, and times them: ``seconds``
+    is the time spent inside the cell during the solve, so ``solve time / seconds`` is the
+    solver's overhead measured in place (the same cache state and machine load as the solve)."""
 
     def __init__(self, f) -> None:
-        self.f, self.n = f, 0
+        self.f, self.n, self.seconds, self.samples = f, 0, 0.0, 0
+        if hasattr(f, "rows"):  # the subset map of per-sample compaction, counted alike
+            self.rows = lambda z, idx: self._timed(f.rows, z, idx)
+
+    def _timed(self, fn, *args):
+        self.n += 1
+        self.samples += args[0].shape[0]  # rows the cell saw (B per call without compaction)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.seconds += time.perf_counter() - t0
+        return out
 
     def __call__(self, z):
-        self.n += 1
-        return self.f(z)
+        return self._timed(self.f, z)
 
 
 def time_call(f, z, repeats: int = 7) -> float:
@@ -137,6 +150,11 @@ def trained_mdeq_problem(batch: int = 64, name: str = "mdeq_tiny.fashion_mnist")
     def f(zf):
         return packer.flat(cell(packer.unflat(zf), xs))
 
+    def rows(zf, idx):  # the cell on a subset of the samples (DEQ's map for compaction)
+        sub = packer.with_batch(zf.shape[0])
+        return sub.flat(cell(sub.unflat(zf), index_rows(xs, idx)))
+
+    f.rows = rows
     return cell, f, packer.flat(z0), xs, packer
 
 

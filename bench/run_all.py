@@ -97,7 +97,8 @@ def write_summary(seconds: float, quick: bool) -> None:
         "Shared, noisy machines: compare the ratios within one run, not absolute times.",
         "",
         "## 1-2. Forward solve against torchdeq 0.1.0 (same cell, start, relative tol, max_iter 50)",
-        "`overhead` = seconds / (NFE x one cell call); `time_vs_torchdeq` = our seconds / theirs.",
+        "`overhead` = seconds / seconds inside the cell during the solve; `overhead_isolated` = "
+        "seconds / (NFE x one cell call timed alone); `time_vs_torchdeq` = our seconds / theirs.",
         "",
         markdown_table(solv, solvers.COLS),
         "",
