@@ -23,6 +23,7 @@ import memory  # noqa: E402
 import odenet  # noqa: E402
 import odenet_nfe  # noqa: E402
 import segmentation  # noqa: E402
+import solver_variants  # noqa: E402
 import solvers  # noqa: E402
 
 
@@ -59,6 +60,8 @@ def main() -> None:
         odenet_nfe.main(quick)
     except FileNotFoundError as e:  # the CIFAR-10 copy is needed (ZOO_DATA_DIR)
         print(f"skipped: {e}")
+    print("\n== 13. iterations to tol under Anderson's m, damping, regularization; Broyden ==")
+    solver_variants.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 
@@ -165,6 +168,8 @@ def write_summary(seconds: float, quick: bool) -> None:
          "(bench/lm.py)", "lm_generate"),
         (12, "ODE-Net test NFE with and without RNODE regularization (bench/odenet_nfe.py)",
          "odenet_nfe"),
+        (13, "Iterations to tol by accelerator setting, trained MDEQ cells "
+         "(bench/solver_variants.py)", "solver_variants"),
     ):  # fmt: skip
         md = res / f"{stem}.md"
         if md.is_file():
