@@ -300,3 +300,62 @@ def test_validation_figure_reads_only_registered_checkpoints(tmp_path, monkeypat
     out = spec.figures(name, None, [], info, tmp_path)
     assert len(out) == 1 and list(seen) == [name]
     assert spec.figures("../evil", None, [], info, tmp_path) == []
+
+
+def test_pretraining_is_the_shallow_unrolled_block_then_the_equilibrium():
+    """locuslab/deq's pretrain_steps: in pretraining the DEQ's block is applied pretrain_depth
+    times from zeros with plain backprop (compared in float64 with a hand-written unroll of the
+    same block); no solve runs, so there is no cost record and no Jacobian term; off again,
+    the solve is back."""
+    torch.manual_seed(0)
+    m = zoo.create_model("deq_transformer_tiny", **SMALL, dropout=0.0, pretrain_depth=3,
+                         jac_reg_samples=1).double().train()  # fmt: skip
+    x = torch.randint(0, 40, (2, 8))
+    m.pretraining = True
+    out = m(x)
+    u = m.inject(m.embed(x) * m.d_model**0.5)
+    pos, mask = m._positions(8, 0, u)
+    m.deq.cell.cell.set_context(None, pos, mask)
+    z = u.new_zeros(16, SMALL["d_model"])
+    for _ in range(3):
+        z = m.deq.cell(z, u)
+    ref = m.head(m.ln_f(z.view(2, 8, -1)))
+    assert torch.allclose(out, ref, atol=1e-12, rtol=0)
+    assert m.cost().nfe_forward == 0 and m.jac_loss is None
+    out.sum().backward()
+    cell_params = list(m.deq.cell.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cell_params)
+    m.pretraining = False
+    m(x)
+    assert m.cost().nfe_forward > 0 and m.jac_loss is not None
+    m.pretraining = True
+    m.eval()
+    m(x)  # evaluation always solves
+    assert m.cost().nfe_forward > 0
+    with pytest.raises(ValueError, match="pretrain_depth"):
+        zoo.create_model("deq_transformer_tiny", **SMALL, pretrain_depth=0)
+
+
+def test_lm_task_pretrains_for_its_first_steps_and_refuses_a_model_without_a_solve():
+    from types import SimpleNamespace
+
+    from zoo.tasks import LanguageModeling
+
+    task = LanguageModeling("deq_transformer_tiny", dict(SMALL), pretrain_steps=2)
+    task.configure_model()
+    fake = SimpleNamespace(global_step=0)
+    type(task).global_step = property(lambda self: fake.global_step)
+    try:
+        task.train()
+        seen = []
+        for step in range(4):
+            fake.global_step = step
+            seen.append(task._pretraining())
+        assert seen == [True, True, False, False]
+    finally:
+        del type(task).global_step
+    bad = LanguageModeling("transformer_tiny", dict(SMALL), pretrain_steps=2)
+    with pytest.raises(ValueError, match="needs an equilibrium model"):
+        bad.configure_model()
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        LanguageModeling("deq_transformer_tiny", dict(SMALL), pretrain_steps=-1)

@@ -226,6 +226,9 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         solver: Forward solver (object or spec).
         grad: Gradient mode (object or spec).
         jac_reg_samples: Hutchinson probes of the Jacobian regularizer (0 = off).
+        pretrain_depth: While ``pretraining`` is on (the task's first ``pretrain_steps``, as
+            in locuslab/deq), the block is applied this many times from zeros with plain
+            backprop instead of solved to equilibrium.
 
     Example:
         >>> import torch
@@ -252,8 +255,13 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         solver: FixedPointSolver | dict[str, Any] | None = None,
         grad: GradMode | dict[str, Any] | None = None,
         jac_reg_samples: int = 0,
+        pretrain_depth: int = 2,
     ) -> None:
         super().__init__()
+        if isinstance(pretrain_depth, bool) or not isinstance(pretrain_depth, int):
+            raise ValueError(f"pretrain_depth must be an integer >= 1, got {pretrain_depth!r}")
+        if pretrain_depth < 1:
+            raise ValueError(f"pretrain_depth must be an integer >= 1, got {pretrain_depth}")
         solver = solver or {"name": "anderson", "m": 5, "tol": 1e-3, "max_iter": 20}
         grad = grad or {"name": "implicit", "tol": 1e-3, "max_iter": 20}
         self._capture(locals())
@@ -266,6 +274,7 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
             jac_reg_samples=jac_reg_samples,
         )
         self.tgt_len, self.mem_len, self.warm_start = tgt_len, mem_len, warm_start
+        self.pretrain_depth, self.pretraining = pretrain_depth, False
         self._z_prev: Tensor | None = None
         self._z_last: Tensor | None = None
 
@@ -281,7 +290,13 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
             z0 = z_init.reshape(b, 1, d).expand(b, t, d).reshape(b * t, d)
         elif self.warm_start and self._z_prev is not None and self._z_prev.shape == z0.shape:
             z0 = self._z_prev
-        z = self.deq(u, z0).view(b, t, d)
+        if self.pretraining and self.training:  # the shallow unrolled stack, plain backprop
+            zf, self.deq.info = z0, None  # no solve: no cost record, no Jacobian term
+            for _ in range(self.pretrain_depth):
+                zf = self.deq.cell(zf, u)
+            z = zf.view(b, t, d)
+        else:
+            z = self.deq(u, z0).view(b, t, d)
         if self.warm_start:
             self._z_prev = z.detach().reshape(b * t, d)
         self._z_last = z[:, -1].detach()

@@ -39,6 +39,10 @@ class LanguageModeling(ZooTask):
             (``--ckpt_path``) still restores its own state.
         skip_unconverged: Skip the optimizer step of a batch whose forward solve did not
             converge (a non-finite loss is always skipped); ``train/skipped`` logs it.
+        pretrain_steps: The first steps train the DEQ's block as a shallow unrolled stack
+            (``model_args.pretrain_depth`` applications, plain backprop, no Jacobian term)
+            before switching to the equilibrium solve (locuslab/deq's ``pretrain_steps``);
+            refused for a model without an equilibrium.
     """
 
     def __init__(
@@ -55,8 +59,13 @@ class LanguageModeling(ZooTask):
         bf16: bool = False,
         init_from: str | None = None,
         skip_unconverged: bool = False,
+        pretrain_steps: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(pretrain_steps, bool) or not isinstance(pretrain_steps, int):
+            raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps!r}")
+        if pretrain_steps < 0:
+            raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps}")
         self.save_hyperparameters()
         self.model = None
         self._mems: dict[str, Any] = {}
@@ -72,6 +81,11 @@ class LanguageModeling(ZooTask):
             args["vocab_size"] = len(dm.vocab)
         self.hparams["model_args"] = args  # the resolved vocabulary size goes into the checkpoint
         self.model = create_model(self.hparams.arch, **args)
+        if self.hparams.get("pretrain_steps", 0) and not hasattr(self.model, "pretraining"):
+            raise ValueError(
+                f"pretrain_steps={self.hparams.pretrain_steps} needs an equilibrium model; "
+                f"{self.hparams.arch} has none (set pretrain_steps: 0)"
+            )
         if self.hparams.eval_max_iter and hasattr(self.model, "set_inference_budget"):
             self.model.set_inference_budget(max_iter=self.hparams.eval_max_iter)
         self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
@@ -82,6 +96,8 @@ class LanguageModeling(ZooTask):
 
     def _common_step(self, batch, stage: str):
         x, y = batch
+        if hasattr(self.model, "pretraining"):
+            self.model.pretraining = self._pretraining()
         mems = self._mems.get(stage) if self.model.mem_len else None
         if mems is not None:
             mems = [m.to(x.device) for m in mems]
@@ -95,9 +111,11 @@ class LanguageModeling(ZooTask):
         n_tok = y.numel()
         if stage == "train":
             jac = getattr(self.model, "jac_loss", None)
-            if self.hparams.jac_reg_weight > 0 and jac is not None:
+            if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
                 loss = loss + self.hparams.jac_reg_weight * jac
                 self.log("train/jac_loss", jac.detach())
+            if self.hparams.get("pretrain_steps", 0):
+                self.log("train/pretraining", float(self._pretraining()))
             self.log("train/loss", loss.detach(), prog_bar=True)
             self.log("train/ppl", loss.detach().exp())
             now = time.perf_counter()
