@@ -235,3 +235,41 @@ def test_one_lightning_step_learns(arch, data_dir, monkeypatch, tmp_path):
     assert torch.isfinite(m["train/loss"]) and 0 <= float(m["val/miou"]) <= 1
     if arch.startswith("mdeq"):
         assert float(m["val/nfe"]) > 0
+
+
+@pytest.mark.parametrize("arch", ["mdeq_seg_tiny", "hrnet_seg_tiny"])
+def test_auxiliary_loss_at_lower_resolutions(arch):
+    """aux_heads adds one 1x1 classifier per lower branch; in training their logits sit at the
+    branch's resolution and the task's loss adds their cross-entropy against the labels
+    downsampled by nearest neighbour (checked against a strided slice of the labels, the
+    ignore index kept); inference and the default models are unchanged."""
+    from zoo.tasks.segmentation import Segmentation, aux_loss
+
+    torch.manual_seed(0)
+    kw = {"num_classes": 11, "in_chans": 1}
+    plain = zoo.create_model(arch, **kw)
+    m = zoo.create_model(arch, **kw, aux_heads=True).train()
+    extra = sum(p.numel() for p in m.head.aux.parameters())
+    assert m.num_params() == plain.num_params() + extra > plain.num_params()
+    x = torch.randn(2, 1, 64, 64)
+    y = torch.randint(0, 11, (2, 64, 64))
+    y[0, :8] = 255
+    m(x)
+    assert (
+        len(m.head.aux_logits) == len(m.channels if hasattr(m, "channels") else m.cell.channels) - 1
+    )
+    for logits in m.head.aux_logits:
+        s = 64 // logits.shape[-1]
+        ref = torch.nn.functional.cross_entropy(logits, y[:, ::s, ::s], ignore_index=255)
+        assert torch.allclose(aux_loss([logits], y, 255), ref)
+    total = aux_loss(m.head.aux_logits, y, 255)
+    total.backward()
+    assert all(p.grad is not None for p in m.head.aux.parameters())
+    m.eval()
+    with torch.no_grad():
+        m(x)
+    assert m.head.aux_logits == []
+    with pytest.raises(ValueError, match="aux_heads"):
+        Segmentation(arch, kw, aux_weight=0.4)
+    task = Segmentation(arch, {**kw, "aux_heads": True}, aux_weight=0.4)
+    assert task.hparams.aux_weight == 0.4

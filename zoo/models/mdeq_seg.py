@@ -37,9 +37,14 @@ __all__ += ["hrnet_seg_tiny"]
 
 class _SegHead(nn.Module):
     """All resolutions upsampled to the finest and concatenated, 1x1 conv-BN-ReLU, 1x1 classifier,
-    bilinear upsampling to the input size."""
+    bilinear upsampling to the input size.
 
-    def __init__(self, channels: tuple[int, ...], num_classes: int) -> None:
+    With ``aux=True`` each lower-resolution branch also gets its own 1x1 classifier; in
+    training mode its logits (at the branch's resolution) are kept in ``aux_logits`` for an
+    auxiliary loss (:class:`zoo.tasks.Segmentation`'s ``aux_weight``). Inference never uses them.
+    """
+
+    def __init__(self, channels: tuple[int, ...], num_classes: int, aux: bool = False) -> None:
         super().__init__()
         total = sum(channels)
         self.body = nn.Sequential(
@@ -48,11 +53,19 @@ class _SegHead(nn.Module):
             nn.ReLU(),
             nn.Conv2d(total, num_classes, 1),
         )
+        self.aux = (
+            nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels[1:]) if aux else None
+        )
+        self.aux_logits: list[Tensor] = []
 
     def forward(self, z: list[Tensor], size) -> Tensor:
         h, w = z[0].shape[2:]
         up = [F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False) for t in z[1:]]
         y = self.body(torch.cat([z[0], *up], 1))
+        self.aux_logits = (
+            [cls(t) for cls, t in zip(self.aux, z[1:])] if self.aux is not None and self.training
+            else []
+        )  # fmt: skip
         return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
 
@@ -79,6 +92,8 @@ class MDEQSegmenter(_MDEQBackbone):
         grad: Gradient mode.
         jac_reg_samples: Hutchinson probes for Jacobian regularization.
         pretrain_depth: Unrolled depth while ``pretraining``.
+        aux_heads: A 1x1 classifier on each lower-resolution branch, for an auxiliary loss in
+            training (the task's ``aux_weight``); unused at inference.
 
     Example:
         >>> import torch, zoo
@@ -106,6 +121,7 @@ class MDEQSegmenter(_MDEQBackbone):
         grad: GradMode | dict[str, Any] | None = None,
         jac_reg_samples: int = 0,
         pretrain_depth: int = 10,
+        aux_heads: bool = False,
     ) -> None:
         super().__init__()
         solver = solver or dict(DEFAULT_SOLVER)
@@ -117,7 +133,7 @@ class MDEQSegmenter(_MDEQBackbone):
             grad, jac_reg_samples, pretrain_depth,
         )  # fmt: skip
         self.num_classes = num_classes
-        self.head = _SegHead(tuple(channels), num_classes)
+        self.head = _SegHead(tuple(channels), num_classes, aux=bool(aux_heads))
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == 0:
@@ -141,6 +157,8 @@ class HRNetSegmenter(ZooModel):
         dropout: Dropout in the cells.
         wnorm: Weight normalization.
         downsample: Stride-2 convs in the stem.
+        aux_heads: A 1x1 classifier on each lower-resolution branch (training only), as in
+            :class:`MDEQSegmenter`.
     """
 
     arch = "hrnet_seg"
@@ -157,6 +175,7 @@ class HRNetSegmenter(ZooModel):
         dropout: float = 0.0,
         wnorm: bool = True,
         downsample: int = 1,
+        aux_heads: bool = False,
     ) -> None:
         super().__init__()
         self._capture(locals())
@@ -167,7 +186,7 @@ class HRNetSegmenter(ZooModel):
         self.cells = nn.ModuleList(
             MDEQCell(tuple(channels), expansion, groups, dropout, wnorm) for _ in range(depth)
         )
-        self.head = _SegHead(tuple(channels), num_classes)
+        self.head = _SegHead(tuple(channels), num_classes, aux=bool(aux_heads))
         self.in_chans, self.num_classes, self.channels = in_chans, num_classes, tuple(channels)
         self._down = 2 ** (len(channels) - 1) * 2 ** min(downsample, 2)
 

@@ -44,6 +44,21 @@ def check_masks(x: Tensor, y: Tensor, num_classes: int, ignore_index: int = IGNO
     return y
 
 
+def aux_loss(aux_logits: list[Tensor], y: Tensor, ignore_index: int) -> Tensor:
+    """Mean cross-entropy of lower-resolution logits against ``y`` (``(B, H, W)`` labels)
+    downsampled to each one's size by nearest neighbour (labels and the ignore index are never
+    blended)."""
+    if not aux_logits:  # an empty batch, or a model without lower branches
+        return y.new_zeros((), dtype=torch.float32)
+    losses = []
+    for logits in aux_logits:
+        small = F.interpolate(y[:, None].float(), size=logits.shape[2:], mode="nearest")
+        losses.append(
+            F.cross_entropy(logits.float(), small[:, 0].long(), ignore_index=ignore_index)
+        )
+    return torch.stack(losses).mean()
+
+
 class Segmentation(ZooTask):
     """Train/evaluate a segmentation model: per-pixel cross-entropy with an ignore index.
 
@@ -64,6 +79,10 @@ class Segmentation(ZooTask):
             (``mdeq_tiny.fashion_mnist`` into ``mdeq_seg_tiny``: the stem and the cell match,
             the head keeps its initialization).
         skip_unconverged: Skip the optimizer step of a batch whose solve did not converge.
+        aux_weight: Weight of the auxiliary loss at the lower resolutions: the mean
+            cross-entropy of each lower branch's own classifier against the labels downsampled
+            to its resolution (nearest, so the ignore index survives). Needs a model built with
+            ``aux_heads: true``; 0 = off.
     """
 
     def __init__(
@@ -82,10 +101,17 @@ class Segmentation(ZooTask):
         bf16: bool = False,
         init_from: str | None = None,
         skip_unconverged: bool = False,
+        aux_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(arch, **(model_args or {}))
+        if not aux_weight >= 0:
+            raise ValueError(f"aux_weight must be >= 0, got {aux_weight!r}")
+        if aux_weight > 0 and getattr(self.model.head, "aux", None) is None:
+            raise ValueError(
+                f"aux_weight={aux_weight} needs auxiliary heads: set model_args.aux_heads: true"
+            )
         n = self.model.num_classes
         self.metrics = torch.nn.ModuleDict(
             {
@@ -118,6 +144,10 @@ class Segmentation(ZooTask):
         bs = x.shape[0]
         if stage == "train":
             loss = self._add_jac_reg(loss, bs)
+            if self.hparams.get("aux_weight", 0.0) > 0:
+                aux = aux_loss(self.model.head.aux_logits, y, self.hparams.ignore_index)
+                loss = loss + self.hparams.aux_weight * aux
+                self.log("train/aux_loss", aux.detach(), batch_size=bs)
             self.log("train/pretraining", float(self._pretraining()), batch_size=bs)
         else:
             pred = logits.argmax(1)
