@@ -70,3 +70,46 @@ def test_weight_norm_cell_trains_with_phantom_and_jr():
     loss = z.pow(2).mean() + 0.1 * deq.jac_loss
     loss.backward()
     assert all(p.grad is not None for p in cell.parameters())
+
+
+@pytest.mark.parametrize("grad", [PhantomGrad(steps=2, tau=0.5), "implicit"])
+def test_correction_states_are_phantom_steps_from_the_solvers_iterates(grad):
+    """Fixed-point correction (torchdeq): in training the DEQ also returns states built from
+    the solver's outputs at calls evenly spaced over max_iter, each followed by the phantom
+    steps (JFB for a non-phantom mode). Checked in float64 against the same solver run with a
+    hand-written recorder and hand-written damped steps; eval mode and 0 states give none."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 6).double()
+    cell = lambda z, x: torch.tanh(0.6 * lin(z) + x)  # noqa: E731
+    x = torch.randn(3, 6, dtype=torch.float64)
+    solver = Anderson(m=3, tol=1e-14, max_iter=10, warn=False)
+    deq = DEQ(cell, solver=solver, grad=grad, correction_states=2).train()
+    z = deq(x)
+    info = deq.info
+    assert info.correction_iters == [3, 7]  # round(10 * i / 3)
+    seen = []
+
+    def rec(zf):
+        out = cell(zf, x)
+        seen.append(out.detach())
+        return out
+
+    with torch.no_grad():
+        solver(rec, torch.zeros_like(x))
+    steps, tau = (2, 0.5) if isinstance(grad, PhantomGrad) else (1, 1.0)
+    for k, state in zip(info.correction_iters, info.corrections):
+        ref = seen[k - 1]
+        for _ in range(steps):
+            ref = torch.lerp(ref, cell(ref, x), tau)
+        assert torch.allclose(state, ref, atol=1e-12, rtol=0)
+    (z.sum() + sum(c.sum() for c in info.corrections)).backward()
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    deq.eval()
+    with torch.no_grad():
+        deq(x)
+    assert deq.info.corrections == []
+    plain = DEQ(cell, solver=solver, grad=grad).train()
+    plain(x)
+    assert plain.info.corrections == []
+    with pytest.raises(ValueError, match="correction_states"):
+        DEQ(cell, correction_states=-1)

@@ -359,3 +359,28 @@ def test_lm_task_pretrains_for_its_first_steps_and_refuses_a_model_without_a_sol
         bad.configure_model()
     with pytest.raises(ValueError, match="pretrain_steps"):
         LanguageModeling("deq_transformer_tiny", dict(SMALL), pretrain_steps=-1)
+
+
+def test_correction_loss_weights_the_intermediate_states():
+    from zoo.tasks.language_model import correction_loss
+
+    torch.manual_seed(0)
+    m = zoo.create_model("deq_transformer_tiny", **SMALL, correction_states=2,
+                         grad={"name": "phantom", "steps": 2}).train()  # fmt: skip
+    x = torch.randint(0, 40, (2, 8))
+    out = m(x)
+    assert len(m.correction_logits) == 2
+    assert all(lg.shape == out.shape for lg in m.correction_logits)
+    ce = [
+        torch.nn.functional.cross_entropy(lg.reshape(-1, 40), x.reshape(-1))
+        for lg in m.correction_logits
+    ]
+    got = correction_loss(m.correction_logits, x, 0.5)
+    assert torch.allclose(got, 0.25 * ce[0] + 0.5 * ce[1])
+    got.backward()
+    assert m.inject.weight.grad is not None
+    assert correction_loss([], x, 0.5) is None
+    m.eval()
+    with torch.no_grad():
+        m(x)
+    assert m.correction_logits == []

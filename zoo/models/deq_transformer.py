@@ -229,6 +229,9 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         pretrain_depth: While ``pretraining`` is on (the task's first ``pretrain_steps``, as
             in locuslab/deq), the block is applied this many times from zeros with plain
             backprop instead of solved to equilibrium.
+        correction_states: Training only: this many intermediate states of the solve (see
+            :class:`zoo.nn.DEQ`) also go through the softmax, into ``correction_logits``, for
+            the task's fixed-point correction loss (torchdeq). 0 = off.
 
     Example:
         >>> import torch
@@ -256,6 +259,7 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         grad: GradMode | dict[str, Any] | None = None,
         jac_reg_samples: int = 0,
         pretrain_depth: int = 2,
+        correction_states: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(pretrain_depth, bool) or not isinstance(pretrain_depth, int):
@@ -272,7 +276,9 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
             solver=get_solver(solver),
             grad=get_grad(grad),
             jac_reg_samples=jac_reg_samples,
+            correction_states=correction_states,
         )
+        self.correction_logits: list[Tensor] = []
         self.tgt_len, self.mem_len, self.warm_start = tgt_len, mem_len, warm_start
         self.pretrain_depth, self.pretraining = pretrain_depth, False
         self._z_prev: Tensor | None = None
@@ -297,6 +303,8 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
             z = zf.view(b, t, d)
         else:
             z = self.deq(u, z0).view(b, t, d)
+        corr = self.deq.info.corrections if self.deq.info is not None else []
+        self.correction_logits = [self.head(self.drop(self.ln_f(c.view(b, t, d)))) for c in corr]
         if self.warm_start:
             self._z_prev = z.detach().reshape(b * t, d)
         self._z_last = z[:, -1].detach()

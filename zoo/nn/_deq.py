@@ -6,7 +6,7 @@ differentiable evaluation of the cell at ``z*`` is handed to the gradient mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from ..solvers import (
     FixedPointSolver,
     GradMode,
     ImplicitGrad,
+    PhantomGrad,
     SolverStats,
     UnrolledGrad,
     get_grad,
@@ -36,10 +37,16 @@ class DEQInfo:
         stats: Forward :class:`~zoo.solvers.SolverStats`.
         jac_loss: Hutchinson estimate of ``||J_f(z*)||_F^2 / dim`` (a scalar with graph), or
             ``None`` when Jacobian regularization is off or not computed.
+        corrections: Training with ``correction_states``: the states for the fixed-point
+            correction loss (earliest first, each with the fixed point's structure and a graph),
+            else an empty list.
+        correction_iters: The solver calls (1-based) whose outputs they start from.
     """
 
     stats: SolverStats
     jac_loss: Tensor | None = None
+    corrections: list = field(default_factory=list)
+    correction_iters: list[int] = field(default_factory=list)
 
 
 class DEQ(nn.Module):
@@ -54,6 +61,11 @@ class DEQ(nn.Module):
         jac_reg_samples: Probe vectors for the Jacobian regularization term, computed in
             training mode only; 0 turns it off.
         eval_solver: Optional solver used in eval mode (e.g. a larger budget).
+        correction_states: Training only: also return this many intermediate states for a
+            fixed-point correction loss (torchdeq; Bai et al. 2022): the solver's outputs at
+            calls evenly spaced over its ``max_iter`` (those it reaches), each followed by the
+            gradient mode's phantom steps (one step, JFB, when the mode is not phantom), in
+            ``info.corrections``. 0 turns it off.
 
     Example:
         >>> import torch
@@ -76,8 +88,16 @@ class DEQ(nn.Module):
         grad: GradMode | str = None,
         jac_reg_samples: int = 0,
         eval_solver: FixedPointSolver | str | None = None,
+        correction_states: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(correction_states, bool) or not isinstance(correction_states, int):
+            raise ValueError(
+                f"correction_states must be an integer >= 0, got {correction_states!r}"
+            )
+        if correction_states < 0:
+            raise ValueError(f"correction_states must be an integer >= 0, got {correction_states}")
+        self.correction_states = correction_states
         self.cell = cell
         self.solver = get_solver(solver) if solver is not None else Anderson()
         self.grad = get_grad(grad) if grad is not None else ImplicitGrad()
@@ -140,20 +160,46 @@ class DEQ(nn.Module):
         if isinstance(self.grad, UnrolledGrad):
             z_out = self._unrolled(f, z0f, solver)
         else:
+            correct = self.training and torch.is_grad_enabled() and self.correction_states > 0
+            kept: dict[int, Tensor] = {}
+            g = self._recording(f, solver.max_iter, kept) if correct else f
             with torch.no_grad(), parametrize.cached():
-                z_star, stats = solver(f, z0f)
+                z_star, stats = solver(g, z0f)
             jac = None
+            info = DEQInfo(stats, jac)
             if torch.is_grad_enabled():
                 z_req = z_star.detach().requires_grad_()
                 f_out = f(z_req)
                 if self.training and self.jac_reg_samples > 0:
-                    jac = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
+                    info.jac_loss = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
                 z_out = self.grad.attach(f, z_req, f_out, forward_stats=stats)
+                if correct:
+                    step = self.grad if isinstance(self.grad, PhantomGrad) else PhantomGrad(1)
+                    for k in sorted(kept):
+                        zk = kept[k].requires_grad_()
+                        info.corrections.append(packer.unflat(step.attach(f, zk, f(zk))))
+                        info.correction_iters.append(k)
             else:
                 z_out = z_star
-            self.info = DEQInfo(stats, jac)
+            self.info = info
         z = packer.unflat(z_out)
         return (z, self.info) if return_info else z
+
+    def _recording(self, f, max_iter: int, kept: dict):
+        """``f`` that keeps (detached) its outputs at ``correction_states`` calls evenly spaced
+        over ``max_iter``, the last one excluded (the fixed point itself is the final state)."""
+        n = self.correction_states
+        want = {max(1, round(max_iter * i / (n + 1))) for i in range(1, n + 1)}
+        calls = [0]
+
+        def g(zf: Tensor) -> Tensor:
+            out = f(zf)
+            calls[0] += 1
+            if calls[0] in want:
+                kept[calls[0]] = out.detach().clone()
+            return out
+
+        return g
 
     def _unrolled(self, f, z0f: Tensor, solver: FixedPointSolver) -> Tensor:
         import time

@@ -15,6 +15,18 @@ from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
 __all__ = ["LanguageModeling", "LanguageModelingSpec"]
 
 
+def correction_loss(logits: list, y, gamma: float):
+    """``sum_i gamma ** (n - i) * CE(logits_i, y)`` over the n intermediate states (earliest
+    first, i = 0..n-1), or ``None`` when there are none."""
+    if not logits:
+        return None
+    n = len(logits)
+    return sum(
+        gamma ** (n - i) * F.cross_entropy(lg.float().reshape(-1, lg.shape[-1]), y.reshape(-1))
+        for i, lg in enumerate(logits)
+    )
+
+
 class LanguageModeling(ZooTask):
     """Next-token prediction with perplexity (torchmetrics), tokens/s and solver statistics.
 
@@ -43,6 +55,10 @@ class LanguageModeling(ZooTask):
             (``model_args.pretrain_depth`` applications, plain backprop, no Jacobian term)
             before switching to the equilibrium solve (locuslab/deq's ``pretrain_steps``);
             refused for a model without an equilibrium.
+        correction_gamma: The fixed-point correction loss (torchdeq; needs
+            ``model_args.correction_states``): the cross-entropy of the i-th of n intermediate
+            states (earliest first) is added with weight ``gamma ** (n - i)``, the final
+            state's loss keeping weight 1.
     """
 
     def __init__(
@@ -60,8 +76,11 @@ class LanguageModeling(ZooTask):
         init_from: str | None = None,
         skip_unconverged: bool = False,
         pretrain_steps: int = 0,
+        correction_gamma: float = 0.8,
     ) -> None:
         super().__init__()
+        if not 0.0 < correction_gamma <= 1.0:
+            raise ValueError(f"correction_gamma must be in (0, 1], got {correction_gamma!r}")
         if isinstance(pretrain_steps, bool) or not isinstance(pretrain_steps, int):
             raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps!r}")
         if pretrain_steps < 0:
@@ -110,6 +129,14 @@ class LanguageModeling(ZooTask):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         n_tok = y.numel()
         if stage == "train":
+            corr = correction_loss(
+                getattr(self.model, "correction_logits", []),
+                y,
+                self.hparams.get("correction_gamma", 0.8),
+            )
+            if corr is not None:
+                loss = loss + corr
+                self.log("train/correction_loss", corr.detach())
             jac = getattr(self.model, "jac_loss", None)
             if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
                 loss = loss + self.hparams.jac_reg_weight * jac
