@@ -315,16 +315,20 @@ class TaskSpec:
         """The plural of :attr:`unit` (for "n=500 images", "n=50 series")."""
         return self.unit if self.unit.endswith("s") else f"{self.unit}s"
 
+    def _leaderboard_heading(self, dataset: str, rows: list[dict]) -> list[str]:
+        r = rows[0]
+        return [
+            f"### {dataset} ({self.name}; {r['split']}, n={r['num_samples']} {self.units()})",
+            "",
+        ]
+
     def leaderboard_section(self, dataset: str, rows: list[dict], infos: dict) -> list[str]:
         """The markdown of one dataset's leaderboard table: ``rows`` are ``zoo eval`` results
         on that dataset, ``infos`` their pretrained configs by name. The default: one row per
         model with the papers' figures beside ours; a task overrides it for its field's layout.
         """
-        first = rows[0]
         lines = [
-            f"### {dataset} ({self.name}; {first['split']}, n={first['num_samples']} "
-            f"{self.units()})",
-            "",
+            *self._leaderboard_heading(dataset, rows),
             "| model | parameters | ours | paper (their setup) | NFE | ms/unit |",
             "|---|---|---|---|---|---|",
         ]

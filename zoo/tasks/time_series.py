@@ -317,9 +317,7 @@ class TimeSeriesSpec(TaskSpec):
         grid), our MSE, the paper's figure for the same row and protocol, and their ratio."""
         first = rows[0]
         lines = [
-            f"### {dataset} ({self.name}; {first['split']}, n={first['num_samples']} "
-            f"{self.units()})",
-            "",
+            *self._leaderboard_heading(dataset, rows),
             "| model | protocol | ours (MSE) | paper (MSE, theirs) | ours / paper | NFE | "
             "ms/series |",
             "|---|---|---|---|---|---|---|",
