@@ -68,8 +68,17 @@ def test_toy_family_gets_eval_card_leaderboard_and_sample(toy_family, capsys):
     assert main(["eval", "toy_regressor.unit", "--max-iter", "3"]) == 2
     assert "no test-time budget" in capsys.readouterr().err
 
+    # a card measured on part of the split says so wherever its numbers appear
+    assert main(["card", "toy_regressor.unit", "--limit", "8"]) == 0
+    card = (tmp / "cards" / "toy_regressor.unit.md").read_text()
+    assert "`zoo card toy_regressor.unit --limit 8`" in card and "full test set" not in card
+    assert "only the first 8 test points" in card and "not the card's full-split figure" in card
+    cfg = json.loads((tmp / "checkpoints" / "toy_regressor.unit" / "config.json").read_text())
+    assert cfg["pretrained_cfg"]["metrics"]["command"].endswith("--limit 8")
+
     assert main(["card", "toy_regressor.unit"]) == 0
     card = (tmp / "cards" / "toy_regressor.unit.md").read_text()
+    assert "--limit" not in card and "full test set" in card
     assert "A toy linear regressor" in card and "tabular-regression" in card
     assert "| MSE |" in card.replace("mean NFE | ", "") and "the noise floor" in card
     cfg = json.loads((tmp / "checkpoints" / "toy_regressor.unit" / "config.json").read_text())

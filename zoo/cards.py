@@ -131,7 +131,7 @@ def _record_metrics(name: str, main: dict) -> None:
         "nfe_mean": main["nfe_mean"],
         "split": main["split"],
         "num_samples": main["num_samples"],
-        "command": f"zoo card {name}",
+        "command": f"zoo card {name}" + (f" --limit {main['limit']}" if main.get("limit") else ""),
     }
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
@@ -157,6 +157,19 @@ def _budget_plot(name: str, rows: list[dict], metric, unit: str, out: Path) -> N
     fig.savefig(out)
 
 
+def _limited(main: dict) -> str:
+    """How much of the test split a row saw: empty for all of it."""
+    n = main.get("limit")
+    return f"only the first {n:,} test {main.get('unit', 'point')}s (`--limit {n}`)" if n else ""
+
+
+def _source_name(main: dict) -> str:
+    part = _limited(main)
+    return f"zoo card ({part}, not the full test set)" if part else (
+        "zoo card (zoo eval on the full test set)"
+    )
+
+
 def _front_matter(spec, info: dict, main: dict) -> str:
     import yaml
 
@@ -178,7 +191,7 @@ def _front_matter(spec, info: dict, main: dict) -> str:
                             "split": "test",
                         },
                         "metrics": spec.hub_metrics(main["metrics"]),
-                        "source": {"name": "zoo card (zoo eval on the full test set)", "url": ""},
+                        "source": {"name": _source_name(main), "url": ""},
                     }
                 ],
             }
@@ -235,6 +248,7 @@ def render_card(name: str, rows: list[dict]) -> Path:
         figures.append((f"{protocol.primary} vs solver budget", png))
     figures += spec.figures(name, model, rows, info, CARDS)
     device = main.get("device", "cpu").split(" ")[0]
+    limit_arg = f" --limit {main['limit']}" if main.get("limit") else ""
     lines = [_front_matter(spec, info, main), f"# {name}", ""]
     lines += [
         f"{spec.describe(model, info)} ({model.num_params():,} parameters, `{info['architecture']}` "
@@ -253,7 +267,8 @@ def render_card(name: str, rows: list[dict]) -> Path:
     lines += [
         "",
         "## Results (measured here)",
-        f"Command: `zoo card {name}` (it calls `zoo eval {name}"
+        f"Command: `zoo card {name}{limit_arg}` "
+        f"(it calls `zoo eval {name}"
         + (
             " --tol T` per row: rtol = atol = T)"
             if info.get("card_tolerances")
@@ -261,7 +276,9 @@ def render_card(name: str, rows: list[dict]) -> Path:
             if len(rows) > 1
             else "`)"
         )
-        + f", on {main.get('device', 'cpu')}. Test split: {info['test_split']}.",
+        + f", on {main.get('device', 'cpu')}. Test split: {info['test_split']}."
+        + (f" **Measured on {_limited(main)}: not the card's full-split figure.**"
+           if _limited(main) else ""),
         "",
     ]
     lines += spec.card_results(rows, main, device)

@@ -224,11 +224,16 @@ class ZooModel(
         return cfg
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_model
+        from safetensors.torch import load_file, save_file, save_model
 
         save_directory = Path(save_directory)
-        # save_model stores tied tensors (e.g. embedding = softmax weights) once
-        save_model(self, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        path = str(save_directory / WEIGHTS_NAME)
+        # save_model stores tied tensors (e.g. embedding = softmax weights) once, and lists each
+        # dropped alias in the header's metadata, in an order that changes from run to run.
+        # Rewritten without those aliases, the same weights always give the same bytes (and
+        # sha256); loading re-ties them from the model's own structure.
+        save_model(self, path, metadata={"format": "pt"})
+        save_file(load_file(path), path, metadata={"format": "pt"})
         cfg = self.zoo_config()
         cfg.setdefault("pretrained_cfg", {})["sha256"] = sha256_file(save_directory / WEIGHTS_NAME)
         (save_directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

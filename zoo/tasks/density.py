@@ -150,9 +150,11 @@ class DensityEstimationSpec(TaskSpec):
         return [x[i : i + step] for i in range(0, len(x), step)]
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        from tqdm import tqdm
+
         total, n, nfe = 0.0, 0, []
         gen = torch.Generator().manual_seed(0)  # image flows dequantize uint8 pixels with it
-        for x in batches:
+        for x in tqdm(batches, desc="eval", unit="batch"):
             x = x.to(device)
             with clock, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
