@@ -52,7 +52,6 @@ def test_save_load_roundtrip(saved_model):
     assert loaded.pretrained_cfg["source"] == "local directory"
 
 
-
 def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
     """A model with tied tensors (the image flow's field has three names): its safetensors
     file, and so its sha256, depend on the weights only, not on the run that wrote them."""
@@ -61,7 +60,9 @@ def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
     shas = set()
     for i in range(3):
         model.save_pretrained(tmp_path / str(i))
-        shas.add(json.loads((tmp_path / str(i) / "config.json").read_text())["pretrained_cfg"]["sha256"])
+        shas.add(
+            json.loads((tmp_path / str(i) / "config.json").read_text())["pretrained_cfg"]["sha256"]
+        )
     assert len(shas) == 1
     loaded = zoo.load(str(tmp_path / "0"))
     x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
@@ -71,6 +72,7 @@ def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
         torch.manual_seed(1)
         b = loaded.log_prob(x)
     assert torch.allclose(a, b)
+
 
 def test_max_iter_override_changes_budget(saved_model):
     _, d = saved_model

@@ -165,8 +165,10 @@ def _limited(main: dict) -> str:
 
 def _source_name(main: dict) -> str:
     part = _limited(main)
-    return f"zoo card ({part}, not the full test set)" if part else (
-        "zoo card (zoo eval on the full test set)"
+    return (
+        f"zoo card ({part}, not the full test set)"
+        if part
+        else ("zoo card (zoo eval on the full test set)")
     )
 
 
@@ -277,8 +279,11 @@ def render_card(name: str, rows: list[dict]) -> Path:
             else "`)"
         )
         + f", on {main.get('device', 'cpu')}. Test split: {info['test_split']}."
-        + (f" **Measured on {_limited(main)}: not the card's full-split figure.**"
-           if _limited(main) else ""),
+        + (
+            f" **Measured on {_limited(main)}: not the card's full-split figure.**"
+            if _limited(main)
+            else ""
+        ),
         "",
     ]
     lines += spec.card_results(rows, main, device)
