@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import backward  # noqa: E402
 import compaction  # noqa: E402
+import cuda_graphs  # noqa: E402
 import ffjord  # noqa: E402
 import grad_quality  # noqa: E402
 import latent_ode  # noqa: E402
@@ -62,6 +63,8 @@ def main() -> None:
         print(f"skipped: {e}")
     print("\n== 13. iterations to tol under Anderson's m, damping, regularization; Broyden ==")
     solver_variants.main(quick)
+    print("\n== 14. graph-captured forward solves (CUDA graphs; fixed budget on a CPU) ==")
+    cuda_graphs.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 

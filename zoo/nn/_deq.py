@@ -23,6 +23,7 @@ from ..solvers import (
     get_grad,
     get_solver,
 )
+from ._graphs import GraphedSolve
 from ._regularizers import jacobian_frobenius
 from ._state import Packer, State, check_finite, index_rows
 
@@ -61,6 +62,9 @@ class DEQ(nn.Module):
         jac_reg_samples: Probe vectors for the Jacobian regularization term, computed in
             training mode only; 0 turns it off.
         eval_solver: Optional solver used in eval mode (e.g. a larger budget).
+            A solver built with ``cuda_graph=True`` has its forward solves captured as CUDA
+            graphs on CUDA inputs, one per input shape, and replayed (``zoo.nn._graphs``); on
+            a CPU it runs the same fixed-budget solve eagerly.
         correction_states: Training only: also return this many intermediate states for a
             fixed-point correction loss (torchdeq; Bai et al. 2022): the solver's outputs at
             calls evenly spaced over its ``max_iter`` (those it reaches), each followed by the
@@ -104,6 +108,8 @@ class DEQ(nn.Module):
         self.eval_solver = get_solver(eval_solver) if eval_solver is not None else None
         self.jac_reg_samples = int(jac_reg_samples)
         self.info: DEQInfo | None = None
+        # forward solves captured as CUDA graphs (solvers with cuda_graph=True, CUDA inputs)
+        self.graphs = GraphedSolve()
 
     @property
     def stats(self) -> SolverStats | None:
@@ -163,8 +169,22 @@ class DEQ(nn.Module):
             correct = self.training and torch.is_grad_enabled() and self.correction_states > 0
             kept: dict[int, Tensor] = {}
             g = self._recording(f, solver.max_iter, kept) if correct else f
-            with torch.no_grad(), parametrize.cached():
-                z_star, stats = solver(g, z0f)
+            if solver.cuda_graph and not correct and (z0f.is_cuda or self.graphs.replay_cls):
+
+                def make_g(static_x):
+                    def g_static(zf: Tensor) -> Tensor:
+                        out = self.cell(packer.unflat(zf), static_x)
+                        packer.check(out)
+                        return packer.flat(out)
+
+                    return g_static
+
+                state = (*self.parameters(), *self.buffers())
+                mode = (self.training, torch.is_autocast_enabled(z0f.device.type))
+                z_star, stats = self.graphs(solver, make_g, x, z0f, state, extra=mode)
+            else:
+                with torch.no_grad(), parametrize.cached():
+                    z_star, stats = solver(g, z0f)
             jac = None
             info = DEQInfo(stats, jac)
             if torch.is_grad_enabled():

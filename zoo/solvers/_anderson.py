@@ -35,6 +35,7 @@ class Anderson(FixedPointSolver):
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
+        cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -56,8 +57,9 @@ class Anderson(FixedPointSolver):
         stop_mode: str = "rel",
         warn: bool = True,
         compact: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
         if m < 1:
             raise ValueError(f"history size m must be >= 1, got {m}")
         self.m = int(m)
@@ -97,7 +99,10 @@ class Anderson(FixedPointSolver):
             if self.beta != 1.0:
                 zg = torch.bmm(alpha.to(z0.dtype).unsqueeze(1), G[:, :n]).squeeze(1)
                 znew = znew - (1.0 - self.beta) * zg
-            z = torch.where(ok[:, None], znew, gz) if not bool(ok.all()) else znew
+            if tracker.sync_free or not bool(ok.all()):
+                z = torch.where(ok[:, None], znew, gz)
+            else:
+                z = znew
 
     def _mix_weights(self, gram: Tensor) -> tuple[Tensor, Tensor]:
         """Solve ``min ||a G||`` s.t. ``sum a = 1`` per sample. Returns ``(alpha, ok)``."""

@@ -103,6 +103,13 @@ class FixedPointSolver(abc.ABC):
             not converged yet, when the map offers it (``g.rows(z_rows, idx)``, as ``DEQ``
             does for cells that declare per-sample independence, in eval mode). The results
             are the full-batch solve's; a map without ``rows`` gets full batches.
+        cuda_graph: A fixed-budget solve with no host synchronization: exactly ``max_iter``
+            iterations (no early exit; a converged sample's best iterate stays frozen, so the
+            fixed point is the early-exit solve's), no data-dependent Python branch. ``DEQ``
+            captures such a solve as a CUDA graph on a CUDA device and replays it, which removes
+            the per-kernel launch cost that bounds small cells there. Elsewhere it runs eagerly
+            with the same arithmetic. It costs ``max_iter`` evaluations every call, so it suits
+            a fixed training budget; it excludes ``compact`` (data-dependent shapes).
     """
 
     name = "base"
@@ -114,7 +121,13 @@ class FixedPointSolver(abc.ABC):
         stop_mode: str = "rel",
         warn: bool = True,
         compact: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
+        if compact and cuda_graph:
+            raise ValueError(
+                "compact=True and cuda_graph=True exclude each other: compaction changes the "
+                "batch shape from one iteration to the next, a captured graph cannot; pick one"
+            )
         if stop_mode not in ("rel", "abs"):
             raise ValueError(f"stop_mode must be 'rel' or 'abs', got {stop_mode!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -128,6 +141,7 @@ class FixedPointSolver(abc.ABC):
         self.stop_mode = stop_mode
         self.warn = warn
         self.compact = bool(compact)
+        self.cuda_graph = bool(cuda_graph)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -136,7 +150,11 @@ class FixedPointSolver(abc.ABC):
     def config(self) -> dict:
         """The constructor arguments, for configs and model cards."""
         cfg = {"tol": self.tol, "max_iter": self.max_iter, "stop_mode": self.stop_mode}
-        return {**cfg, "compact": True} if self.compact else cfg
+        if self.compact:
+            cfg["compact"] = True
+        if self.cuda_graph:
+            cfg["cuda_graph"] = True
+        return cfg
 
     def spec(self) -> dict:
         """``{"name": ..., **config()}``: JSON-serializable, accepted by :func:`get_solver`."""
@@ -163,10 +181,37 @@ class FixedPointSolver(abc.ABC):
                 f"solvers work on flattened (batch, dim) states, got {tuple(z0.shape)}"
             )
         t0 = time.perf_counter()
-        rows = getattr(g, "rows", None) if self.compact else None
-        tracker = _Tracker(z0, self.tol, self.stop_mode, compact=rows is not None)
-        if rows is not None:
-            g = _Compacted(g, rows, tracker)
+        if self.cuda_graph:
+            tracker = self.run_fixed(g, z0)
+        else:
+            rows = getattr(g, "rows", None) if self.compact else None
+            tracker = _Tracker(z0, self.tol, self.stop_mode, compact=rows is not None)
+            self._run(_Compacted(g, rows, tracker) if rows is not None else g, z0, tracker)
+        stats = tracker.finish(time.perf_counter() - t0)
+        self.warn_unconverged(stats)
+        return tracker.best_z, stats
+
+    def run_fixed(self, g: Callable[[Tensor], Tensor], z0: Tensor) -> _Tracker:
+        """The ``cuda_graph`` solve: ``max_iter`` iterations without a host synchronization.
+
+        Returns the tracker: its tensors (``best_z``, ``best_res``, ...) are the solve's
+        outputs, so the whole call can be captured as a CUDA graph and replayed.
+        """
+        tracker = _Tracker(z0, self.tol, self.stop_mode, sync_free=True)
+        self._run(g, z0, tracker)
+        return tracker
+
+    def warn_unconverged(self, stats: SolverStats) -> None:
+        if self.warn and not stats.converged:
+            warnings.warn(
+                f"{type(self).__name__} did not reach tol={self.tol:g} within {self.max_iter} "
+                "iterations for some samples; returning the lowest-residual iterates (the "
+                "returned SolverStats has the per-sample residuals)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _run(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
         dev = z0.device.type
         if torch.is_autocast_enabled(dev):
             # The solver's own algebra stays in full precision; g keeps the caller's autocast.
@@ -180,16 +225,6 @@ class FixedPointSolver(abc.ABC):
                 self._solve(g_cast, z0, tracker)
         else:
             self._solve(g, z0, tracker)
-        stats = tracker.finish(time.perf_counter() - t0)
-        if self.warn and not stats.converged:
-            warnings.warn(
-                f"{type(self).__name__} did not reach tol={self.tol:g} within {self.max_iter} "
-                "iterations for some samples; returning the lowest-residual iterates (the "
-                "returned SolverStats has the per-sample residuals)",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        return tracker.best_z, stats
 
     @abc.abstractmethod
     def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
@@ -202,9 +237,15 @@ class FixedPointSolver(abc.ABC):
 class _Tracker:
     """Per-sample residuals, best iterates and convergence bookkeeping."""
 
-    def __init__(self, z0: Tensor, tol: float, stop_mode: str, compact: bool = False) -> None:
+    def __init__(
+        self, z0: Tensor, tol: float, stop_mode: str, compact: bool = False,
+        sync_free: bool = False,
+    ) -> None:  # fmt: skip
         b = z0.shape[0]
         self.compact = compact  # rows evaluated are counted by _Compacted
+        # sync_free: no host synchronization (a capturable solve): the best iterate is kept by
+        # torch.where, and `done` never ends the loop early
+        self.sync_free = sync_free
         self.rows = 0
         self.tol = tol
         self.stop_mode = stop_mode
@@ -239,6 +280,11 @@ class _Tracker:
         self.best_res = torch.where(better, res, self.best_res)
         self.best_abs = torch.where(better, abs_res, self.best_abs)
         self.best_rel = torch.where(better, rel_res, self.best_rel)
+        if self.sync_free:
+            self.best_z = torch.where(better[:, None], gz.detach(), self.best_z)
+            self.trace.append(res)
+            self.active = self.active & (self.best_res > self.tol)
+            return res
         n_better = int(better.sum())
         if n_better == better.numel():
             self.best_z.copy_(gz)
@@ -253,7 +299,7 @@ class _Tracker:
 
     @property
     def done(self) -> bool:
-        return not bool(self.active.any())
+        return False if self.sync_free else not bool(self.active.any())
 
     def finish(self, wall: float) -> SolverStats:
         trace = torch.stack(self.trace) if self.trace else torch.empty(0, self.best_z.shape[0])

@@ -29,6 +29,7 @@ class Broyden(FixedPointSolver):
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
+        cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -49,8 +50,9 @@ class Broyden(FixedPointSolver):
         warn: bool = True,
         restart_factor: float = 4.0,
         compact: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
         if memory < 1:
             raise ValueError(f"memory must be >= 1, got {memory}")
         self.memory = int(memory)
@@ -117,9 +119,9 @@ class Broyden(FixedPointSolver):
             # A sample that diverged (non-finite, or residual far above its best) restarts from
             # its best iterate with a fresh inverse-Jacobian estimate.
             bad = ~torch.isfinite(z).all(dim=1) | (res > self.restart_factor * tracker.best_res)
-            if bool(bad.any()):
+            if tracker.sync_free or bool(bad.any()):
                 z = torch.where(bad[:, None], tracker.best_z, z)
                 fz = torch.where(bad[:, None], torch.zeros_like(fz), fz)
                 hf = torch.where(bad[:, None], torch.zeros_like(hf), hf)
-                U[bad] = 0.0
-                V[bad] = 0.0
+                U.copy_(torch.where(bad[:, None, None], 0.0, U))
+                V.copy_(torch.where(bad[:, None, None], 0.0, V))

@@ -21,6 +21,7 @@ class Picard(FixedPointSolver):
         stop_mode: ``"rel"`` or ``"abs"``.
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
+        cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -39,8 +40,9 @@ class Picard(FixedPointSolver):
         stop_mode: str = "rel",
         warn: bool = True,
         compact: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {damping}")
         self.damping = float(damping)
