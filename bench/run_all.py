@@ -24,6 +24,7 @@ import memory  # noqa: E402
 import odenet  # noqa: E402
 import odenet_nfe  # noqa: E402
 import segmentation  # noqa: E402
+import solver_compile  # noqa: E402
 import solver_variants  # noqa: E402
 import solvers  # noqa: E402
 
@@ -65,6 +66,8 @@ def main() -> None:
     solver_variants.main(quick)
     print("\n== 14. graph-captured forward solves (CUDA graphs; fixed budget on a CPU) ==")
     cuda_graphs.main(quick)
+    print("\n== 15. the solver iteration compiled by torch.compile: bookkeeping cost ==")
+    solver_compile.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 

@@ -5,7 +5,9 @@ report NFE, wall seconds (median of ``--repeats``), the worst final relative res
 here, identically for both libraries), and the solver overhead two ways: ``overhead`` = solve
 seconds / seconds spent inside the cell during that solve (measured in place, so machine noise
 and cache effects hit both terms alike), and ``overhead_isolated`` = seconds / (NFE x one cell
-call timed on its own at the start point), the definition of earlier runs.
+call timed on its own at the start point), the definition of earlier runs. The ``implicit-zoo
+compiled`` rows run Anderson with ``compile=True``; their compilation happens in the warm-up
+round and is not in the seconds (``bench/solver_compile.py`` reports it).
 
 Run: python bench/solvers.py [--quick]
 """
@@ -23,9 +25,9 @@ from _cells import PROBLEMS, Counted, rel_residual, report, time_call
 from zoo.solvers import Anderson, Broyden, Picard
 
 
-def ours(kind, m, tol, max_iter, compact=False):
+def ours(kind, m, tol, max_iter, compact=False, compile=False):
     cls = {"anderson": Anderson, "broyden": Broyden, "picard": Picard}[kind]
-    kw = {"m": m} if kind == "anderson" else {}
+    kw = {"m": m, "compile": compile} if kind == "anderson" else {}
     solver = cls(tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, compact=compact, **kw)
     return lambda f, z0: solver(f, z0)[0]
 
@@ -54,6 +56,8 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 "torchdeq": theirs(kind, m, tol, 50),
                 "implicit-zoo": ours(kind, m, tol, 50),
             }
+            if kind == "anderson":  # the iteration compiled (its compilation in the warm-up)
+                solves["implicit-zoo compiled"] = ours(kind, m, tol, 50, compile=True)
             if hasattr(f, "rows") and kind == "anderson":  # a cell that allows compaction
                 solves["implicit-zoo compact"] = ours(kind, m, tol, 50, compact=True)
             times = {lib: [] for lib in solves}

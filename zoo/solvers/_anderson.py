@@ -6,12 +6,13 @@ one row per iteration, so the per-iteration overhead is O(B m D), not O(B m^2 D)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ._base import FixedPointSolver, _Tracker
+from ._base import _EPS, FixedPointSolver, _Tracker
 
 __all__ = ["Anderson"]
 
@@ -36,6 +37,12 @@ class Anderson(FixedPointSolver):
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
         cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
+        compile: Run each iteration's algebra once the history is full (residual norms, best
+            iterate, history write, Gram row, least squares, mixing) as one function compiled
+            by ``torch.compile``: a few fused kernels instead of about thirty. The first solve
+            of each shape pays the compilation (tens of seconds on a CPU); it pays off over a
+            training run or a long evaluation, not for a single solve
+            (``bench/solver_compile.py``).
 
     Example:
         >>> import torch
@@ -58,6 +65,7 @@ class Anderson(FixedPointSolver):
         warn: bool = True,
         compact: bool = False,
         cuda_graph: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
         if m < 1:
@@ -65,9 +73,11 @@ class Anderson(FixedPointSolver):
         self.m = int(m)
         self.beta = float(beta)
         self.lam = float(lam)
+        self.compile = bool(compile)
 
     def config(self) -> dict:
-        return {"m": self.m, "beta": self.beta, "lam": self.lam, **super().config()}
+        cfg = {"m": self.m, "beta": self.beta, "lam": self.lam, **super().config()}
+        return {**cfg, "compile": True} if self.compile else cfg
 
     def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
         bsz, dim = z0.shape
@@ -78,10 +88,20 @@ class Anderson(FixedPointSolver):
         sdtype = torch.float64 if z0.dtype == torch.float64 else torch.float32
         gram = torch.zeros(bsz, m, m, dtype=sdtype, device=z0.device)
         z = z0
+        steady = _compiled_steady() if self.compile and not tracker.sync_free else None
         for k in range(self.max_iter):
             gz = g(z)
             slot = k % m
             n = min(k + 1, m)
+            if steady is not None and n == m and m > 1:  # the history is full: one fused call
+                try:
+                    z = self._steady(steady, z, gz, F, G, gram, slot, tracker)
+                except Exception as err:  # no compiler here: this iteration and the rest eagerly
+                    steady = _compile_failed(err)
+                else:
+                    if tracker.done:
+                        return
+                    continue
             torch.sub(gz, z, out=G[:, slot])
             tracker.update(z, gz, diff=G[:, slot])
             if tracker.done:
@@ -104,6 +124,21 @@ class Anderson(FixedPointSolver):
             else:
                 z = znew
 
+    def _steady(self, fn, z, gz, F, G, gram, slot: int, tracker: _Tracker) -> Tensor:
+        slot_t = torch.tensor([slot], device=z.device)
+        out = fn(
+            z, gz, F, G, gram, slot_t, tracker.best_z, tracker.best_res, tracker.best_abs,
+            tracker.best_rel, tracker.active, self.lam, self.beta, tracker.tol,
+            tracker.stop_mode == "rel", tracker.compact,
+        )  # fmt: skip
+        z, tracker.best_z, tracker.best_res, tracker.best_abs, tracker.best_rel, res, active = out
+        tracker.nfe += 1
+        if not tracker.compact:
+            tracker.rows += z.shape[0]
+        tracker.trace.append(res)
+        tracker.active = active
+        return z
+
     def _mix_weights(self, gram: Tensor) -> tuple[Tensor, Tensor]:
         """Solve ``min ||a G||`` s.t. ``sum a = 1`` per sample. Returns ``(alpha, ok)``."""
         bsz, n, _ = gram.shape
@@ -124,3 +159,77 @@ class Anderson(FixedPointSolver):
         ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
         alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha))
         return alpha, ok
+
+
+_STEADY = None
+
+
+def _compiled_steady():
+    global _STEADY
+    if _STEADY is None:
+        _STEADY = torch.compile(_steady_iteration, fullgraph=True)
+    return _STEADY or None  # False after a failed compilation
+
+
+def _compile_failed(err: Exception) -> None:
+    global _STEADY
+    if _STEADY is not False:
+        import warnings
+
+        warnings.warn(
+            f"Anderson(compile=True): torch.compile failed ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); solving eagerly instead (the "
+            "same results, without the fused iteration). A C++ compiler (CPU) or Triton (GPU) "
+            "is what torch.compile needs.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    _STEADY = False
+
+
+def _steady_iteration(
+    z: Tensor, gz: Tensor, F: Tensor, G: Tensor, gram: Tensor, slot: Tensor, best_z: Tensor,
+    best_res: Tensor, best_abs: Tensor, best_rel: Tensor, active: Tensor, lam: float,
+    beta: float, tol: float, rel: bool, compact: bool,
+):  # fmt: skip
+    """One Anderson iteration with a full history, tracker included, as ``Anderson._solve`` and
+    ``_Tracker.update`` do it eagerly (the same algebra, in one function for the compiler).
+    ``slot`` is a one-element index tensor, so the history position needs no recompilation."""
+    diff = gz - z
+    G.index_copy_(1, slot, diff.unsqueeze(1))
+    abs_res = torch.linalg.vector_norm(diff, dim=1).float()
+    g_norm = torch.linalg.vector_norm(gz, dim=1).float()
+    rel_res = abs_res / (g_norm + _EPS)
+    res = rel_res if rel else abs_res
+    ok = torch.isfinite(res) & torch.isfinite(abs_res) & torch.isfinite(g_norm)
+    res = torch.where(ok, res, torch.full_like(res, math.inf))
+    better = (res < best_res) & active
+    best_res = torch.where(better, res, best_res)
+    best_abs = torch.where(better, abs_res, best_abs)
+    best_rel = torch.where(better, rel_res, best_rel)
+    best_z = torch.where(better[:, None], gz, best_z)
+    if compact:
+        res = torch.where(active, res, best_res)
+    active = active & (best_res > tol)
+    F.index_copy_(1, slot, gz.unsqueeze(1))
+    row = torch.bmm(G, G.index_select(1, slot).transpose(1, 2)).squeeze(2).to(gram.dtype)
+    gram.index_copy_(1, slot, row.unsqueeze(1))
+    gram.index_copy_(2, slot, row.unsqueeze(2))
+    n = gram.shape[1]
+    scale = gram.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(1e-30)
+    h = gram / scale[:, None, None] + lam * torch.eye(n, dtype=gram.dtype, device=gram.device)
+    sys = torch.zeros(gram.shape[0], n + 1, n + 1, dtype=gram.dtype, device=gram.device)
+    sys[:, 0, 1:] = 1.0
+    sys[:, 1:, 0] = 1.0
+    sys[:, 1:, 1:] = h
+    rhs = torch.zeros(gram.shape[0], n + 1, dtype=gram.dtype, device=gram.device)
+    rhs[:, 0] = 1.0
+    sol, info = torch.linalg.solve_ex(sys, rhs)
+    alpha = sol[:, 1:]
+    okw = (info == 0) & torch.isfinite(alpha).all(dim=1)
+    alpha = torch.where(okw[:, None], alpha, torch.zeros_like(alpha)).to(z.dtype)
+    znew = torch.bmm(alpha.unsqueeze(1), F).squeeze(1)
+    if beta != 1.0:
+        znew = znew - (1.0 - beta) * torch.bmm(alpha.unsqueeze(1), G).squeeze(1)
+    z = torch.where(okw[:, None], znew, gz)
+    return z, best_z, best_res, best_abs, best_rel, res, active

@@ -1,0 +1,84 @@
+"""Anderson(compile=True) (issue #24, lever 3): the iteration with a full history runs as one
+``torch.compile``d function. It must give the eager solve's iterates: float64, 1e-10, with and
+without damping, batch compaction and early-converging samples; and a machine where compilation
+fails must get the eager solve with a warning, not an error."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import zoo.solvers._anderson as anderson_mod
+from zoo.nn import DEQ
+from zoo.solvers import Anderson, get_solver
+
+D = torch.float64
+
+
+def _map(batch: int = 12, dim: int = 40):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(dim, dim, generator=g, dtype=D) * 0.25
+    s = torch.linspace(0.1, 0.97, batch, dtype=D)  # fast to slow samples
+    x = torch.randn(batch, dim, generator=g, dtype=D)
+    return lambda z: torch.tanh(s[:, None] * (z @ w.T) + x), torch.zeros(batch, dim, dtype=D)
+
+
+def _solve(solver, g, z0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback from compilation fails
+        return solver(g, z0.clone())
+
+
+@pytest.mark.parametrize("kw", [{}, {"beta": 0.8}], ids=["undamped", "damped"])
+def test_compiled_iterations_equal_the_eager_ones(kw):
+    g, z0 = _map()
+    for max_iter, tol in ((60, 1e-9), (9, 1e-12)):  # some samples converge early / none does
+        za, sa = _solve(Anderson(m=5, tol=tol, max_iter=max_iter, **kw), g, z0)
+        zb, sb = _solve(Anderson(m=5, tol=tol, max_iter=max_iter, compile=True, **kw), g, z0)
+        assert torch.allclose(za, zb, atol=1e-10, rtol=0)
+        assert sa.nfe == sb.nfe and torch.equal(sa.converged_mask, sb.converged_mask)
+        assert torch.allclose(sa.trace, sb.trace, atol=1e-10, rtol=0)
+        assert sa.rows_evaluated == sb.rows_evaluated
+    assert callable(anderson_mod._STEADY)  # compiled, not fallen back to the eager path
+
+
+def test_compiled_iterations_with_batch_compaction():
+    class Cell(torch.nn.Module):
+        batch_independent = True
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8, dtype=D)
+
+        def forward(self, z, x):
+            return torch.tanh(x[1][:, None] * self.lin(z) + x[0])
+
+    torch.manual_seed(0)
+    cell = Cell()
+    x = [torch.randn(10, 8, dtype=D), torch.linspace(0.05, 0.95, 10, dtype=D)]
+    out = {}
+    for compile_ in (False, True):
+        spec = {"name": "anderson", "m": 4, "tol": 1e-10, "max_iter": 40, "compact": True}
+        deq = DEQ(cell, solver=get_solver({**spec, "compile": compile_})).eval()
+        with torch.no_grad():
+            out[compile_] = (deq(x, torch.zeros(10, 8, dtype=D)), deq.stats)
+    (za, sa), (zb, sb) = out[False], out[True]
+    assert torch.allclose(za, zb, atol=1e-10, rtol=0)
+    assert sa.rows_evaluated == sb.rows_evaluated < sa.nfe * 10  # compaction still saves calls
+    assert get_solver(deq.solver.spec()).compile  # part of the spec, so configs keep it
+
+
+def test_a_failed_compilation_falls_back_to_the_eager_solve(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(anderson_mod, "_STEADY", broken)
+    g, z0 = _map()
+    za, _ = _solve(Anderson(m=5, tol=1e-9, max_iter=60), g, z0)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
+        zb, _ = Anderson(m=5, tol=1e-9, max_iter=60, compile=True, warn=False)(g, z0.clone())
+    assert torch.equal(za, zb)
+    assert anderson_mod._STEADY is False  # later solves go straight to the eager path
