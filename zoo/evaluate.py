@@ -40,7 +40,8 @@ def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     if dev.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n != 1 else ''}, {platform.machine()})"
     return str(dev)
 
 

@@ -280,7 +280,9 @@ def _plot_training(name: str, curve: dict, out) -> None:
         for k in keys:
             if k in curve:
                 pts = curve[k]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k, lw=1)
+                few = len(pts) < 20  # a run validated a few times: show its points
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k, lw=1,
+                        marker="o" if few else None, ms=4)  # fmt: skip
         ax.set_xlabel("training step", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
