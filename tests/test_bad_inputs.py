@@ -842,7 +842,10 @@ def test_bf16_inference_matches_fp32_on_every_shipped_sample():
         "semantic-segmentation": 8,
     }
     for name in zoo.list_models(pretrained=True):
-        limit = per_task.get(zoo.model_info(name)["task"])
+        info = zoo.model_info(name)
+        limit = per_task.get(info["task"])
+        if info["task"] == "density-estimation" and info.get("input_size"):
+            limit = 4  # image flows: an adaptive solve of 784 dims, ~300 NFE under bf16 (25 s)
         a = evaluate(name, sample=True, limit=limit)
         b = evaluate(name, sample=True, limit=limit, bf16=True)
         k = a["primary_metric"]

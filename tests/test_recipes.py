@@ -358,3 +358,29 @@ def test_total_steps_of_a_run_bounded_only_by_time(min_lr, ok):
                 task._total_steps()
     finally:
         del type(task).trainer
+
+
+def test_every_resume_state_in_its_readme_is_committed():
+    """resume/README.md's table names the states a recipe continues from: each must be in the
+    tree (a fresh clone: git-tracked, not ignored as *.ckpt), loadable with weights_only=True,
+    and name an existing recipe; no state may sit there unlisted."""
+    import re
+
+    from zoo.training import load_lightning_checkpoint
+
+    text = (ROOT / "resume" / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+\.ckpt)` \| `([^`]+\.yaml)` \|", text, flags=re.M)
+    assert rows, "resume/README.md lists no states"
+    listed = {name for name, _ in rows}
+    for name, recipe in rows:
+        assert (ROOT / "resume" / name).is_file(), f"resume/{name} is listed but not in the tree"
+        assert (ROOT / recipe).is_file(), (name, recipe)
+    tracked = subprocess.run(
+        ["git", "ls-files", "resume"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    if tracked:  # a git checkout: the listed states are committed, not just on this disk
+        assert listed <= {Path(t).name for t in tracked}, listed - {Path(t).name for t in tracked}
+    on_disk = {p.name for p in (ROOT / "resume").glob("*.ckpt")}
+    assert on_disk == listed, on_disk ^ listed
+    smallest = min(listed, key=lambda n: (ROOT / "resume" / n).stat().st_size)
+    assert "state_dict" in load_lightning_checkpoint(ROOT / "resume" / smallest)

@@ -195,13 +195,14 @@ class DensityEstimationSpec(TaskSpec):
             shape = ", ".join(str(s) for s in model.input_shape)
             return [
                 fast,
-                "import math",
+                "import math, torch",
                 f"logp = model.log_prob(x)   # x: uint8 pixels (batch, {shape}); nats per image",
                 "bpd = -logp / (x[0].numel() * math.log(2))   # bits/dim, 256-level scale",
                 "imgs = model.sample(16, generator=torch.Generator().manual_seed(0))  # [0, 256)",
             ]
         return [
             fast,
+            "import torch",
             "logp = model.log_prob(x)          # nats per sample, x: (batch, dim)",
             "x_new = model.sample(1000, generator=torch.Generator().manual_seed(0))",
         ]
