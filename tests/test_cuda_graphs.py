@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import torch
+from test_compaction import _Cell  # the per-sample-contraction cell, shared
 from torch import nn
 
 from zoo.nn import DEQ
@@ -20,24 +21,6 @@ from zoo.nn._graphs import EagerReplay, GraphedSolve
 from zoo.solvers import get_grad, get_solver
 
 D = torch.float64
-
-
-class _Cell(nn.Module):
-    """z -> tanh(s_i W z + x): per-sample contraction s_i, so samples converge at different
-    iterations (and the slowest not at all within a small budget); a two-tensor state with a
-    None in the injection exercises the structures."""
-
-    def __init__(self, d: int = 6) -> None:
-        super().__init__()
-        self.w = nn.Linear(d, d, dtype=D)
-        self.v = nn.Linear(d, 3, dtype=D)
-
-    def forward(self, z, x):
-        a, b = z
-        xa, scale, none = x
-        assert none is None
-        a2 = torch.tanh(scale[:, None] * self.w(a) + xa)
-        return [a2, torch.tanh(self.v(a2) + 0.5 * b)]
 
 
 def _deq(solver: str, grad: str, graph: bool, max_iter: int = 60, train: bool = False):
