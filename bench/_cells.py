@@ -64,6 +64,7 @@ PROBLEMS = {
     "mdeq_tiny_trained": lambda **kw: trained_mdeq_problem(**kw),
     "mdeq_cifar10_trained": lambda **kw: trained_mdeq_problem(name="mdeq_tiny.cifar10", **kw),
     "transformer": transformer_problem,
+    "deq_lm_trained": lambda **kw: trained_lm_problem(**kw),
 }
 
 
@@ -156,6 +157,36 @@ def trained_mdeq_problem(batch: int = 64, name: str = "mdeq_tiny.fashion_mnist")
 
     f.rows = rows
     return cell, f, packer.flat(z0), xs, packer
+
+
+def trained_lm_problem(batch: int = 16, name: str = "deq_transformer_tiny.sotu"):
+    """The equilibrium block of a shipped DEQ-Transformer on its shipped test text: ``batch``
+    consecutive segments of ``tgt_len`` tokens, one solver sample per position, exactly as the
+    model solves them (None if absent). No compaction: a position's output depends on the
+    positions before it through attention, so the cell's samples are not independent."""
+    import numpy as np
+
+    import zoo
+    from zoo.data._text import Vocab
+    from zoo.tasks import sample_path
+
+    if name not in zoo.list_models(pretrained=True):
+        return None
+    model = zoo.load(name)
+    tokens = np.load(sample_path(model.pretrained_cfg["dataset"]))["tokens"].tolist()
+    t = model.tgt_len
+    ids = torch.tensor(Vocab(model.tokenizer["vocab"]).encode(tokens)[: batch * t])
+    ids = ids.view(batch, t)
+    with torch.no_grad():
+        u = model.inject(model.embed(ids) * model.d_model**0.5)
+    pos, mask = model._positions(t, 0, u)
+    cell = model.deq.cell
+    cell.cell.set_context(None, pos, mask)
+
+    def f(zf):  # zf: (batch * tgt_len, d_model), u: (batch, tgt_len, d_model)
+        return cell(zf, u)
+
+    return cell, f, u.new_zeros(batch * t, u.shape[-1]), u, None
 
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:

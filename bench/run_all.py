@@ -16,8 +16,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import backward  # noqa: E402
 import compaction  # noqa: E402
 import cuda_graphs  # noqa: E402
+import deq_lm_step  # noqa: E402
 import ffjord  # noqa: E402
 import grad_quality  # noqa: E402
+import import_time  # noqa: E402
 import latent_ode  # noqa: E402
 import lm  # noqa: E402
 import memory  # noqa: E402
@@ -68,6 +70,10 @@ def main() -> None:
     cuda_graphs.main(quick)
     print("\n== 15. the solver iteration compiled by torch.compile: bookkeeping cost ==")
     solver_compile.main(quick)
+    print("\n== 16. DEQ-LM training step (lever 5) and warm starts across segments ==")
+    deq_lm_step.main(quick)
+    print("\n== 17. time to zoo.load in a fresh process, beside torch's own import ==")
+    import_time.main(quick)
     write_summary(time.time() - t0, quick=bool(quick))
     print(f"\nall benchmarks done in {time.time() - t0:.0f} s; results in bench/results/")
 

@@ -129,8 +129,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default="bench/results/solvers.json")
     p.add_argument(
         "--problems",
-        default="mdeq,mdeq_tiny_trained,mdeq_cifar10_trained,transformer",
-        help="comma-separated cells to time (default: all four)",
+        default="mdeq,mdeq_tiny_trained,mdeq_cifar10_trained,transformer,deq_lm_trained",
+        help="comma-separated cells to time (default: all five)",
     )
     a = p.parse_args(argv)
     problems = a.problems.split(",")

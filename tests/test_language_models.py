@@ -384,3 +384,30 @@ def test_correction_loss_weights_the_intermediate_states():
     with torch.no_grad():
         m(x)
     assert m.correction_logits == []
+
+
+def test_warm_start_never_carries_a_state_into_another_stream():
+    """A DEQ-LM that warm-starts each segment from the previous one's equilibrium must start
+    validation, test and each training epoch from zeros, not from the last training batch."""
+    from zoo.tasks import LanguageModeling
+
+    args = dict(SMALL, warm_start=True, solver={"name": "anderson", "max_iter": 3, "tol": 0.0})
+    task = LanguageModeling("deq_transformer_tiny", args)
+    task.configure_model()
+    model = task.model.eval()
+    g = torch.Generator().manual_seed(0)
+    ids, other = torch.randint(0, 40, (2, 2, 8), generator=g)
+    with torch.no_grad():
+        cold = model(ids)
+        model(other)  # the state a training batch would leave behind
+        stale = model(ids)
+        assert not torch.allclose(stale, cold, atol=1e-4)  # the start matters at 3 iterations
+        for hook in (
+            task.on_validation_epoch_start,
+            task.on_test_epoch_start,
+            task.on_train_epoch_start,
+            task.on_validation_epoch_end,
+        ):
+            model(other)
+            hook()
+            torch.testing.assert_close(model(ids), cold, rtol=0, atol=0)

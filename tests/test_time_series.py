@@ -133,6 +133,35 @@ def test_periodic_data_is_irregular_and_seeded():
     assert 0.3 < float(ba.mask.mean()) < 0.8  # about half of the points kept
 
 
+def test_a_validation_split_comes_out_of_the_training_series_only():
+    from zoo.data import PeriodicDataModule
+
+    plain, held = (
+        PeriodicDataModule(n=50, n_points=10),
+        PeriodicDataModule(n=50, n_points=10, val_frac=0.25),
+    )
+    plain.setup(), held.setup()
+    sets = {k: {v.tobytes() for v in d.values} for k, d in held.splits.items()}
+    assert {k: len(d) for k, d in held.splits.items()} == {"test": 10, "val": 10, "train": 30}
+    assert not (sets["val"] & sets["train"]) and not (sets["val"] & sets["test"])
+    # the test split is the same with and without a validation split
+    assert np.array_equal(held.splits["test"].values, plain.splits["test"].values)
+    assert torch.equal(
+        next(iter(held.val_dataloader())).values, next(iter(held.eval_split("val"))).values
+    )
+    assert torch.equal(
+        next(iter(held.test_dataloader())).values, next(iter(plain.test_dataloader())).values
+    )
+    assert "val" not in plain.eval_splits  # without one, the test split doubles as validation
+    assert torch.equal(
+        next(iter(plain.val_dataloader())).values, next(iter(plain.test_dataloader())).values
+    )
+    with pytest.raises(ValueError, match="use test or train"):
+        plain.eval_split("val")
+    with pytest.raises(ValueError, match="val_frac"):
+        PeriodicDataModule(val_frac=1.0)
+
+
 def test_hopper_needs_the_extra(monkeypatch):
     from zoo.data.trajectories import simulate_hopper
 

@@ -262,8 +262,9 @@ class IrregularDataModule(pl.LightningDataModule):
         """
         if split not in self.eval_splits:
             raise ValueError(
-                f"unknown split {split!r} for {self.name}: use test or train (this protocol, the "
-                "reference code's 80/20 split, has no separate validation split)"
+                f"unknown split {split!r} for {self.name}: use {' or '.join(self.eval_splits)} "
+                "(this protocol, the reference code's 80/20 split, has no separate validation "
+                "split unless the data module holds one out of the training series)"
             )
         self.setup("test")
         return self._loader(split, False)
@@ -272,9 +273,10 @@ class IrregularDataModule(pl.LightningDataModule):
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self._loader("val" if "val" in self.eval_splits else "test", False)
 
-    test_dataloader = val_dataloader
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device)

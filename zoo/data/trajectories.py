@@ -95,19 +95,32 @@ def _collate(items, times: np.ndarray) -> IrregularBatch:
 
 
 class _DenseTrajectories(IrregularDataModule):
-    """Shared plumbing: a seeded 80/20 split, per-series point subsampling, batching."""
+    """Shared plumbing: a seeded 80/20 split, per-series point subsampling, batching; with
+    ``val_frac`` > 0, that fraction of the training series is held out as a validation split
+    (the test split is then never used in training, not even to log)."""
 
     name = "trajectories"
 
-    def __init__(self, batch_size: int = 50, obs_frac: float = 1.0, seed: int = 42) -> None:
+    def __init__(self, batch_size: int = 50, obs_frac: float = 1.0, seed: int = 42,
+                 val_frac: float = 0.0) -> None:  # fmt: skip
         super().__init__()
         from ._common import check_positive
 
         check_positive(type(self).__name__, batch_size=batch_size)
         if not 0.0 < obs_frac <= 1.0:
             raise ValueError(f"obs_frac must be in (0, 1], got {obs_frac}")
+        if not 0.0 <= val_frac < 1.0:
+            raise ValueError(
+                f"val_frac is the fraction of training series held out for validation, in "
+                f"[0, 1); got {val_frac}"
+            )
         self.batch_size, self.obs_frac, self.seed = batch_size, obs_frac, seed
+        self.val_frac = val_frac
         self.splits: dict[str, _Series] = {}
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        return ("test", "val", "train") if self.val_frac > 0 else ("test", "train")
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -125,10 +138,12 @@ class _DenseTrajectories(IrregularDataModule):
             mask *= keep[..., None]
         perm = rng.permutation(n)
         n_test = int(np.ceil(0.2 * n))
-        self.splits = {
-            "test": _Series(values[perm[:n_test]], mask[perm[:n_test]]),
-            "train": _Series(values[perm[n_test:]], mask[perm[n_test:]]),
-        }
+        # the validation series come out of the training part, so the test split is the same
+        # with and without one
+        n_val = int(np.ceil(self.val_frac * (n - n_test))) if self.val_frac > 0 else 0
+        parts = {"test": perm[:n_test], "val": perm[n_test : n_test + n_val],
+                 "train": perm[n_test + n_val :]}  # fmt: skip
+        self.splits = {k: _Series(values[i], mask[i]) for k, i in parts.items() if len(i)}
 
     def _dataset(self, split: str) -> Dataset:
         return self.splits[split]
@@ -147,13 +162,15 @@ class PeriodicDataModule(_DenseTrajectories):
         batch_size: Series per batch.
         obs_frac: Fraction of each series' time points kept.
         seed: Seed of the generator, the subsampling and the split.
+        val_frac: Fraction of the training series held out for validation (0: none).
     """
 
     name = "periodic"
 
     def __init__(self, n: int = 1000, n_points: int = 100, noise: float = 0.01,
-                 batch_size: int = 50, obs_frac: float = 0.5, seed: int = 42) -> None:  # fmt: skip
-        super().__init__(batch_size, obs_frac, seed)
+                 batch_size: int = 50, obs_frac: float = 0.5, seed: int = 42,
+                 val_frac: float = 0.0) -> None:  # fmt: skip
+        super().__init__(batch_size, obs_frac, seed, val_frac)
         self.n, self.n_points, self.noise = n, n_points, noise
 
     def _arrays(self):
@@ -170,6 +187,8 @@ class HopperDataModule(_DenseTrajectories):
         batch_size: Trajectories per batch.
         obs_frac: Fraction of each trajectory's time points kept.
         seed: Seed of the subsampling and the split (the simulation uses 123, as the reference).
+        val_frac: Fraction of the training trajectories held out for validation (0: none; the
+            test split then doubles as validation, as in the reference code).
     """
 
     name = "hopper"
@@ -180,8 +199,8 @@ class HopperDataModule(_DenseTrajectories):
     )
 
     def __init__(self, n: int = 10000, steps: int = 100, batch_size: int = 50,
-                 obs_frac: float = 1.0, seed: int = 42) -> None:  # fmt: skip
-        super().__init__(batch_size, obs_frac, seed)
+                 obs_frac: float = 1.0, seed: int = 42, val_frac: float = 0.0) -> None:  # fmt: skip
+        super().__init__(batch_size, obs_frac, seed, val_frac)
         self.n, self.steps = n, steps
 
     def _arrays(self):

@@ -156,15 +156,26 @@ class LanguageModeling(ZooTask):
             self.log(f"{stage}/loss", loss.detach(), batch_size=n_tok)
         return loss
 
+    def _new_stream(self) -> None:  # a stream starts again: no warm start from another one
+        reset = getattr(self.model, "reset_warm_start", None)
+        if reset is not None:
+            reset()
+
     def on_validation_epoch_start(self) -> None:
         self._mems.pop("val", None)
+        self._new_stream()
+
+    def on_validation_epoch_end(self) -> None:
+        self._new_stream()  # training goes on from its own stream, not the validation's
 
     def on_test_epoch_start(self) -> None:
         self._mems.pop("test", None)
+        self._new_stream()
 
     def on_train_epoch_start(self) -> None:
         if not self.__dict__.pop("_resumed_with_mems", False):  # a run resumed mid-epoch keeps it
             self._mems.pop("train", None)
+        self._new_stream()
         self._t0 = None
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
