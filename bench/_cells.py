@@ -186,6 +186,8 @@ def trained_lm_problem(batch: int = 16, name: str = "deq_transformer_tiny.sotu")
     def f(zf):  # zf: (batch * tgt_len, d_model), u: (batch, tgt_len, d_model)
         return cell(zf, u)
 
+    f.coupled = True  # the solver's samples (positions) see each other: joint rows apply
+
     return cell, f, u.new_zeros(batch * t, u.shape[-1]), u, None
 
 

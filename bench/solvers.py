@@ -7,7 +7,9 @@ seconds / seconds spent inside the cell during that solve (measured in place, so
 and cache effects hit both terms alike), and ``overhead_isolated`` = seconds / (NFE x one cell
 call timed on its own at the start point), the definition of earlier runs. The ``implicit-zoo
 compiled`` rows run Anderson with ``compile=True``; their compilation happens in the warm-up
-round and is not in the seconds (``bench/solver_compile.py`` reports it).
+round and is not in the seconds (``bench/solver_compile.py`` reports it). On a cell whose samples
+are coupled (``deq_lm_trained``: positions attend to each other) the ``implicit-zoo joint`` rows
+stop and pick the returned iterate for the whole batch at once (``joint=True``).
 
 Run: python bench/solvers.py [--quick]
 """
@@ -25,10 +27,12 @@ from _cells import PROBLEMS, Counted, rel_residual, report, time_call
 from zoo.solvers import Anderson, Broyden, Picard
 
 
-def ours(kind, m, tol, max_iter, compact=False, compile=False):
+def ours(kind, m, tol, max_iter, compact=False, compile=False, joint=False):
     cls = {"anderson": Anderson, "broyden": Broyden, "picard": Picard}[kind]
     kw = {"m": m, "compile": compile} if kind == "anderson" else {}
-    solver = cls(tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, compact=compact, **kw)
+    solver = cls(
+        tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, compact=compact, joint=joint, **kw
+    )
     return lambda f, z0: solver(f, z0)[0]
 
 
@@ -60,6 +64,8 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 solves["implicit-zoo compiled"] = ours(kind, m, tol, 50, compile=True)
             if hasattr(f, "rows") and kind == "anderson":  # a cell that allows compaction
                 solves["implicit-zoo compact"] = ours(kind, m, tol, 50, compact=True)
+            if getattr(f, "coupled", False) and kind == "anderson":  # samples see each other
+                solves["implicit-zoo joint"] = ours(kind, m, tol, 50, joint=True)
             times = {lib: [] for lib in solves}
             inside = {lib: [] for lib in solves}
             result = {}

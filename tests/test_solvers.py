@@ -185,3 +185,96 @@ def test_registry_names():
 def test_bad_solver_options(bad):
     with pytest.raises(ValueError):
         Anderson(**bad)
+
+
+# ---- joint solves: one stop and best-iterate decision for a batch of coupled samples ----
+
+
+def _coupled_map(b=6, d=5, seed=3):
+    """A contraction whose samples are coupled (each row sees the batch mean), with rows that
+    converge at different speeds, like a DEQ-Transformer's positions."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, d, generator=g, dtype=torch.float64)
+    w = 0.6 * w / torch.linalg.matrix_norm(w, ord=2)
+    x = torch.randn(b, d, generator=g, dtype=torch.float64)
+    speed = torch.linspace(0.1, 0.9, b, dtype=torch.float64)[:, None]
+
+    def f(z):
+        return speed * torch.tanh(z @ w + 0.5 * z.mean(0, keepdim=True)) + x
+
+    return f, torch.zeros(b, d, dtype=torch.float64)
+
+
+class _Recorder:
+    def __init__(self, f):
+        self.f, self.calls = f, []
+
+    def __call__(self, z):
+        out = self.f(z)
+        self.calls.append((z.clone(), out.clone()))
+        return out
+
+
+@pytest.mark.parametrize("solver_cls", [Picard, Anderson, Broyden])
+def test_joint_solve_returns_one_iterate_and_stops_when_all_samples_meet_tol_together(
+    solver_cls,
+):
+    f, z0 = _coupled_map()
+    tol = 1e-6
+    rec = _Recorder(f)
+    z, stats = solver_cls(tol=tol, max_iter=60, joint=True, warn=False)(rec, z0)
+    # the independent answer, from the recorded (z, g(z)) pairs: the first call whose worst
+    # sample meets tol ends the solve, and its g(z) is returned whole
+    worst = [float(((gz - zz).norm(dim=1) / (gz.norm(dim=1) + 1e-9)).max()) for zz, gz in rec.calls]
+    k = next(i for i, w in enumerate(worst) if w <= tol)
+    assert stats.nfe == k + 1 == len(rec.calls) and stats.converged
+    torch.testing.assert_close(z, rec.calls[k][1], rtol=0, atol=1e-12)
+    zk, gzk = rec.calls[k]
+    per_sample = (gzk - zk).norm(dim=1) / (gzk.norm(dim=1) + 1e-9)
+    torch.testing.assert_close(stats.rel_residual.double(), per_sample, rtol=1e-5, atol=0)
+    assert all(w > tol for w in worst[:k])
+
+
+def test_per_sample_stops_mix_iterations_of_coupled_samples_and_joint_does_not():
+    """The reason for ``joint``: the default per-sample rule returns rows from different
+    iterations, which the map never produced together."""
+    f, z0 = _coupled_map()
+    rec = _Recorder(f)
+    z, stats = Picard(tol=1e-6, max_iter=60, warn=False)(rec, z0)
+    outputs = [gz for _, gz in rec.calls]
+    assert stats.converged
+    assert not any(torch.equal(z, gz) for gz in outputs)  # a mix: no single call gave it
+    rows_from = {
+        next(i for i, gz in enumerate(outputs) if torch.equal(z[r], gz[r])) for r in range(6)
+    }
+    assert len(rows_from) > 1
+    zj, _ = Picard(tol=1e-6, max_iter=60, joint=True, warn=False)(f, z0)
+    assert any(torch.equal(zj, gz) for gz in outputs)
+
+
+def test_joint_never_converging_returns_the_iterate_with_the_lowest_worst_sample():
+    f, z0 = _coupled_map()
+    rec = _Recorder(f)
+    z, stats = Anderson(tol=0.0, max_iter=7, joint=True, warn=False)(rec, z0)
+    worst = [float(((gz - zz).norm(dim=1) / (gz.norm(dim=1) + 1e-9)).max()) for zz, gz in rec.calls]
+    k = min(range(len(worst)), key=worst.__getitem__)
+    assert stats.nfe == 7 and not stats.converged
+    torch.testing.assert_close(z, rec.calls[k][1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("solver_cls", [Picard, Anderson, Broyden])
+def test_joint_fixed_budget_solve_equals_the_early_exit_joint_solve(solver_cls):
+    f, z0 = _coupled_map()
+    z, stats = solver_cls(tol=1e-6, max_iter=60, joint=True, warn=False)(f, z0)
+    zg, sg = solver_cls(tol=1e-6, max_iter=60, joint=True, cuda_graph=True, warn=False)(f, z0)
+    assert sg.nfe == 60 and sg.converged
+    torch.testing.assert_close(zg, z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(sg.rel_residual, stats.rel_residual, rtol=0, atol=0)
+
+
+def test_joint_is_configured_like_any_option_and_refuses_compaction():
+    s = Anderson(m=3, tol=1e-5, joint=True)
+    assert s.config()["joint"] is True and "joint" not in Anderson().config()
+    assert get_solver(s.spec()).joint
+    with pytest.raises(ValueError, match="joint=True exclude each other"):
+        Picard(compact=True, joint=True)

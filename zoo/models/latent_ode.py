@@ -514,6 +514,15 @@ HOPPER = dict(
 )
 
 
+# the converged Hopper runs (issue #22): 10% of the training trajectories held out to validate
+HOPPER_CONVERGE = dict(
+    HOPPER,
+    datamodule_args={**HOPPER["datamodule_args"], "val_frac": 0.1},
+    train_split="7,200 of 10,000 simulated trajectories (simulation seed 123, split seed 42); "
+    "800 more held out for validation",
+)
+
+
 def series_entry(base: dict, name: str, recipe: str, paper_results=(), **card) -> dict:
     """A pretrained-table entry: the dataset's protocol plus the checkpoint's recipe and card
     facts (``compute``, ``limitations``)."""
@@ -575,15 +584,19 @@ register_pretrained(
             ],
         ),
         "latent_ode.hopper": series_entry(
-            HOPPER,
+            HOPPER_CONVERGE,
             "latent_ode.hopper",
-            "latent_ode_hopper_cpu",
-            compute="1 CPU thread: 10 epochs of 160 steps of batch 50, about 3 minutes",
+            "latent_ode_hopper_converge_cpu",
+            compute="1 CPU thread beside another training run: 91 epochs of 144 steps of batch "
+            "50 in 30 minutes (the time cap both Hopper models got); the best-on-validation "
+            "weights, from the last epoch",
             limitations=[
-                "10 epochs only: its ODE-RNN baseline beats it at this budget (2.04e-3 against "
-                "4.34e-3).",
+                "Stopped by its 30-minute cap, not converged: the validation MSE was still "
+                "falling (2.06e-3 at epoch 81, 1.89e-3 at 91).",
                 "The loss covers only the scored second half, so the first half's reconstruction "
                 "is untrained.",
+                "All time points observed (obs_frac 1.0): the paper's Hopper table subsamples "
+                "10-50% of them, so its columns are not this setting and are not quoted.",
             ],
         ),
     }

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..nn import integrate_intervals
 from ._registry import register_model, register_pretrained
 from .latent_ode import (
-    HOPPER,
+    HOPPER_CONVERGE,
     PHYSIONET,
     ODEFunc,
     RNNEncoder,
@@ -230,13 +230,18 @@ register_pretrained(
             ],
         ),
         "ode_rnn.hopper": series_entry(
-            HOPPER,
+            HOPPER_CONVERGE,
             "ode_rnn.hopper",
-            "ode_rnn_hopper_cpu",
-            compute="1 CPU thread: 10 epochs of 160 steps of batch 50, about 3 minutes",
+            "ode_rnn_hopper_converge_cpu",
+            compute="1 CPU thread beside another training run: 87 epochs of 144 steps of batch "
+            "50 in 30 minutes (the time cap both Hopper models got); the best-on-validation "
+            "weights, from epoch 85",
             limitations=[
-                "The baseline of latent_ode.hopper, with the same data, budget, optimizer and "
-                "schedule."
+                "The baseline of latent_ode.hopper, with the same data, wall-time cap, "
+                "optimizer and schedule. Stopped by the cap, not converged: the validation MSE "
+                "was still falling slowly (1.55e-3 at epoch 71, 1.47e-3 at 85).",
+                "All time points observed (obs_frac 1.0): the paper's Hopper table subsamples "
+                "10-50% of them, so its columns are not this setting and are not quoted.",
             ],
         ),
     }

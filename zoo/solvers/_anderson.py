@@ -42,7 +42,9 @@ class Anderson(FixedPointSolver):
             by ``torch.compile``: a few fused kernels instead of about thirty. The first solve
             of each shape pays the compilation (tens of seconds on a CPU); it pays off over a
             training run or a long evaluation, not for a single solve
-            (``bench/solver_compile.py``).
+            (``bench/solver_compile.py``). A ``joint`` solve runs eagerly.
+        joint: One stop and best-iterate decision for the whole batch (coupled samples; see
+            :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -66,8 +68,9 @@ class Anderson(FixedPointSolver):
         compact: bool = False,
         cuda_graph: bool = False,
         compile: bool = False,
+        joint: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint)
         if m < 1:
             raise ValueError(f"history size m must be >= 1, got {m}")
         self.m = int(m)
@@ -88,7 +91,8 @@ class Anderson(FixedPointSolver):
         sdtype = torch.float64 if z0.dtype == torch.float64 else torch.float32
         gram = torch.zeros(bsz, m, m, dtype=sdtype, device=z0.device)
         z = z0
-        steady = _compiled_steady() if self.compile and not tracker.sync_free else None
+        fused = self.compile and not tracker.sync_free and not tracker.joint
+        steady = _compiled_steady() if fused else None
         for k in range(self.max_iter):
             gz = g(z)
             slot = k % m

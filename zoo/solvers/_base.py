@@ -110,6 +110,13 @@ class FixedPointSolver(abc.ABC):
             the per-kernel launch cost that bounds small cells there. Elsewhere it runs eagerly
             with the same arithmetic. It costs ``max_iter`` evaluations every call, so it suits
             a fixed training budget; it excludes ``compact`` (data-dependent shapes).
+        joint: Stop and pick the returned iterate for the whole batch at once, not per sample:
+            the solve ends when every sample's residual is below ``tol`` at the same iterate,
+            and it returns ``g(z)`` of the iterate whose worst sample is lowest. For maps whose
+            "samples" are coupled (the DEQ-Transformer's positions attend to each other), the
+            per-sample rule returns a mix of iterations whose joint residual can exceed the
+            ``tol`` each sample met on its own (README, issue #24's targets). Excludes
+            ``compact``.
     """
 
     name = "base"
@@ -122,7 +129,13 @@ class FixedPointSolver(abc.ABC):
         warn: bool = True,
         compact: bool = False,
         cuda_graph: bool = False,
+        joint: bool = False,
     ) -> None:
+        if compact and joint:
+            raise ValueError(
+                "compact=True and joint=True exclude each other: compaction stops evaluating "
+                "samples one by one, a joint solve treats the batch as one coupled state; pick one"
+            )
         if compact and cuda_graph:
             raise ValueError(
                 "compact=True and cuda_graph=True exclude each other: compaction changes the "
@@ -142,6 +155,7 @@ class FixedPointSolver(abc.ABC):
         self.warn = warn
         self.compact = bool(compact)
         self.cuda_graph = bool(cuda_graph)
+        self.joint = bool(joint)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -154,6 +168,8 @@ class FixedPointSolver(abc.ABC):
             cfg["compact"] = True
         if self.cuda_graph:
             cfg["cuda_graph"] = True
+        if self.joint:
+            cfg["joint"] = True
         return cfg
 
     def spec(self) -> dict:
@@ -185,7 +201,9 @@ class FixedPointSolver(abc.ABC):
             tracker = self.run_fixed(g, z0)
         else:
             rows = getattr(g, "rows", None) if self.compact else None
-            tracker = _Tracker(z0, self.tol, self.stop_mode, compact=rows is not None)
+            tracker = _Tracker(
+                z0, self.tol, self.stop_mode, compact=rows is not None, joint=self.joint
+            )
             self._run(_Compacted(g, rows, tracker) if rows is not None else g, z0, tracker)
         stats = tracker.finish(time.perf_counter() - t0)
         self.warn_unconverged(stats)
@@ -197,7 +215,7 @@ class FixedPointSolver(abc.ABC):
         Returns the tracker: its tensors (``best_z``, ``best_res``, ...) are the solve's
         outputs, so the whole call can be captured as a CUDA graph and replayed.
         """
-        tracker = _Tracker(z0, self.tol, self.stop_mode, sync_free=True)
+        tracker = _Tracker(z0, self.tol, self.stop_mode, sync_free=True, joint=self.joint)
         self._run(g, z0, tracker)
         return tracker
 
@@ -239,9 +257,12 @@ class _Tracker:
 
     def __init__(
         self, z0: Tensor, tol: float, stop_mode: str, compact: bool = False,
-        sync_free: bool = False,
+        sync_free: bool = False, joint: bool = False,
     ) -> None:  # fmt: skip
         b = z0.shape[0]
+        # joint: one decision for the whole batch (coupled samples): the best iterate is the
+        # one whose worst sample is lowest, and the solve stops when that worst is below tol
+        self.joint = joint
         self.compact = compact  # rows evaluated are counted by _Compacted
         # sync_free: no host synchronization (a capturable solve): the best iterate is kept by
         # torch.where, and `done` never ends the loop early
@@ -276,14 +297,17 @@ class _Tracker:
         # finite / inf would read 0 while the iterates diverge
         ok = torch.isfinite(res) & torch.isfinite(abs_res) & torch.isfinite(g_norm)
         res = torch.where(ok, res, torch.full_like(res, math.inf))
-        better = (res < self.best_res) & self.active
+        if self.joint:  # all samples or none: the returned state is one iterate
+            better = ((res.max() < self.best_res.max()) & self.active.any()).expand_as(res)
+        else:
+            better = (res < self.best_res) & self.active
         self.best_res = torch.where(better, res, self.best_res)
         self.best_abs = torch.where(better, abs_res, self.best_abs)
         self.best_rel = torch.where(better, rel_res, self.best_rel)
         if self.sync_free:
             self.best_z = torch.where(better[:, None], gz.detach(), self.best_z)
             self.trace.append(res)
-            self.active = self.active & (self.best_res > self.tol)
+            self._deactivate()
             return res
         n_better = int(better.sum())
         if n_better == better.numel():
@@ -294,8 +318,14 @@ class _Tracker:
         if self.compact:  # a stopped sample was not evaluated: it keeps its best residual
             res = torch.where(self.active, res, self.best_res)
         self.trace.append(res)
-        self.active = self.active & (self.best_res > self.tol)
+        self._deactivate()
         return res
+
+    def _deactivate(self) -> None:
+        if self.joint:
+            self.active = (self.best_res.max() > self.tol).expand_as(self.active)
+        else:
+            self.active = self.active & (self.best_res > self.tol)
 
     @property
     def done(self) -> bool:

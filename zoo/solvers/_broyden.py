@@ -30,6 +30,8 @@ class Broyden(FixedPointSolver):
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
         cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
+        joint: One stop and best-iterate decision for the whole batch (coupled samples; see
+            :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -51,8 +53,9 @@ class Broyden(FixedPointSolver):
         restart_factor: float = 4.0,
         compact: bool = False,
         cuda_graph: bool = False,
+        joint: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint)
         if memory < 1:
             raise ValueError(f"memory must be >= 1, got {memory}")
         self.memory = int(memory)

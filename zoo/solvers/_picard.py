@@ -22,6 +22,8 @@ class Picard(FixedPointSolver):
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
         cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
+        joint: One stop and best-iterate decision for the whole batch (coupled samples; see
+            :class:`FixedPointSolver`).
 
     Example:
         >>> import torch
@@ -41,8 +43,9 @@ class Picard(FixedPointSolver):
         warn: bool = True,
         compact: bool = False,
         cuda_graph: bool = False,
+        joint: bool = False,
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint)
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {damping}")
         self.damping = float(damping)
