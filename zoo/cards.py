@@ -202,6 +202,21 @@ def _front_matter(spec, info: dict, main: dict) -> str:
     return "---\n" + yaml.safe_dump(fm, sort_keys=False) + "---\n"
 
 
+def _export_command(recipe: str, name: str) -> str:
+    """The recipe's own ``# Export:`` line (it names the checkpoint file that shipped, e.g. a
+    best-on-validation one), else the generic command."""
+    from .models._registry import checkpoint_dir
+
+    path = checkpoint_dir().parent / recipe
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("# Export:") and "zoo export" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"zoo export runs/.../last.ckpt --name {name}"
+
+
 def _training_lines(name: str, info: dict, pc: dict, model) -> list[str]:
     stages = recipe_stages(info["recipe"])
     if len(stages) > 1:
@@ -211,7 +226,7 @@ def _training_lines(name: str, info: dict, pc: dict, model) -> list[str]:
         recipe = f"- Recipe: `{info['recipe']}` (`zoo fit --config {info['recipe']}`)"
     lines = [
         "## How it was trained",
-        recipe + f"; then `zoo export runs/.../last.ckpt --name {name}` and `zoo card {name}`.",
+        recipe + f"; then `{_export_command(info['recipe'], name)}` and `zoo card {name}`.",
         f"- Data: {info['train_split']}; test: {info['test_split']}.",
         "- Selection: "
         + info.get("selection", "nothing was selected on held-out data (no early stopping)")

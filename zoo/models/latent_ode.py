@@ -587,6 +587,7 @@ register_pretrained(
             HOPPER_CONVERGE,
             "latent_ode.hopper",
             "latent_ode_hopper_converge_cpu",
+            selection="the 800 held-out validation trajectories chose the weights (the best epoch, here the last) and would have stopped the run after 10 flat epochs; the test split chose nothing",
             compute="1 CPU thread beside another training run: 91 epochs of 144 steps of batch "
             "50 in 30 minutes (the time cap both Hopper models got); the best-on-validation "
             "weights, from the last epoch",

@@ -233,6 +233,7 @@ register_pretrained(
             HOPPER_CONVERGE,
             "ode_rnn.hopper",
             "ode_rnn_hopper_converge_cpu",
+            selection="the 800 held-out validation trajectories chose the weights (the best epoch, 85 of 87) and would have stopped the run after 10 flat epochs; the test split chose nothing",
             compute="1 CPU thread beside another training run: 87 epochs of 144 steps of batch "
             "50 in 30 minutes (the time cap both Hopper models got); the best-on-validation "
             "weights, from epoch 85",
