@@ -205,11 +205,8 @@ def _front_matter(spec, info: dict, main: dict) -> str:
 def _export_command(recipe: str, name: str) -> str:
     """The recipe's own ``# Export:`` line (it names the checkpoint file that shipped, e.g. a
     best-on-validation one), else the generic command."""
-    from .models._registry import checkpoint_dir
-
-    path = checkpoint_dir().parent / recipe
     try:
-        for line in path.read_text().splitlines():
+        for line in (ROOT / recipe).read_text().splitlines():
             if line.startswith("# Export:") and "zoo export" in line:
                 return line.split(":", 1)[1].strip()
     except OSError:
