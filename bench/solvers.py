@@ -9,7 +9,9 @@ call timed on its own at the start point), the definition of earlier runs. The `
 compiled`` rows run Anderson with ``compile=True``; their compilation happens in the warm-up
 round and is not in the seconds (``bench/solver_compile.py`` reports it). On a cell whose samples
 are coupled (``deq_lm_trained``: positions attend to each other) the ``implicit-zoo joint`` rows
-stop and pick the returned iterate for the whole batch at once (``joint=True``).
+stop and pick the returned iterate for the whole batch at once (``joint=True``). The ``iterate``
+rows return each sample's lowest-residual iterate itself (``returns="iterate"``) instead of the
+default one more step ``g(z)`` (what torchdeq returns too), whose residual nobody measured.
 
 Run: python bench/solvers.py [--quick]
 """
@@ -27,12 +29,13 @@ from _cells import PROBLEMS, Counted, rel_residual, report, time_call
 from zoo.solvers import Anderson, Broyden, Picard
 
 
-def ours(kind, m, tol, max_iter, compact=False, compile=False, joint=False):
+def ours(kind, m, tol, max_iter, compact=False, compile=False, joint=False, returns="step"):
     cls = {"anderson": Anderson, "broyden": Broyden, "picard": Picard}[kind]
     kw = {"m": m, "compile": compile} if kind == "anderson" else {}
     solver = cls(
-        tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, compact=compact, joint=joint, **kw
-    )
+        tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, compact=compact, joint=joint,
+        returns=returns, **kw,
+    )  # fmt: skip
     return lambda f, z0: solver(f, z0)[0]
 
 
@@ -62,8 +65,13 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
             }
             if kind == "anderson":  # the iteration compiled (its compilation in the warm-up)
                 solves["implicit-zoo compiled"] = ours(kind, m, tol, 50, compile=True)
+            if kind == "anderson":  # the best iterate itself, as torchdeq returns it
+                solves["implicit-zoo iterate"] = ours(kind, m, tol, 50, returns="iterate")
             if hasattr(f, "rows") and kind == "anderson":  # a cell that allows compaction
                 solves["implicit-zoo compact"] = ours(kind, m, tol, 50, compact=True)
+                solves["implicit-zoo compact iterate"] = ours(
+                    kind, m, tol, 50, compact=True, returns="iterate"
+                )
             if getattr(f, "coupled", False) and kind == "anderson":  # samples see each other
                 solves["implicit-zoo joint"] = ours(kind, m, tol, 50, joint=True)
             times = {lib: [] for lib in solves}

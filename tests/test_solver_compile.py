@@ -32,7 +32,9 @@ def _solve(solver, g, z0):
         return solver(g, z0.clone())
 
 
-@pytest.mark.parametrize("kw", [{}, {"beta": 0.8}], ids=["undamped", "damped"])
+@pytest.mark.parametrize(
+    "kw", [{}, {"beta": 0.8}, {"returns": "iterate"}], ids=["undamped", "damped", "iterate"]
+)
 def test_compiled_iterations_equal_the_eager_ones(kw):
     g, z0 = _map()
     for max_iter, tol in ((60, 1e-9), (9, 1e-12)):  # some samples converge early / none does

@@ -69,8 +69,9 @@ class Anderson(FixedPointSolver):
         cuda_graph: bool = False,
         compile: bool = False,
         joint: bool = False,
+        returns: str = "step",
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint, returns)
         if m < 1:
             raise ValueError(f"history size m must be >= 1, got {m}")
         self.m = int(m)
@@ -133,7 +134,7 @@ class Anderson(FixedPointSolver):
         out = fn(
             z, gz, F, G, gram, slot_t, tracker.best_z, tracker.best_res, tracker.best_abs,
             tracker.best_rel, tracker.active, self.lam, self.beta, tracker.tol,
-            tracker.stop_mode == "rel", tracker.compact,
+            tracker.stop_mode == "rel", tracker.compact, tracker.keep_step,
         )  # fmt: skip
         z, tracker.best_z, tracker.best_res, tracker.best_abs, tracker.best_rel, res, active = out
         tracker.nfe += 1
@@ -194,7 +195,7 @@ def _compile_failed(err: Exception) -> None:
 def _steady_iteration(
     z: Tensor, gz: Tensor, F: Tensor, G: Tensor, gram: Tensor, slot: Tensor, best_z: Tensor,
     best_res: Tensor, best_abs: Tensor, best_rel: Tensor, active: Tensor, lam: float,
-    beta: float, tol: float, rel: bool, compact: bool,
+    beta: float, tol: float, rel: bool, compact: bool, keep_step: bool,
 ):  # fmt: skip
     """One Anderson iteration with a full history, tracker included, as ``Anderson._solve`` and
     ``_Tracker.update`` do it eagerly (the same algebra, in one function for the compiler).
@@ -211,7 +212,7 @@ def _steady_iteration(
     best_res = torch.where(better, res, best_res)
     best_abs = torch.where(better, abs_res, best_abs)
     best_rel = torch.where(better, rel_res, best_rel)
-    best_z = torch.where(better[:, None], gz, best_z)
+    best_z = torch.where(better[:, None], gz if keep_step else z, best_z)
     if compact:
         res = torch.where(active, res, best_res)
     active = active & (best_res > tol)

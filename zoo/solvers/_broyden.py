@@ -54,8 +54,9 @@ class Broyden(FixedPointSolver):
         compact: bool = False,
         cuda_graph: bool = False,
         joint: bool = False,
+        returns: str = "step",
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint, returns)
         if memory < 1:
             raise ValueError(f"memory must be >= 1, got {memory}")
         self.memory = int(memory)

@@ -44,8 +44,9 @@ class Picard(FixedPointSolver):
         compact: bool = False,
         cuda_graph: bool = False,
         joint: bool = False,
+        returns: str = "step",
     ) -> None:
-        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint)
+        super().__init__(tol, max_iter, stop_mode, warn, compact, cuda_graph, joint, returns)
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {damping}")
         self.damping = float(damping)
