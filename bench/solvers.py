@@ -63,9 +63,10 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 "torchdeq": theirs(kind, m, tol, 50),
                 "implicit-zoo": ours(kind, m, tol, 50),
             }
-            if kind == "anderson":  # the iteration compiled (its compilation in the warm-up)
+            if kind == "anderson":
+                # the iteration compiled (its compilation in the warm-up), and the best iterate
+                # itself returned instead of one more step
                 solves["implicit-zoo compiled"] = ours(kind, m, tol, 50, compile=True)
-            if kind == "anderson":  # the best iterate itself, as torchdeq returns it
                 solves["implicit-zoo iterate"] = ours(kind, m, tol, 50, returns="iterate")
             if hasattr(f, "rows") and kind == "anderson":  # a cell that allows compaction
                 solves["implicit-zoo compact"] = ours(kind, m, tol, 50, compact=True)

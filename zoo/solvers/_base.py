@@ -124,11 +124,12 @@ class FixedPointSolver(abc.ABC):
             ``compact``.
         returns: ``"step"`` (default): return ``g(z)`` of each sample's lowest-residual iterate
             ``z``, one more step for free; the reported residual is ``z``'s, not the returned
-            state's (torchdeq's solvers return the same). ``"iterate"``: return ``z`` itself, so
-            the stats describe exactly what is returned. On the trained MDEQ cells, whose map does not
-            contract the residual, the free step is up to 1.8x further from the fixed point
-            than reported; at tiny budgets it is the better prediction (``mdeq_tiny.cifar10``
-            at 2 iterations: 55% top-1 against 1%). ``SolverStats.returned`` says which.
+            state's (torchdeq's solvers return the same). ``"iterate"``: return ``z`` itself,
+            so the stats describe exactly what is returned. On the trained MDEQ cells, whose
+            map does not contract the residual, the free step is up to 1.8x further from the
+            fixed point than reported; at tiny budgets it is the better prediction
+            (``mdeq_tiny.cifar10`` at 2 iterations: 55% top-1 against 1%).
+            ``SolverStats.returned`` says which.
     """
 
     name = "base"
@@ -222,10 +223,7 @@ class FixedPointSolver(abc.ABC):
             tracker = self.run_fixed(g, z0)
         else:
             rows = getattr(g, "rows", None) if self.compact else None
-            tracker = _Tracker(
-                z0, self.tol, self.stop_mode, compact=rows is not None, joint=self.joint,
-                keep_step=self.returns == "step",
-            )  # fmt: skip
+            tracker = self._tracker(z0, compact=rows is not None)
             self._run(_Compacted(g, rows, tracker) if rows is not None else g, z0, tracker)
         stats = tracker.finish(time.perf_counter() - t0)
         self.warn_unconverged(stats)
@@ -237,12 +235,14 @@ class FixedPointSolver(abc.ABC):
         Returns the tracker: its tensors (``best_z``, ``best_res``, ...) are the solve's
         outputs, so the whole call can be captured as a CUDA graph and replayed.
         """
-        tracker = _Tracker(
-            z0, self.tol, self.stop_mode, sync_free=True, joint=self.joint,
-            keep_step=self.returns == "step",
-        )  # fmt: skip
+        tracker = self._tracker(z0, sync_free=True)
         self._run(g, z0, tracker)
         return tracker
+
+    def _tracker(self, z0: Tensor, **kw) -> _Tracker:
+        return _Tracker(
+            z0, self.tol, self.stop_mode, joint=self.joint, keep_step=self.returns == "step", **kw
+        )
 
     def warn_unconverged(self, stats: SolverStats) -> None:
         if self.warn and not stats.converged:
