@@ -77,6 +77,8 @@ class Counted:
         self.f, self.n, self.seconds, self.samples = f, 0, 0.0, 0
         if hasattr(f, "rows"):  # the subset map of per-sample compaction, counted alike
             self.rows = lambda z, idx: self._timed(f.rows, z, idx)
+        if hasattr(f, "group"):  # rows per coupled block (joint solves decide per block)
+            self.group = f.group
 
     def _timed(self, fn, *args):
         self.n += 1
@@ -162,8 +164,8 @@ def trained_mdeq_problem(batch: int = 64, name: str = "mdeq_tiny.fashion_mnist")
 def trained_lm_problem(batch: int = 16, name: str = "deq_transformer_tiny.sotu"):
     """The equilibrium block of a shipped DEQ-Transformer on its shipped test text: ``batch``
     consecutive segments of ``tgt_len`` tokens, one solver sample per position, exactly as the
-    model solves them (None if absent). No compaction: a position's output depends on the
-    positions before it through attention, so the cell's samples are not independent."""
+    model solves them (None if absent). A position's output depends on the positions before it
+    through attention, so compaction applies only by whole sequences, in joint solves."""
     import numpy as np
 
     import zoo
@@ -187,6 +189,11 @@ def trained_lm_problem(batch: int = 16, name: str = "deq_transformer_tiny.sotu")
         return cell(zf, u)
 
     f.coupled = True  # the solver's samples (positions) see each other: joint rows apply
+    # ... but only within a sequence: a joint solve decides per sequence (the model's own
+    # declaration), and compaction drops finished sequences
+    f.group = cell.coupled_rows(u)
+    subset = cell.row_subset(u, joint=True)
+    f.rows = lambda zf, idx: cell(zf, subset(idx))
 
     return cell, f, u.new_zeros(batch * t, u.shape[-1]), u, None
 

@@ -9,7 +9,8 @@ call timed on its own at the start point), the definition of earlier runs. The `
 compiled`` rows run Anderson with ``compile=True``; their compilation happens in the warm-up
 round and is not in the seconds (``bench/solver_compile.py`` reports it). On a cell whose samples
 are coupled (``deq_lm_trained``: positions attend to each other) the ``implicit-zoo joint`` rows
-stop and pick the returned iterate for the whole batch at once (``joint=True``). The ``iterate``
+stop and pick the returned iterate per coupled block (``joint=True``; the DEQ-LM declares its
+sequences as blocks), and the ``compact joint`` rows stop evaluating a finished sequence. The ``iterate``
 rows return each sample's lowest-residual iterate itself (``returns="iterate"``) instead of the
 default one more step ``g(z)`` (what torchdeq returns too), whose residual nobody measured.
 
@@ -68,13 +69,20 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 # itself returned instead of one more step
                 solves["implicit-zoo compiled"] = ours(kind, m, tol, 50, compile=True)
                 solves["implicit-zoo iterate"] = ours(kind, m, tol, 50, returns="iterate")
-            if hasattr(f, "rows") and kind == "anderson":  # a cell that allows compaction
+            coupled = getattr(f, "coupled", False)  # samples see each other
+            if hasattr(f, "rows") and kind == "anderson" and not coupled:  # compaction
                 solves["implicit-zoo compact"] = ours(kind, m, tol, 50, compact=True)
                 solves["implicit-zoo compact iterate"] = ours(
                     kind, m, tol, 50, compact=True, returns="iterate"
                 )
-            if getattr(f, "coupled", False) and kind == "anderson":  # samples see each other
+            if coupled and kind == "anderson":
+                # one decision per coupled block (the whole batch unless the map declares
+                # blocks: the DEQ-LM's sequences), then finished blocks dropped
                 solves["implicit-zoo joint"] = ours(kind, m, tol, 50, joint=True)
+                if hasattr(f, "rows"):
+                    solves["implicit-zoo compact joint"] = ours(
+                        kind, m, tol, 50, compact=True, joint=True
+                    )
             times = {lib: [] for lib in solves}
             inside = {lib: [] for lib in solves}
             result = {}

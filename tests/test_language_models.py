@@ -411,3 +411,30 @@ def test_warm_start_never_carries_a_state_into_another_stream():
             model(other)
             hook()
             torch.testing.assert_close(model(ids), cold, rtol=0, atol=0)
+
+
+def test_joint_solve_stops_each_sequence_on_its_own_and_compaction_drops_finished_ones():
+    """A DEQ-LM's positions are coupled within a sequence, never across sequences: a joint
+    solve decides per sequence, so each sequence's logits are those of a joint solve of that
+    sequence alone (float64), and with ``compact`` a finished sequence is not evaluated again."""
+    torch.manual_seed(0)
+    solver = {"name": "anderson", "m": 4, "tol": 1e-7, "max_iter": 60, "joint": True}
+    m = zoo.create_model(
+        "deq_transformer_tiny", **dict(SMALL, mem_len=0, dropout=0.0), solver=solver
+    ).double().eval()  # fmt: skip
+    ids = torch.randint(0, 40, (4, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole = m(ids)
+        full_rows = m.deq.info.stats.rows_evaluated
+        alone = torch.cat([m(ids[i : i + 1]) for i in range(4)])
+        alone_rows = []
+        for i in range(4):
+            m(ids[i : i + 1])
+            alone_rows.append(m.deq.info.stats.rows_evaluated)
+        m.deq.solver = m.deq.solver.replace(compact=True)
+        compacted = m(ids)
+        stats = m.deq.info.stats
+    torch.testing.assert_close(whole, alone, rtol=0, atol=1e-10)
+    torch.testing.assert_close(compacted, whole, rtol=0, atol=0)
+    assert stats.converged and len(set(alone_rows)) > 1  # the sequences stop apart
+    assert stats.rows_evaluated == sum(alone_rows) < full_rows

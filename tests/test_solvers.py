@@ -272,9 +272,72 @@ def test_joint_fixed_budget_solve_equals_the_early_exit_joint_solve(solver_cls):
     torch.testing.assert_close(sg.rel_residual, stats.rel_residual, rtol=0, atol=0)
 
 
-def test_joint_is_configured_like_any_option_and_refuses_compaction():
-    s = Anderson(m=3, tol=1e-5, joint=True)
+def test_joint_is_configured_like_any_option():
+    s = Anderson(m=3, tol=1e-5, joint=True, compact=True)
     assert s.config()["joint"] is True and "joint" not in Anderson().config()
-    assert get_solver(s.spec()).joint
-    with pytest.raises(ValueError, match="joint=True exclude each other"):
-        Picard(compact=True, joint=True)
+    assert get_solver(s.spec()).joint and get_solver(s.spec()).compact
+
+
+def _blocks_map(n_blocks=4, rows=3, d=5):
+    """Rows coupled within consecutive blocks of ``rows`` (each sees its block's mean) and
+    independent across blocks, which contract at different speeds; float64. With ``rows``
+    (per-row subsets of whole blocks) so that compaction applies."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    x = torch.randn(n_blocks * rows, d, generator=g, dtype=torch.float64)
+    speed = torch.linspace(0.2, 0.9, n_blocks, dtype=torch.float64).repeat_interleave(rows)[:, None]
+
+    def on_rows(z, idx):
+        zb = z.view(-1, rows, z.shape[1])
+        mean = zb.mean(1, keepdim=True).expand_as(zb).reshape(z.shape)
+        return speed[idx] * torch.tanh(z @ w + 0.5 * mean) + x[idx]
+
+    def f(z):
+        return on_rows(z, torch.arange(z.shape[0]))
+
+    f.group = rows
+    f.rows = on_rows
+    return f, torch.zeros(n_blocks * rows, d, dtype=torch.float64), n_blocks, rows
+
+
+@pytest.mark.parametrize("solver_cls", [Picard, Anderson, Broyden])
+@pytest.mark.parametrize("compact", [False, True])
+def test_joint_blocks_each_get_the_joint_solve_they_get_alone(solver_cls, compact):
+    """A map that declares its coupled blocks (``g.group``) gets one stop and best-iterate
+    decision per block: each block's returned rows are exactly a joint solve of that block on
+    its own, and with compaction a stopped block is no longer evaluated."""
+    f, z0, n, rows = _blocks_map()
+    tol = 1e-7
+    z, stats = solver_cls(tol=tol, max_iter=80, joint=True, compact=compact, warn=False)(f, z0)
+    assert stats.converged
+    alone_nfe = []
+    for b in range(n):
+        sl = slice(b * rows, (b + 1) * rows)
+        idx = torch.arange(b * rows, (b + 1) * rows)
+
+        def fb(zb, idx=idx):
+            return f.rows(zb, idx)
+
+        zb, sb = solver_cls(tol=tol, max_iter=80, joint=True, warn=False)(fb, z0[sl])
+        torch.testing.assert_close(z[sl], zb, rtol=0, atol=1e-12)
+        torch.testing.assert_close(stats.rel_residual[sl], sb.rel_residual, rtol=0, atol=0)
+        alone_nfe.append(sb.nfe)
+    assert len(set(alone_nfe)) > 1 and stats.nfe == max(alone_nfe)  # blocks stop apart
+    expected_rows = sum(alone_nfe) * rows if compact else stats.nfe * n * rows
+    assert stats.rows_evaluated == expected_rows
+
+
+def test_joint_blocks_fixed_budget_equals_the_early_exit_solve():
+    f, z0, _, _ = _blocks_map()
+    del f.rows
+    z, stats = Anderson(tol=1e-7, max_iter=80, joint=True, warn=False)(f, z0)
+    zg, sg = Anderson(tol=1e-7, max_iter=80, joint=True, cuda_graph=True, warn=False)(f, z0)
+    assert sg.nfe == 80 and sg.converged
+    torch.testing.assert_close(zg, z, rtol=0, atol=1e-12)
+
+
+def test_a_group_that_does_not_divide_the_batch_is_refused():
+    f, z0, _, _ = _blocks_map()
+    f.group = 5
+    with pytest.raises(ValueError, match="divides the batch of 12 rows"):
+        Picard(joint=True, warn=False)(f, z0)

@@ -207,6 +207,20 @@ class _PerPosition(nn.Module):
     def forward(self, z: Tensor, u: Tensor) -> Tensor:
         return self.cell(z.view_as(u), u).reshape(z.shape)
 
+    def coupled_rows(self, u: Tensor) -> int:
+        """Rows per coupled block: a sequence's positions attend to each other, sequences do
+        not, so a joint solve stops and picks its iterate per sequence."""
+        return u.shape[1]
+
+    def row_subset(self, u: Tensor, joint: bool):
+        """For compaction: the injection of whole sequences (rows ``idx``, a joint solve's
+        unconverged blocks). ``None`` (full batches) for a per-position solve, whose stopped
+        positions would still be attended to, or with a memory, which is per sequence."""
+        if not joint or self.cell.ctx[0] is not None:
+            return None
+        t = u.shape[1]
+        return lambda idx: u.index_select(0, idx.view(-1, t)[:, 0] // t)
+
 
 class DEQTransformerLM(ImplicitModelMixin, _LMBase):
     """DEQ-Transformer: one weight-tied block ``z = f(z, u)`` solved to equilibrium.

@@ -128,6 +128,19 @@ class DEQ(nn.Module):
             raise ValueError("pass z0 explicitly when x is not a single tensor")
         return torch.zeros_like(x)
 
+    def _row_subset(self, x, solver: FixedPointSolver):
+        """``idx -> the injection of state rows idx`` when compaction applies (``compact``,
+        eval mode, and a cell that can run on a subset: ``batch_independent``, or its own
+        ``row_subset(x, joint)``, as a cell of coupled blocks that a joint solve stops whole);
+        else ``None``."""
+        if not solver.compact or self.training:
+            return None
+        if hasattr(self.cell, "row_subset"):
+            return self.cell.row_subset(x, solver.joint)
+        if getattr(self.cell, "batch_independent", False):
+            return lambda idx: index_rows(x, idx)
+        return None
+
     def forward(self, x, z0: State | None = None, *, return_info: bool = False):
         """Solve for the equilibrium.
 
@@ -155,11 +168,14 @@ class DEQ(nn.Module):
             return packer.flat(out)
 
         solver = self.solver if (self.training or self.eval_solver is None) else self.eval_solver
-        if solver.compact and not self.training and getattr(self.cell, "batch_independent", False):
+        if hasattr(self.cell, "coupled_rows"):  # joint solves decide per coupled block
+            f.group = self.cell.coupled_rows(x)
+        subset = self._row_subset(x, solver)
+        if subset is not None:
 
             def rows(zf: Tensor, idx: Tensor) -> Tensor:  # the cell on a subset of the samples
                 sub = packer.with_batch(zf.shape[0])
-                return sub.flat(self.cell(sub.unflat(zf), index_rows(x, idx)))
+                return sub.flat(self.cell(sub.unflat(zf), subset(idx)))
 
             f.rows = rows  # solvers with compact=True evaluate only the unconverged samples
         z0f = packer.flat(z0).detach()

@@ -120,8 +120,11 @@ class FixedPointSolver(abc.ABC):
             and it returns ``g(z)`` of the iterate whose worst sample is lowest. For maps whose
             "samples" are coupled (the DEQ-Transformer's positions attend to each other), the
             per-sample rule returns a mix of iterations whose joint residual can exceed the
-            ``tol`` each sample met on its own (README, issue #24's targets). Excludes
-            ``compact``.
+            ``tol`` each sample met on its own (README, issue #24's targets). A map may
+            declare that only consecutive blocks of its rows are coupled (``g.group``: rows
+            per block, e.g. one sequence's positions); the decision is then one per block,
+            and with ``compact`` a stopped block's rows are no longer evaluated. Without
+            ``g.group`` the whole batch is one block, and ``compact`` has nothing to drop.
         returns: ``"step"`` (default): return ``g(z)`` of each sample's lowest-residual iterate
             ``z``, one more step for free; the reported residual is ``z``'s, not the returned
             state's (torchdeq's solvers return the same). ``"iterate"``: return ``z`` itself,
@@ -149,11 +152,6 @@ class FixedPointSolver(abc.ABC):
             raise ValueError(
                 f"returns must be 'step' (g(z) of the best iterate) or 'iterate' (the best "
                 f"iterate itself), got {returns!r}"
-            )
-        if compact and joint:
-            raise ValueError(
-                "compact=True and joint=True exclude each other: compaction stops evaluating "
-                "samples one by one, a joint solve treats the batch as one coupled state; pick one"
             )
         if compact and cuda_graph:
             raise ValueError(
@@ -222,8 +220,10 @@ class FixedPointSolver(abc.ABC):
         if self.cuda_graph:
             tracker = self.run_fixed(g, z0)
         else:
-            rows = getattr(g, "rows", None) if self.compact else None
-            tracker = self._tracker(z0, compact=rows is not None)
+            # a map of coupled blocks (g.group) is compacted by whole blocks: joint solves only
+            blocks_ok = self.joint or getattr(g, "group", None) is None
+            rows = getattr(g, "rows", None) if self.compact and blocks_ok else None
+            tracker = self._tracker(z0, compact=rows is not None, group=getattr(g, "group", None))
             self._run(_Compacted(g, rows, tracker) if rows is not None else g, z0, tracker)
         stats = tracker.finish(time.perf_counter() - t0)
         self.warn_unconverged(stats)
@@ -235,7 +235,7 @@ class FixedPointSolver(abc.ABC):
         Returns the tracker: its tensors (``best_z``, ``best_res``, ...) are the solve's
         outputs, so the whole call can be captured as a CUDA graph and replayed.
         """
-        tracker = self._tracker(z0, sync_free=True)
+        tracker = self._tracker(z0, sync_free=True, group=getattr(g, "group", None))
         self._run(g, z0, tracker)
         return tracker
 
@@ -283,8 +283,19 @@ class _Tracker:
     def __init__(
         self, z0: Tensor, tol: float, stop_mode: str, compact: bool = False,
         sync_free: bool = False, joint: bool = False, keep_step: bool = True,
+        group: int | None = None,
     ) -> None:  # fmt: skip
         b = z0.shape[0]
+        # group: rows per coupled block of a joint solve (consecutive rows); the whole batch
+        # when the map declares none
+        if group is None or not joint:
+            group = b
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1 or b % group:
+            raise ValueError(
+                f"the map's group ({group!r} rows per coupled block) must be a positive integer "
+                f"that divides the batch of {b} rows"
+            )
+        self.group = group
         # keep_step: the kept (returned) state of a sample is g(z) of its best iterate z, one
         # more step for free; otherwise z itself, the state whose residual was measured
         self.keep_step = keep_step
@@ -326,8 +337,9 @@ class _Tracker:
         # finite / inf would read 0 while the iterates diverge
         ok = torch.isfinite(res) & torch.isfinite(abs_res) & torch.isfinite(g_norm)
         res = torch.where(ok, res, torch.full_like(res, math.inf))
-        if self.joint:  # all samples or none: the returned state is one iterate
-            better = ((res.max() < self.best_res.max()) & self.active.any()).expand_as(res)
+        if self.joint:  # per block, all its samples or none: a block's state is one iterate
+            worst = self._worst(res)
+            better = self._spread((worst < self._worst(self.best_res)) & self._block_active())
         else:
             better = (res < self.best_res) & self.active
         self.best_res = torch.where(better, res, self.best_res)
@@ -351,9 +363,20 @@ class _Tracker:
         self._deactivate()
         return res
 
+    def _worst(self, res: Tensor) -> Tensor:
+        """The worst residual of each coupled block, ``(B / group,)``."""
+        return res.view(-1, self.group).amax(1)
+
+    def _block_active(self) -> Tensor:
+        return self.active.view(-1, self.group)[:, 0]
+
+    def _spread(self, per_block: Tensor) -> Tensor:
+        """A per-block flag on every row of its block (no host sync: capturable)."""
+        return per_block[:, None].expand(-1, self.group).reshape(-1)
+
     def _deactivate(self) -> None:
         if self.joint:
-            self.active = (self.best_res.max() > self.tol).expand_as(self.active)
+            self.active = self._spread(self._worst(self.best_res) > self.tol)
         else:
             self.active = self.active & (self.best_res > self.tol)
 
