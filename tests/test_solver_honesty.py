@@ -197,3 +197,34 @@ def test_returns_is_validated_and_kept_in_the_spec():
     assert spec["returns"] == "iterate"
     assert get_solver(spec).returns == "iterate"
     assert "returns" not in Anderson().spec()  # the default leaves shipped configs unchanged
+
+
+def test_an_unconverged_backward_warns_once_per_run_and_its_residuals_are_logged():
+    """A training run whose backward solves never reach tol gets one warning (the default
+    filter), not one per step; SolverStatsCallback logs the residuals as train/backward_*."""
+    from types import SimpleNamespace
+
+    from zoo.callbacks import SolverStatsCallback
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4).double()
+    with torch.no_grad():
+        lin.weight.mul_(0.9 / torch.linalg.matrix_norm(lin.weight, 2))
+    deq = DEQ(lambda z, x: torch.tanh(lin(z) + x), solver=Anderson(tol=1e-10, max_iter=100),
+              grad=ImplicitGrad(tol=1e-12, max_iter=2))  # fmt: skip
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("default")
+        for seed in range(3):
+            x = torch.randn(
+                3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+            )
+            deq(x.requires_grad_()).sum().backward()
+    assert len([m for m in w if issubclass(m.category, GradientWarning)]) == 1
+    assert not deq.grad.last_stats.converged
+    logged = {}
+    module = SimpleNamespace(
+        model=torch.nn.Sequential(deq), log=lambda k, v, **_: logged.update({k: v})
+    )
+    SolverStatsCallback(every_n_steps=1)._log_backward(module)
+    assert logged["train/backward_nfe"] == 2 and logged["train/backward_converged_frac"] == 0.0
+    assert logged["train/backward_residual_max"] == float(deq.grad.last_stats.residual.max()) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import torch
 
 __all__ = ["SolverStatsCallback", "SaveLastOnTrainEnd", "StepTimer", "StopAtStep"]
 
@@ -40,6 +41,25 @@ class SolverStatsCallback(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:
             self._log(pl_module, "train", on_step=True)
+            self._log_backward(pl_module)
+
+    @staticmethod
+    def _log_backward(pl_module) -> None:
+        """The last backward solve of an implicit gradient (``ImplicitGrad.last_stats``):
+        ``train/backward_nfe``, ``..._residual_max``, ``..._converged_frac``."""
+        from .solvers import GradMode
+
+        model = getattr(pl_module, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            return
+        for m in model.modules():
+            grad = getattr(m, "grad", None)
+            stats = getattr(grad, "last_stats", None) if isinstance(grad, GradMode) else None
+            if stats is not None and stats.n_iter:
+                for k, v in stats.summary().items():
+                    if k != "solve_time":
+                        pl_module.log(f"train/backward_{k}", v, on_step=True, on_epoch=False)
+                return
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
