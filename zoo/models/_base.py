@@ -301,7 +301,8 @@ class ImplicitModelMixin:
 
     def inference_budget(self) -> dict[str, Any]:
         s = self.deq.eval_solver or self.deq.solver
-        return {"max_iter": s.max_iter, "tol": s.tol, "solver": s.name}
+        extra = {k: v for k, v in s.config().items() if k in ("joint", "compact", "returns")}
+        return {"max_iter": s.max_iter, "tol": s.tol, "solver": s.name, **extra}
 
     def cost(self) -> Cost:
         st = self.deq.stats

@@ -443,6 +443,11 @@ register_pretrained(
             limitations=[
                 "Loses to its explicit baseline transformer_tiny.sotu (126.6 against 110.4 test perplexity) at the same non-embedding size and token budget.",
                 "Never reached its training solver tolerance (mean relative residual about 4e-3).",
+                "Version 2 (2026-12-03): version 1's weights, solved per sequence (joint: each "
+                "sequence stops when all its positions meet tol at the same iterate, so the "
+                "returned state is one iterate) with finished sequences dropped (compact). "
+                "Perplexity unchanged at every budget (zoo card); on 18,432 shipped-sample tokens "
+                "0.75x version 1's solve time (recipes/deq_lm/HISTORY.md).",
                 "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
             ],
             paper_results=[
