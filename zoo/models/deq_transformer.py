@@ -446,8 +446,9 @@ register_pretrained(
                 "Version 2 (2026-12-03): version 1's weights, solved per sequence (joint: each "
                 "sequence stops when all its positions meet tol at the same iterate, so the "
                 "returned state is one iterate) with finished sequences dropped (compact). "
-                "Perplexity unchanged at every budget (zoo card); on 18,432 shipped-sample tokens "
-                "0.75x version 1's solve time (recipes/deq_lm/HISTORY.md).",
+                "Perplexity unchanged at every budget (zoo card); on the 18,432 tokens of the "
+                "shipped sample 0.79x version 1's evaluation time (python bench/deq_lm_eval.py, "
+                "idle; recipes/deq_lm/HISTORY.md).",
                 "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
             ],
             paper_results=[
