@@ -112,13 +112,18 @@ def test_implicit_gradient_after_an_unconverged_forward_says_so(policy):
         assert torch.isfinite(lin.weight.grad).all() and lin.weight.grad.abs().sum() > 0
 
 
-def test_converged_forward_gives_no_gradient_warning():
+def _contractive_deq(scale: float, grad: ImplicitGrad) -> DEQ:
+    """``z = tanh(W z + x)`` with ``||W||_2 = scale`` (float64), solved to 1e-10 by Anderson."""
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 4).double()
     with torch.no_grad():
-        lin.weight.mul_(0.3 / torch.linalg.matrix_norm(lin.weight, 2))
-    deq = DEQ(lambda z, x: torch.tanh(lin(z) + x), solver=Anderson(tol=1e-10, max_iter=100),
-              grad=ImplicitGrad(tol=1e-10, max_iter=100))  # fmt: skip
+        lin.weight.mul_(scale / torch.linalg.matrix_norm(lin.weight, 2))
+    return DEQ(lambda z, x: torch.tanh(lin(z) + x), solver=Anderson(tol=1e-10, max_iter=100),
+               grad=grad)  # fmt: skip
+
+
+def test_converged_forward_gives_no_gradient_warning():
+    deq = _contractive_deq(0.3, ImplicitGrad(tol=1e-10, max_iter=100))
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", GradientWarning)
@@ -206,12 +211,7 @@ def test_an_unconverged_backward_warns_once_per_run_and_its_residuals_are_logged
 
     from zoo.callbacks import SolverStatsCallback
 
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(4, 4).double()
-    with torch.no_grad():
-        lin.weight.mul_(0.9 / torch.linalg.matrix_norm(lin.weight, 2))
-    deq = DEQ(lambda z, x: torch.tanh(lin(z) + x), solver=Anderson(tol=1e-10, max_iter=100),
-              grad=ImplicitGrad(tol=1e-12, max_iter=2))  # fmt: skip
+    deq = _contractive_deq(0.9, ImplicitGrad(tol=1e-12, max_iter=2))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("default")
         for seed in range(3):
