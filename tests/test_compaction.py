@@ -98,3 +98,32 @@ def test_compacted_solve_reports_the_returned_states_residual(solver):
     got = (gz - z).norm(dim=1) / gz.norm(dim=1)
     assert deq.stats.rows_evaluated < deq.stats.nfe * 9  # some samples did stop early
     assert torch.allclose(got, deq.stats.rel_residual.double(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("solver", ["picard", "anderson", "broyden"])
+def test_the_solver_state_shrinks_to_the_unconverged_rows(solver, monkeypatch):
+    """The solvers gather their own state (iterate, history, Gram matrix or low-rank inverse
+    Jacobian) to the unconverged rows, so their algebra runs on fewer rows too: the states they
+    pass to the map
+    get smaller as samples converge, and the solve is the one that keeps full-size state."""
+    from zoo.solvers import _base
+
+    sizes: list[int] = []
+    call = _base._Compacted.__call__
+
+    def spy(self, z):
+        sizes.append(z.shape[0])
+        return call(self, z)
+
+    monkeypatch.setattr(_base._Compacted, "__call__", spy)
+    monkeypatch.setattr(_base._Compacted, "shrink_at", 0.0)  # never shrinks
+    z_ref, g_ref, st_ref = _run(solver, "implicit", compact=True)
+    assert set(sizes) == {9}
+    sizes.clear()
+    monkeypatch.setattr(_base._Compacted, "shrink_at", 0.75)
+    z, g, st = _run(solver, "implicit", compact=True)
+    assert sizes[0] == 9 and min(sizes) < 9 and sizes == sorted(sizes, reverse=True)
+    assert torch.allclose(z_ref, z, atol=1e-12, rtol=0)
+    assert torch.allclose(g_ref, g, atol=1e-12, rtol=0)
+    assert (st_ref.nfe, st_ref.rows_evaluated) == (st.nfe, st.rows_evaluated)
+    assert torch.allclose(st_ref.trace.double(), st.trace.double(), atol=1e-12, rtol=0)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._base import _EPS, FixedPointSolver, _Tracker
+from ._base import _EPS, FixedPointSolver, _Tracker, shrunk
 
 __all__ = ["Anderson"]
 
@@ -94,6 +94,8 @@ class Anderson(FixedPointSolver):
         z = z0
         fused = self.compile and not tracker.sync_free and not tracker.joint
         steady = _compiled_steady() if fused else None
+        # a compacting map lets the history shrink to the unconverged rows (_Compacted.shrink)
+        shrink = getattr(g, "shrink", None)
         for k in range(self.max_iter):
             gz = g(z)
             slot = k % m
@@ -106,9 +108,12 @@ class Anderson(FixedPointSolver):
                 else:
                     if tracker.done:
                         return
+                    if (state := shrunk(shrink, z, F, G, gram)) is not None:
+                        z, F, G, gram = state
+                        steady = None  # from here on eagerly: the fused step takes whole batches
                     continue
             torch.sub(gz, z, out=G[:, slot])
-            tracker.update(z, gz, diff=G[:, slot])
+            tracker.update(z, gz, diff=G[:, slot], work=g.work if shrink else None)
             if tracker.done:
                 return
             F[:, slot] = gz
@@ -128,6 +133,9 @@ class Anderson(FixedPointSolver):
                 z = torch.where(ok[:, None], znew, gz)
             else:
                 z = znew
+            if (state := shrunk(shrink, z, F, G, gram)) is not None:
+                z, F, G, gram = state  # the history and Gram matrix follow the unconverged rows
+                steady = None
 
     def _steady(self, fn, z, gz, F, G, gram, slot: int, tracker: _Tracker) -> Tensor:
         slot_t = torch.tensor([slot], device=z.device)

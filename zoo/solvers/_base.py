@@ -107,7 +107,10 @@ class FixedPointSolver(abc.ABC):
         compact: Per-sample batch compaction: evaluate the map only on the samples that have
             not converged yet, when the map offers it (``g.rows(z_rows, idx)``, as ``DEQ``
             does for cells that declare per-sample independence, in eval mode). The results
-            are the full-batch solve's; a map without ``rows`` gets full batches.
+            are the full-batch solve's; a map without ``rows`` gets full batches. Once a
+            quarter of the rows still held have stopped, the solver gathers its own state
+            (iterate, Anderson history and Gram matrix, Broyden's low-rank inverse Jacobian)
+            to the unconverged rows, so its algebra shrinks with the cell's work.
         cuda_graph: A fixed-budget solve with no host synchronization: exactly ``max_iter``
             iterations (no early exit; a converged sample's best iterate stays frozen, so the
             fixed point is the early-exit solve's), no data-dependent Python branch. ``DEQ``
@@ -317,12 +320,17 @@ class _Tracker:
         self.trace: list[Tensor] = []
         self.nfe = 0
 
-    def update(self, z: Tensor, gz: Tensor, nfe: int = 1, diff: Tensor | None = None) -> Tensor:
+    def update(
+        self, z: Tensor, gz: Tensor, nfe: int = 1, diff: Tensor | None = None,
+        work: Tensor | None = None,
+    ) -> Tensor:  # fmt: skip
         """Record the pair ``(z, g(z))``; return the per-sample residual (float32, ``(B,)``).
 
         ``diff = g(z) - z`` may be passed when the solver has it already (saves a pass over
         the state). The state kept for a sample's best iterate ``z`` is ``g(z)`` (one more
-        step, for free) or, with ``keep_step=False``, ``z`` itself.
+        step, for free) or, with ``keep_step=False``, ``z`` itself. ``work``: the batch rows
+        that ``z`` holds, when a compacting solver has shrunk its state to a working set (the
+        rows left out have stopped; their records stay as they are).
         """
         self.nfe += nfe
         if not self.compact:
@@ -337,6 +345,10 @@ class _Tracker:
         # finite / inf would read 0 while the iterates diverge
         ok = torch.isfinite(res) & torch.isfinite(abs_res) & torch.isfinite(g_norm)
         res = torch.where(ok, res, torch.full_like(res, math.inf))
+        if work is not None:  # back to batch size; rows outside the working set have stopped
+            res = self.best_res.index_copy(0, work, res)
+            abs_res = self.best_abs.index_copy(0, work, abs_res)
+            rel_res = self.best_rel.index_copy(0, work, rel_res)
         if self.joint:  # per block, all its samples or none: a block's state is one iterate
             worst = self._worst(res)
             better = self._spread((worst < self._worst(self.best_res)) & self._block_active())
@@ -352,7 +364,11 @@ class _Tracker:
             self._deactivate()
             return res
         n_better = int(better.sum())
-        if n_better == better.numel():
+        if work is not None:
+            if n_better:
+                local = better.index_select(0, work).nonzero().squeeze(1)
+                self.best_z.index_copy_(0, work[local], kept.detach().index_select(0, local))
+        elif n_better == better.numel():
             self.best_z.copy_(kept)
         elif n_better:
             idx = better.nonzero().squeeze(1)
@@ -404,19 +420,53 @@ class _Tracker:
 class _Compacted:
     """``g`` evaluated on the unconverged samples only (gathered, then scattered back); a
     stopped sample gets ``g(z) = z``, which the tracker never records (its best is frozen) and
-    which leaves the solvers' per-sample algebra finite."""
+    which leaves the solvers' per-sample algebra finite.
+
+    A solver may also shrink its own state (history, Gram matrix) to a working set of rows,
+    so that its algebra, not only the map, runs on fewer rows: it calls :meth:`shrink` after
+    each iteration, gathers its per-row state with the local indices it returns, and passes
+    ``work`` (the batch rows it now holds) to ``tracker.update``. ``__call__`` then takes and
+    returns states of the working set's size.
+    """
+
+    # shrink once the active rows are at most this fraction of the working set: a shrink
+    # copies the solver's history once, about one iteration of its algebra
+    shrink_at = 0.75
 
     def __init__(self, g: Callable[[Tensor], Tensor], rows, tracker: _Tracker) -> None:
         self.g, self.rows_fn, self.tracker = g, rows, tracker
+        self.work: Tensor | None = None  # batch rows of the working set; None: all of them
 
     def __call__(self, z: Tensor) -> Tensor:
         active = self.tracker.active
+        if self.work is not None:
+            active = active.index_select(0, self.work)
         n = int(active.sum())
         self.tracker.rows += n
-        if n == active.numel():
+        if n == active.numel() and self.work is None:
             return self.g(z)
         out = z.clone()
         if n:
             idx = active.nonzero().squeeze(1)
-            out.index_copy_(0, idx, self.rows_fn(z.index_select(0, idx), idx).to(z.dtype))
+            rows = idx if self.work is None else self.work[idx]
+            out.index_copy_(0, idx, self.rows_fn(z.index_select(0, idx), rows).to(z.dtype))
         return out
+
+    def shrink(self) -> Tensor | None:
+        """Local indices of the working rows to keep, or None while shrinking does not pay."""
+        active = self.tracker.active
+        if self.work is not None:
+            active = active.index_select(0, self.work)
+        n = int(active.sum())
+        if n == 0 or n > self.shrink_at * active.numel():
+            return None
+        keep = active.nonzero().squeeze(1)
+        self.work = keep if self.work is None else self.work[keep]
+        return keep
+
+
+def shrunk(shrink, *state: Tensor) -> tuple[Tensor, ...] | None:
+    """A solver's per-row state gathered to the working set when ``shrink`` (a compacting
+    map's :meth:`_Compacted.shrink`, or None) says it is time; None otherwise."""
+    keep = shrink() if shrink is not None else None
+    return None if keep is None else tuple(t.index_select(0, keep) for t in state)

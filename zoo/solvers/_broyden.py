@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._base import FixedPointSolver, _Tracker
+from ._base import FixedPointSolver, _Tracker, shrunk
 
 __all__ = ["Broyden"]
 
@@ -86,6 +86,15 @@ class Broyden(FixedPointSolver):
             c = torch.bmm(U[:, :n], x.unsqueeze(2))
             return -x + torch.bmm(V[:, :n].transpose(1, 2), c).squeeze(2)
 
+        shrink = getattr(g, "shrink", None)  # a compacting map: iterate on the unconverged rows
+
+        def work() -> Tensor | None:
+            return g.work if shrink is not None else None
+
+        def mine(t: Tensor) -> Tensor:  # a batch-sized record restricted to the working rows
+            w = work()
+            return t if w is None else t.index_select(0, w)
+
         z = z0
         gz = g(z)
         fz = gz - z
@@ -98,7 +107,7 @@ class Broyden(FixedPointSolver):
             z_new = z + dz
             gz_new = g(z_new)
             fz_new = gz_new - z_new
-            res = tracker.update(z_new, gz_new, diff=fz_new)
+            res = mine(tracker.update(z_new, gz_new, diff=fz_new, work=work()))
             if tracker.done:
                 return
             # One product with H and one with H^T per iteration: H y = H f_new - H f.
@@ -122,10 +131,13 @@ class Broyden(FixedPointSolver):
             z, fz = z_new, fz_new
             # A sample that diverged (non-finite, or residual far above its best) restarts from
             # its best iterate with a fresh inverse-Jacobian estimate.
-            bad = ~torch.isfinite(z).all(dim=1) | (res > self.restart_factor * tracker.best_res)
+            best_res = mine(tracker.best_res)
+            bad = ~torch.isfinite(z).all(dim=1) | (res > self.restart_factor * best_res)
             if tracker.sync_free or bool(bad.any()):
-                z = torch.where(bad[:, None], tracker.best_z, z)
+                z = torch.where(bad[:, None], mine(tracker.best_z), z)
                 fz = torch.where(bad[:, None], torch.zeros_like(fz), fz)
                 hf = torch.where(bad[:, None], torch.zeros_like(hf), hf)
                 U.copy_(torch.where(bad[:, None, None], 0.0, U))
                 V.copy_(torch.where(bad[:, None, None], 0.0, V))
+            if (state := shrunk(shrink, z, fz, hf, U, V)) is not None:
+                z, fz, hf, U, V = state  # the low-rank inverse Jacobian follows the rows

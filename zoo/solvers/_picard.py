@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from ._base import FixedPointSolver, _Tracker
+from ._base import FixedPointSolver, _Tracker, shrunk
 
 __all__ = ["Picard"]
 
@@ -56,9 +56,12 @@ class Picard(FixedPointSolver):
 
     def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
         z = z0
+        shrink = getattr(g, "shrink", None)  # a compacting map: iterate on the unconverged rows
         for _ in range(self.max_iter):
             gz = g(z)
-            tracker.update(z, gz)
+            tracker.update(z, gz, work=g.work if shrink else None)
             if tracker.done:
                 return
             z = gz if self.damping == 0.0 else gz.lerp(z, self.damping)
+            if (state := shrunk(shrink, z)) is not None:
+                (z,) = state
