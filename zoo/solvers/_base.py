@@ -443,8 +443,8 @@ class _Compacted:
             active = active.index_select(0, self.work)
         n = int(active.sum())
         self.tracker.rows += n
-        if n == active.numel() and self.work is None:
-            return self.g(z)
+        if n == active.numel():  # every row held is unconverged: nothing to gather or scatter
+            return self.g(z) if self.work is None else self.rows_fn(z, self.work).to(z.dtype)
         out = z.clone()
         if n:
             idx = active.nonzero().squeeze(1)
