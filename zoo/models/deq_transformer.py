@@ -542,8 +542,7 @@ register_pretrained(
             recipe="recipes/deq_lm/transformer_tiny_shakespeare_char_2x_cpu.yaml",
             card="model_cards/transformer_tiny.shakespeare_char.md",
             pair="deq_transformer_tiny.shakespeare_char",
-            compute="1 CPU thread, float32: 4,000 steps of 16 x 128 characters (8.2 M), 12 "
-            "minutes",
+            compute="1 CPU thread, float32: 4,000 steps of 16 x 128 characters (8.2 M), 12 minutes",
             limitations=[
                 _PAIR,
                 "Version 2 (2026-12-03): version 1's recipe at twice the steps, shipped with "
