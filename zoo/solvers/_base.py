@@ -437,10 +437,13 @@ class _Compacted:
         self.g, self.rows_fn, self.tracker = g, rows, tracker
         self.work: Tensor | None = None  # batch rows of the working set; None: all of them
 
-    def __call__(self, z: Tensor) -> Tensor:
+    def _held_active(self) -> Tensor:
+        """Which rows of the working set are still unconverged."""
         active = self.tracker.active
-        if self.work is not None:
-            active = active.index_select(0, self.work)
+        return active if self.work is None else active.index_select(0, self.work)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        active = self._held_active()
         n = int(active.sum())
         self.tracker.rows += n
         if n == active.numel():  # every row held is unconverged: nothing to gather or scatter
@@ -454,9 +457,7 @@ class _Compacted:
 
     def shrink(self) -> Tensor | None:
         """Local indices of the working rows to keep, or None while shrinking does not pay."""
-        active = self.tracker.active
-        if self.work is not None:
-            active = active.index_select(0, self.work)
+        active = self._held_active()
         n = int(active.sum())
         if n == 0 or n > self.shrink_at * active.numel():
             return None
