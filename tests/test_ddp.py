@@ -151,13 +151,10 @@ def assert_same_grads(ddp: dict, single: dict, rtol: float = 1e-6) -> None:
         assert torch.allclose(ddp[n], g, rtol=rtol, atol=1e-10), (n, (ddp[n] - g).abs().max())
 
 
-def _worker(rank, world, port, kind, out):
-    import torch.distributed as dist
+def _worker(rank, world, kind, out):
+    """One rank's half of the batch through DDP (tests/_dist.py sets up the gloo group)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
     model = DDP(_build(kind))
     half = slice(2 * rank, 2 * rank + 2)
     _loss(model, kind, *(b[half] for b in _batch(kind))).backward()
@@ -165,8 +162,6 @@ def _worker(rank, world, port, kind, out):
         torch.save(
             {n: p.grad for n, p in model.module.named_parameters() if p.grad is not None}, out
         )
-    dist.barrier()  # both ranks done before either tears gloo down (else a rank can SIGABRT)
-    dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("kind", KINDS[:7])

@@ -1,6 +1,5 @@
 """Time-series baselines, the TimeSeries task's pieces, the simulated data, and DDP gradients."""
 
-import os
 import sys
 
 import numpy as np
@@ -199,21 +198,16 @@ def _model(adjoint):
     return m.double().eval()  # eval: z0 = posterior mean, so no sampling noise
 
 
-def _ddp_worker(rank, world, port, adjoint, out):
-    import torch.distributed as dist
+def _ddp_worker(rank, world, adjoint, out):
+    """One rank's half of the batch through DDP (tests/_dist.py sets up the gloo group)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
     ddp = DDP(_Loss(_model(adjoint)))
     t, v, mk = (x.double() for x in _batch(B=4))
     half = slice(2 * rank, 2 * rank + 2)
     ddp(t, v[half], mk[half]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in ddp.module.model.named_parameters()}, out)
-    dist.barrier()  # both ranks done before either tears gloo down (else a rank can SIGABRT)
-    dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("adjoint", [False, True])
