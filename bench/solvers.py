@@ -10,7 +10,8 @@ compiled`` rows run Anderson with ``compile=True``; their compilation happens in
 round and is not in the seconds (``bench/solver_compile.py`` reports it). On a cell whose samples
 are coupled (``deq_lm_trained``: positions attend to each other) the ``implicit-zoo joint`` rows
 stop and pick the returned iterate per coupled block (``joint=True``; the DEQ-LM declares its
-sequences as blocks), and the ``compact joint`` rows stop evaluating a finished sequence. The ``iterate``
+sequences as blocks), and the ``compact joint`` rows stop evaluating a finished sequence; their
+``compiled`` twins fuse the iteration (a compacting one until its first shrink). The ``iterate``
 rows return each sample's lowest-residual iterate itself (``returns="iterate"``) instead of the
 default one more step ``g(z)`` (what torchdeq returns too), whose residual nobody measured.
 
@@ -79,9 +80,16 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 # one decision per coupled block (the whole batch unless the map declares
                 # blocks: the DEQ-LM's sequences), then finished blocks dropped
                 solves["implicit-zoo joint"] = ours(kind, m, tol, 50, joint=True)
+                solves["implicit-zoo compiled joint"] = ours(
+                    kind, m, tol, 50, joint=True, compile=True
+                )
                 if hasattr(f, "rows"):
                     solves["implicit-zoo compact joint"] = ours(
                         kind, m, tol, 50, compact=True, joint=True
+                    )
+                    # fused until the first shrink of the working set, eager after it
+                    solves["implicit-zoo compact joint compiled"] = ours(
+                        kind, m, tol, 50, compact=True, joint=True, compile=True
                     )
             times = {lib: [] for lib in solves}
             inside = {lib: [] for lib in solves}

@@ -84,3 +84,52 @@ def test_a_failed_compilation_falls_back_to_the_eager_solve(monkeypatch):
         zb, _ = Anderson(m=5, tol=1e-9, max_iter=60, compile=True, warn=False)(g, z0.clone())
     assert torch.equal(za, zb)
     assert anderson_mod._STEADY is False  # later solves go straight to the eager path
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["whole-batch", "blocks"])
+def test_compiled_joint_solves_equal_the_eager_ones(blocks):
+    """A joint solve (one stop and best-iterate decision per coupled block) fuses too, and
+    keeps the eager iterates, with and without compaction by whole blocks."""
+    from test_solvers import _blocks_map
+
+    f, z0, _, _ = _blocks_map()
+    if not blocks:
+        del f.group, f.rows  # the whole batch is one block
+    for max_iter, tol in ((80, 1e-7), (9, 1e-12)):  # blocks stop apart / none converges
+        for compact in (False, True):
+            kw = dict(m=5, tol=tol, max_iter=max_iter, joint=True, compact=compact)
+            za, sa = _solve(Anderson(**kw), f, z0)
+            zb, sb = _solve(Anderson(**kw, compile=True), f, z0)
+            assert torch.allclose(za, zb, atol=1e-10, rtol=0)
+            assert sa.nfe == sb.nfe and torch.equal(sa.converged_mask, sb.converged_mask)
+            assert torch.allclose(sa.trace, sb.trace, atol=1e-10, rtol=0)
+            assert sa.rows_evaluated == sb.rows_evaluated
+    assert callable(anderson_mod._STEADY)
+
+
+def test_many_settings_share_one_compiled_iteration():
+    """Tolerances, stop modes, return rules and compaction are tensors in the fused step, not
+    specializations: a sweep of them (as a card's budget curve runs) neither recompiles past
+    dynamo's limit nor falls back to the eager solve."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(40, 40, generator=gen, dtype=D) * 0.25
+    s = torch.linspace(0.1, 0.97, 12, dtype=D)
+    x = torch.randn(12, 40, generator=gen, dtype=D)
+
+    def rows(z, idx):  # per-sample rows, so that compaction applies
+        return torch.tanh(s[idx, None] * (z @ w.T) + x[idx])
+
+    def g(z):
+        return rows(z, torch.arange(z.shape[0]))
+
+    g.rows, z0 = rows, torch.zeros(12, 40, dtype=D)
+    for tol in (1e-4, 1e-6, 1e-8):
+        for stop_mode in ("rel", "abs"):
+            for returns in ("step", "iterate"):
+                for compact in (False, True):
+                    kw = dict(m=5, tol=tol, max_iter=30, stop_mode=stop_mode, returns=returns)
+                    kw["compact"] = compact
+                    za, sa = _solve(Anderson(**kw), g, z0)
+                    zb, sb = _solve(Anderson(**kw, compile=True), g, z0)
+                    assert torch.allclose(za, zb, atol=1e-10, rtol=0) and sa.nfe == sb.nfe
+    assert callable(anderson_mod._STEADY)

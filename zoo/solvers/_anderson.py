@@ -42,7 +42,8 @@ class Anderson(FixedPointSolver):
             by ``torch.compile``: a few fused kernels instead of about thirty. The first solve
             of each shape pays the compilation (tens of seconds on a CPU); it pays off over a
             training run or a long evaluation, not for a single solve
-            (``bench/solver_compile.py``). A ``joint`` solve runs eagerly.
+            (``bench/solver_compile.py``). A ``joint`` solve fuses its per-block decision
+            too. Once a compacting solve has shrunk its state, it goes on eagerly.
         joint: One stop and best-iterate decision for the whole batch (coupled samples; see
             :class:`FixedPointSolver`).
 
@@ -92,7 +93,7 @@ class Anderson(FixedPointSolver):
         sdtype = torch.float64 if z0.dtype == torch.float64 else torch.float32
         gram = torch.zeros(bsz, m, m, dtype=sdtype, device=z0.device)
         z = z0
-        fused = self.compile and not tracker.sync_free and not tracker.joint
+        fused = self.compile and not tracker.sync_free
         steady = _compiled_steady() if fused else None
         # a compacting map lets the history shrink to the unconverged rows (_Compacted.shrink)
         shrink = getattr(g, "shrink", None)
@@ -138,11 +139,20 @@ class Anderson(FixedPointSolver):
                 steady = None
 
     def _steady(self, fn, z, gz, F, G, gram, slot: int, tracker: _Tracker) -> Tensor:
+        # The settings go in as tensors (one compiled graph serves every tolerance, stop mode
+        # and return rule); only the block size and damping on/off specialize it.
+        knobs = getattr(tracker, "_fused_knobs", None)
+        if knobs is None:
+            t = lambda v, dt=torch.float64: torch.tensor(v, dtype=dt, device=z.device)  # noqa: E731
+            knobs = tracker._fused_knobs = (
+                t(self.lam), t(self.beta), t(tracker.tol), t(tracker.stop_mode == "rel", torch.bool),
+                t(tracker.compact, torch.bool), t(tracker.keep_step, torch.bool),
+            )  # fmt: skip
         slot_t = torch.tensor([slot], device=z.device)
         out = fn(
             z, gz, F, G, gram, slot_t, tracker.best_z, tracker.best_res, tracker.best_abs,
-            tracker.best_rel, tracker.active, self.lam, self.beta, tracker.tol,
-            tracker.stop_mode == "rel", tracker.compact, tracker.keep_step,
+            tracker.best_rel, tracker.active, *knobs, tracker.group if tracker.joint else 1,
+            self.beta != 1.0,
         )  # fmt: skip
         z, tracker.best_z, tracker.best_res, tracker.best_abs, tracker.best_rel, res, active = out
         tracker.nfe += 1
@@ -192,8 +202,8 @@ def _compile_failed(err: Exception) -> None:
         warnings.warn(
             f"Anderson(compile=True): torch.compile failed ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); solving eagerly instead (the "
-            "same results, without the fused iteration). A C++ compiler (CPU) or Triton (GPU) "
-            "is what torch.compile needs.",
+            "same results, without the fused iteration). torch.compile needs a C++ compiler "
+            "(CPU) or Triton (GPU); each block size and damping setting compiles once more.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -202,35 +212,43 @@ def _compile_failed(err: Exception) -> None:
 
 def _steady_iteration(
     z: Tensor, gz: Tensor, F: Tensor, G: Tensor, gram: Tensor, slot: Tensor, best_z: Tensor,
-    best_res: Tensor, best_abs: Tensor, best_rel: Tensor, active: Tensor, lam: float,
-    beta: float, tol: float, rel: bool, compact: bool, keep_step: bool,
+    best_res: Tensor, best_abs: Tensor, best_rel: Tensor, active: Tensor, lam: Tensor,
+    beta: Tensor, tol: Tensor, rel: Tensor, compact: Tensor, keep_step: Tensor, group: int,
+    damped: bool,
 ):  # fmt: skip
     """One Anderson iteration with a full history, tracker included, as ``Anderson._solve`` and
     ``_Tracker.update`` do it eagerly (the same algebra, in one function for the compiler).
-    ``slot`` is a one-element index tensor, so the history position needs no recompilation."""
+    ``slot`` is a one-element index tensor, so the history position needs no recompilation, and
+    the settings are 0-d tensors for the same reason. ``group``: the rows of one coupled block
+    (a joint solve: one decision per block, as the tracker's); 1 is the per-sample rule."""
     diff = gz - z
     G.index_copy_(1, slot, diff.unsqueeze(1))
     abs_res = torch.linalg.vector_norm(diff, dim=1).float()
     g_norm = torch.linalg.vector_norm(gz, dim=1).float()
     rel_res = abs_res / (g_norm + _EPS)
-    res = rel_res if rel else abs_res
+    res = torch.where(rel, rel_res, abs_res)
     ok = torch.isfinite(res) & torch.isfinite(abs_res) & torch.isfinite(g_norm)
     res = torch.where(ok, res, torch.full_like(res, math.inf))
-    better = (res < best_res) & active
+    # a block improves when its worst row does (all its rows, or none); per sample for group 1,
+    # where a stopped sample's best residual is at most tol and never improves again
+    worst_best = best_res.view(-1, group).amax(1)
+    block = (res.view(-1, group).amax(1) < worst_best) & active.view(-1, group)[:, 0]
+    better = block[:, None].expand(-1, group).reshape(-1)
     best_res = torch.where(better, res, best_res)
     best_abs = torch.where(better, abs_res, best_abs)
     best_rel = torch.where(better, rel_res, best_rel)
-    best_z = torch.where(better[:, None], gz if keep_step else z, best_z)
-    if compact:
-        res = torch.where(active, res, best_res)
-    active = active & (best_res > tol)
+    best_z = torch.where(better[:, None], torch.where(keep_step, gz, z), best_z)
+    res = torch.where(active | ~compact, res, best_res)
+    going = best_res.view(-1, group).amax(1) > tol
+    active = going[:, None].expand(-1, group).reshape(-1)
     F.index_copy_(1, slot, gz.unsqueeze(1))
     row = torch.bmm(G, G.index_select(1, slot).transpose(1, 2)).squeeze(2).to(gram.dtype)
     gram.index_copy_(1, slot, row.unsqueeze(1))
     gram.index_copy_(2, slot, row.unsqueeze(2))
     n = gram.shape[1]
     scale = gram.diagonal(dim1=1, dim2=2).amin(dim=1).clamp_min(1e-30)
-    h = gram / scale[:, None, None] + lam * torch.eye(n, dtype=gram.dtype, device=gram.device)
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    h = gram / scale[:, None, None] + lam.to(gram.dtype) * eye
     sys = torch.zeros(gram.shape[0], n + 1, n + 1, dtype=gram.dtype, device=gram.device)
     sys[:, 0, 1:] = 1.0
     sys[:, 1:, 0] = 1.0
@@ -242,7 +260,8 @@ def _steady_iteration(
     okw = (info == 0) & torch.isfinite(alpha).all(dim=1)
     alpha = torch.where(okw[:, None], alpha, torch.zeros_like(alpha)).to(z.dtype)
     znew = torch.bmm(alpha.unsqueeze(1), F).squeeze(1)
-    if beta != 1.0:
-        znew = znew - (1.0 - beta) * torch.bmm(alpha.unsqueeze(1), G).squeeze(1)
+    if damped:
+        zg = torch.bmm(alpha.unsqueeze(1), G).squeeze(1)
+        znew = znew - (1.0 - beta).to(z.dtype) * zg
     z = torch.where(okw[:, None], znew, gz)
     return z, best_z, best_res, best_abs, best_rel, res, active
