@@ -100,6 +100,16 @@ def test_split_masks():
         t, mk, "interpolation", cond_frac=0.5, generator=torch.Generator().manual_seed(0)
     )
     assert torch.equal(target, mk) and cond.sum() < mk.sum() and torch.all(cond <= mk)
+    # extrapolation with a conditioning fraction (the reference's --sample-tp): the seen points
+    # thin out, whole time points per series, within the first half; the scored ones do not
+    t, v, mk = _batch(B=64, T=40)
+    full, target = split_masks(t, mk, "extrapolation")
+    gen = torch.Generator().manual_seed(0)
+    cond, target2 = split_masks(t, mk, "extrapolation", cond_frac=0.3, generator=gen)
+    assert torch.equal(target2, target) and torch.all(cond <= full) and cond[:, 20:].sum() == 0
+    kept = cond.amax(-1) > 0  # (B, T): time points the series still shows
+    assert torch.equal(cond, full * kept[..., None])  # all of a kept point's variables stay
+    assert 0.2 < float(cond.sum() / full.sum()) < 0.4
     with pytest.raises(ValueError, match="mode"):
         split_masks(t, mk, "forecast")
     with pytest.raises(ValueError, match="cond_frac"):

@@ -67,19 +67,22 @@ def split_masks(
     """The points a model may see (``cond``) and the points it is scored on (``target``).
 
     ``interpolation``: target = every observed point; cond = all of them, or a random
-    ``cond_frac`` of each series' time points. ``extrapolation``: cond = the first half of the
-    batch's time points, target = the observed points of the second half.
+    ``cond_frac`` of each series' time points. ``extrapolation``: cond = the observed points of
+    the first half of the batch's time points (or a random ``cond_frac`` of each series' time
+    points there: the reference's ``--sample-tp`` on MuJoCo, which thins only what the model
+    sees), target = the observed points of the second half.
     """
+    keep = None
+    if cond_frac < 1.0:
+        keep = torch.rand(mask.shape[:2], generator=generator, device="cpu") < cond_frac
+        keep = keep.to(mask.device, mask.dtype).unsqueeze(-1)
     if mode == "interpolation":
-        cond = mask
-        if cond_frac < 1.0:
-            keep = torch.rand(mask.shape[:2], generator=generator, device="cpu") < cond_frac
-            cond = mask * keep.to(mask.device, mask.dtype).unsqueeze(-1)
-        return cond, mask
+        return (mask if keep is None else mask * keep), mask
     if mode == "extrapolation":
         first = torch.arange(times.shape[0], device=times.device) < times.shape[0] // 2
         first = first.to(mask.dtype)[None, :, None]
-        return mask * first, mask * (1 - first)
+        cond = mask * first
+        return (cond if keep is None else cond * keep), mask * (1 - first)
     raise ValueError(f"mode must be 'interpolation' or 'extrapolation', got {mode!r}")
 
 
@@ -96,8 +99,9 @@ class TimeSeries(ZooTask):
         arch: Entry point (``latent_ode``, ``ode_rnn``, ``gru_delta_t``, ``rnn_vae``).
         model_args: Constructor overrides.
         mode: ``"interpolation"`` or ``"extrapolation"``.
-        cond_frac: Interpolation only: the fraction of each series' time points it is
-            conditioned on (1.0 = all, the reference's PhysioNet setting).
+        cond_frac: The fraction of each series' time points it is conditioned on, drawn
+            afresh each training batch and fixed per batch in evaluation (1.0 = all, the
+            reference's PhysioNet setting; in extrapolation, a fraction of the first half's).
         n_samples: Posterior samples per series in training (the reference uses 3).
         kl_wait_epochs: Epochs trained without the KL term.
         kl_anneal: Base of the KL weight's annealing.
