@@ -46,6 +46,12 @@ def plot_trajectories(name: str, model, protocol, out: Path, data_dir=None, n_se
             ax.plot(b.times[c], b.values[s, c, d], "k.", ms=4, label="observed (conditioned on)")
             if t.any():
                 ax.plot(b.times[t], b.values[s, t, d], "rx", ms=4, label="held out (scored)")
+            hidden = (b.mask[s, :, d] > 0) & ~c & ~(target[s, :, d] > 0)  # thinned by cond_frac
+            if hidden.any():
+                ax.plot(
+                    b.times[hidden], b.values[s, hidden, d], ".", color="0.6", ms=3,
+                    label="hidden (not seen, not scored)",
+                )  # fmt: skip
             label = names[d] if names else f"variable {d}"
             ax.set_title(f"test series {s}: {label}", fontsize=8)
             ax.tick_params(labelsize=7)
