@@ -255,8 +255,12 @@ class TimeSeriesSpec(TaskSpec):
         return {"input_dim": 3, **({"latent_dim": 4} if "latent_dim" in params else {})}
 
     def protocol_note(self, protocol) -> str:
+        mode, frac = protocol.options["mode"], protocol.options["cond_frac"]
+        if frac < 1.0:
+            half = " of the first half" if mode == "extrapolation" else ""
+            mode += f", conditioned on a random {frac:.0%} of each series' time points{half}"
         return (
-            f"{protocol.options['mode']}; MSE on normalized values (mse: the reference code's "
+            f"{mode}; MSE on normalized values (mse: the reference code's "
             "per-series, per-variable average; mse_masked_mean: over all points)"
         )
 
