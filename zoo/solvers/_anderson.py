@@ -95,6 +95,7 @@ class Anderson(FixedPointSolver):
         z = z0
         fused = self.compile and not tracker.sync_free
         steady = _compiled_steady() if fused else None
+        knobs = self._fused_knobs(tracker, z0) if fused else None
         # a compacting map lets the history shrink to the unconverged rows (_Compacted.shrink)
         shrink = getattr(g, "shrink", None)
         for k in range(self.max_iter):
@@ -103,7 +104,7 @@ class Anderson(FixedPointSolver):
             n = min(k + 1, m)
             if steady is not None and n == m and m > 1:  # the history is full: one fused call
                 try:
-                    z = self._steady(steady, z, gz, F, G, gram, slot, tracker)
+                    z = self._steady(steady, knobs, z, gz, F, G, gram, slot, tracker)
                 except Exception as err:  # no compiler here: this iteration and the rest eagerly
                     steady = _compile_failed(err)
                 else:
@@ -138,16 +139,21 @@ class Anderson(FixedPointSolver):
                 z, F, G, gram = state  # the history and Gram matrix follow the unconverged rows
                 steady = None
 
-    def _steady(self, fn, z, gz, F, G, gram, slot: int, tracker: _Tracker) -> Tensor:
-        # The settings go in as tensors (one compiled graph serves every tolerance, stop mode
-        # and return rule); only the block size and damping on/off specialize it.
-        knobs = getattr(tracker, "_fused_knobs", None)
-        if knobs is None:
-            t = lambda v, dt=torch.float64: torch.tensor(v, dtype=dt, device=z.device)  # noqa: E731
-            knobs = tracker._fused_knobs = (
-                t(self.lam), t(self.beta), t(tracker.tol), t(tracker.stop_mode == "rel", torch.bool),
-                t(tracker.compact, torch.bool), t(tracker.keep_step, torch.bool),
-            )  # fmt: skip
+    def _fused_knobs(self, tracker: _Tracker, z0: Tensor) -> tuple[Tensor, ...]:
+        """The fused step's settings as 0-d tensors, made once per solve: one compiled graph
+        serves every tolerance, stop mode, return rule and compaction flag (only the block size
+        and damping on/off specialize it)."""
+
+        def t(v, dtype=torch.float64):
+            return torch.tensor(v, dtype=dtype, device=z0.device)
+
+        b = torch.bool
+        return (
+            t(self.lam), t(self.beta), t(tracker.tol), t(tracker.stop_mode == "rel", b),
+            t(tracker.compact, b), t(tracker.keep_step, b),
+        )  # fmt: skip
+
+    def _steady(self, fn, knobs, z, gz, F, G, gram, slot: int, tracker: _Tracker) -> Tensor:
         slot_t = torch.tensor([slot], device=z.device)
         out = fn(
             z, gz, F, G, gram, slot_t, tracker.best_z, tracker.best_res, tracker.best_abs,
