@@ -361,6 +361,55 @@ def test_lm_task_pretrains_for_its_first_steps_and_refuses_a_model_without_a_sol
         LanguageModeling("deq_transformer_tiny", dict(SMALL), pretrain_steps=-1)
 
 
+def test_jacobian_schedule_follows_the_reference_loop_and_skips_the_term_when_off():
+    """jac_reg_freq / jac_reg_increment against a transcription of locuslab/deq's training loop
+    (the weight grows by 0.1 when a finished step after pretraining is a multiple of
+    jac_incremental; each step draws whether the term is on): the same weights on the steps that
+    have the term, about the drawn fraction of steps with it, the same draws when asked again
+    (a resumed run), and no term computed by the DEQ on a step without it."""
+    from types import SimpleNamespace
+
+    from zoo.tasks import LanguageModeling
+
+    args = dict(SMALL, jac_reg_samples=1)
+    task = LanguageModeling("deq_transformer_tiny", args, jac_reg_weight=0.5, jac_reg_freq=0.4,
+                            jac_reg_increment=5, pretrain_steps=7)  # fmt: skip
+    task.configure_model()
+    fake = SimpleNamespace(global_step=0)
+    type(task).global_step = property(lambda self: fake.global_step)
+    try:
+        task.train()
+        ref_w, got, x = 0.5, [], torch.randint(0, 40, (2, 8))
+        for step in range(60):
+            fake.global_step = step
+            w = task._arm_jac_reg()
+            assert task._arm_jac_reg() == w  # the draw is a function of the step
+            got.append(w)
+            if step < 7:
+                assert w == 0.0  # pretraining: no term
+            else:
+                assert w == 0.0 or abs(w - ref_w) < 1e-12, (step, w, ref_w)
+                if step < 16:
+                    task.model.pretraining = False
+                    task.model(x)
+                    assert (task.model.jac_loss is not None) == (w > 0)
+            if step + 1 > 7 and (step + 1) % 5 == 0:  # the reference, after its step
+                ref_w += 0.1
+        on = sum(w > 0 for w in got[7:]) / len(got[7:])
+        assert 0.2 < on < 0.6, on
+        always = LanguageModeling("deq_transformer_tiny", args, jac_reg_weight=0.5)
+        always.configure_model()
+        always.train()
+        fake.global_step = 7
+        assert always._arm_jac_reg() == 0.5  # the defaults: a constant weight on every step
+    finally:
+        del type(task).global_step
+    for bad in (dict(jac_reg_freq=0.0), dict(jac_reg_freq=1.5), dict(jac_reg_increment=-1),
+                dict(jac_reg_increment=2.5)):  # fmt: skip
+        with pytest.raises(ValueError, match="jac_reg_"):
+            LanguageModeling("deq_transformer_tiny", dict(SMALL), **bad)
+
+
 def test_correction_loss_weights_the_intermediate_states():
     from zoo.tasks.language_model import correction_loss
 

@@ -107,6 +107,8 @@ class DEQ(nn.Module):
         self.grad = get_grad(grad) if grad is not None else ImplicitGrad()
         self.eval_solver = get_solver(eval_solver) if eval_solver is not None else None
         self.jac_reg_samples = int(jac_reg_samples)
+        # a training task may switch the term off for a step (a jac_reg_freq schedule)
+        self.jac_reg_enabled = True
         self.info: DEQInfo | None = None
         # forward solves captured as CUDA graphs (solvers with cuda_graph=True, CUDA inputs)
         self.graphs = GraphedSolve()
@@ -206,7 +208,7 @@ class DEQ(nn.Module):
             if torch.is_grad_enabled():
                 z_req = z_star.detach().requires_grad_()
                 f_out = f(z_req)
-                if self.training and self.jac_reg_samples > 0:
+                if self.training and self.jac_reg_samples > 0 and self.jac_reg_enabled:
                     info.jac_loss = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
                 z_out = self.grad.attach(f, z_req, f_out, forward_stats=stats)
                 if correct:

@@ -10,6 +10,9 @@ import torch
 __all__ = ["ZooTask"]
 
 
+_JAC_SEED = 0x5EED  # the jac_reg_freq draws: a fixed stream indexed by the step
+
+
 class ZooTask(pl.LightningModule):
     """Subclasses implement ``_common_step(batch, stage)`` and ``_warmup_steps()``; their
     hyperparameters include ``optimizer``, ``lr``, ``weight_decay``, ``min_lr`` and ``bf16``, and
@@ -68,12 +71,45 @@ class ZooTask(pl.LightningModule):
         """Training with the shallow unrolled cell (MDEQ's first ``pretrain_steps``)."""
         return self.training and self.global_step < self.hparams.get("pretrain_steps", 0)
 
-    def _add_jac_reg(self, loss, bs: int):
+    def _jac_reg_weight_now(self) -> float:
+        """The Jacobian term's weight at this training step (0 = no term this step).
+
+        ``jac_reg_weight``, plus 0.1 for every ``jac_reg_increment`` steps after pretraining
+        (locuslab/deq's ``jac_incremental``); 0 in pretraining, and on the steps that the
+        ``jac_reg_freq`` draw leaves out (its ``jac_loss_freq``). The draw depends on the step
+        alone, so a resumed run repeats it.
+        """
+        hp = self.hparams
+        w = float(hp.get("jac_reg_weight", 0.0))
+        if w <= 0 or self._pretraining():
+            return 0.0
+        step, inc = int(self.global_step), int(hp.get("jac_reg_increment", 0))
+        if inc > 0:
+            w += 0.1 * (step // inc - int(hp.get("pretrain_steps", 0)) // inc)
+        freq = float(hp.get("jac_reg_freq", 1.0))
+        if freq < 1.0:
+            draw = torch.rand((), generator=torch.Generator().manual_seed(_JAC_SEED + step))
+            if float(draw) >= freq:
+                return 0.0
+        return w
+
+    def _arm_jac_reg(self) -> float:
+        """Before a training forward: this step's Jacobian weight, and the model's equilibrium
+        layers told whether to compute the term at all (a step without it skips its cost)."""
+        w = self._jac_reg_weight_now()
+        for mod in self.model.modules():
+            if hasattr(mod, "jac_reg_enabled"):
+                mod.jac_reg_enabled = w > 0
+        return w
+
+    def _add_jac_reg(self, loss, bs: int, weight: float | None = None):
         """``loss`` plus the weighted Jacobian regularizer of the last forward (when on)."""
         jac = getattr(self.model, "jac_loss", None)
-        if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
-            loss = loss + self.hparams.jac_reg_weight * jac
+        w = self._jac_reg_weight_now() if weight is None else weight
+        if w > 0 and jac is not None:
+            loss = loss + w * jac
             self.log("train/jac_loss", jac.detach(), batch_size=bs)
+            self.log("train/jac_weight", w, batch_size=bs)
         return loss
 
     def _log_nfe(self, stage: str, bs: int) -> None:

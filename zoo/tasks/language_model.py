@@ -43,6 +43,11 @@ class LanguageModeling(ZooTask):
         warmup_steps: Linear warmup steps.
         min_lr: Final learning rate.
         jac_reg_weight: Weight of the Jacobian regularizer (needs ``jac_reg_samples >= 1``).
+        jac_reg_freq: The fraction of training steps that compute and add the term, drawn per
+            step (locuslab/deq's ``jac_loss_freq``; the JR paper's WikiText-103 recipe: 0.35); a
+            step without it skips its cost.
+        jac_reg_increment: Add 0.1 to the weight every this many steps after pretraining
+            (locuslab/deq's ``jac_incremental``; 0 = a constant weight).
         grad_clip_norm: Gradient clipping (0 = off); Lightning's ``gradient_clip_val`` also works.
         eval_max_iter: Solver budget in validation/test.
         bf16: bfloat16 autocast for the forward.
@@ -71,6 +76,8 @@ class LanguageModeling(ZooTask):
         warmup_steps: int = 200,
         min_lr: float = 1e-5,
         jac_reg_weight: float = 0.0,
+        jac_reg_freq: float = 1.0,
+        jac_reg_increment: int = 0,
         eval_max_iter: int | None = None,
         bf16: bool = False,
         init_from: str | None = None,
@@ -81,6 +88,14 @@ class LanguageModeling(ZooTask):
         super().__init__()
         if not 0.0 < correction_gamma <= 1.0:
             raise ValueError(f"correction_gamma must be in (0, 1], got {correction_gamma!r}")
+        if not 0.0 < jac_reg_freq <= 1.0:
+            raise ValueError(f"jac_reg_freq must be in (0, 1], got {jac_reg_freq!r}")
+        if isinstance(jac_reg_increment, bool) or not isinstance(jac_reg_increment, int):
+            raise ValueError(
+                f"jac_reg_increment must be an integer >= 0, got {jac_reg_increment!r}"
+            )
+        if jac_reg_increment < 0:
+            raise ValueError(f"jac_reg_increment must be an integer >= 0, got {jac_reg_increment}")
         if isinstance(pretrain_steps, bool) or not isinstance(pretrain_steps, int):
             raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps!r}")
         if pretrain_steps < 0:
@@ -117,6 +132,7 @@ class LanguageModeling(ZooTask):
         x, y = batch
         if hasattr(self.model, "pretraining"):
             self.model.pretraining = self._pretraining()
+        jac_w = self._arm_jac_reg() if stage == "train" else 0.0
         mems = self._mems.get(stage) if self.model.mem_len else None
         if mems is not None:
             mems = [m.to(x.device) for m in mems]
@@ -137,10 +153,7 @@ class LanguageModeling(ZooTask):
             if corr is not None:
                 loss = loss + corr
                 self.log("train/correction_loss", corr.detach())
-            jac = getattr(self.model, "jac_loss", None)
-            if self.hparams.jac_reg_weight > 0 and jac is not None and not self._pretraining():
-                loss = loss + self.hparams.jac_reg_weight * jac
-                self.log("train/jac_loss", jac.detach())
+            loss = self._add_jac_reg(loss, n_tok, jac_w)
             if self.hparams.get("pretrain_steps", 0):
                 self.log("train/pretraining", float(self._pretraining()))
             self.log("train/loss", loss.detach(), prog_bar=True)
