@@ -97,9 +97,10 @@ class ZooTask(pl.LightningModule):
         """Before a training forward: this step's Jacobian weight, and the model's equilibrium
         layers told whether to compute the term at all (a step without it skips its cost)."""
         w = self._jac_reg_weight_now()
-        for mod in self.model.modules():
-            if hasattr(mod, "jac_reg_enabled"):
-                mod.jac_reg_enabled = w > 0
+        if float(self.hparams.get("jac_reg_freq", 1.0)) < 1.0:  # else the term is never skipped
+            for mod in self.model.modules():
+                if hasattr(mod, "jac_reg_enabled"):
+                    mod.jac_reg_enabled = w > 0
         return w
 
     def _add_jac_reg(self, loss, bs: int, weight: float | None = None):
