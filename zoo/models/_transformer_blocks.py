@@ -8,7 +8,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RelMultiHeadAttention", "TransformerCell", "sinusoid_positions", "causal_mask"]
+__all__ = [
+    "LockedDropout",
+    "RelMultiHeadAttention",
+    "TransformerCell",
+    "sinusoid_positions",
+    "causal_mask",
+]
 
 
 def sinusoid_positions(klen: int, d: int, device=None, dtype=None) -> Tensor:
@@ -32,6 +38,39 @@ def _rel_shift(x: Tensor) -> Tensor:
     b, h, q, k = x.shape
     x = torch.nn.functional.pad(x, (1, 0))
     return x.view(b, h, k + 1, q)[:, :, 1:].view(b, h, q, k)
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout (Gal and Ghahramani 2016; locuslab/deq's ``VariationalHidDropout``):
+    one mask per sequence and feature, drawn at the first call after :meth:`reset` and kept
+    for every call until the next one. A DEQ solve's iterations, its backward solve and its
+    Jacobian term then all see one function, which ordinary dropout (a new mask per call)
+    would make a moving target. Inputs are ``(B, T, F)``; identity in eval mode or at ``p=0``.
+    A call with a different batch shape draws a new mask.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.mask: Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the mask: the next training call draws a new one."""
+        self.mask = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        shape = (x.shape[0], 1, x.shape[-1])
+        if self.mask is None or tuple(self.mask.shape) != shape or self.mask.device != x.device:
+            keep = torch.empty(shape, device=x.device).bernoulli_(1 - self.p)
+            self.mask = keep / (1 - self.p)
+        return x * self.mask.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class RelMultiHeadAttention(nn.Module):
@@ -87,24 +126,47 @@ class TransformerCell(nn.Module):
 
     Post-LN (default, bounded outputs: the DEQ-Transformer choice) or pre-LN. The attention
     context (memory, relative positions, mask) is set with :meth:`set_context` before a solve.
+
+    Args:
+        dropout: Variational dropout (:class:`LockedDropout`) on the attention output, the
+            feed-forward hidden layer and the feed-forward output, as locuslab/deq's
+            DEQ-Transformer places it. Its masks are drawn once per :meth:`set_context` (one
+            segment), so every call of a solve sees the same function.
+        wnorm: Weight normalization (Salimans and Kingma 2016; ``weight = g v / ||v||`` per
+            output row) of the block's linear maps, as locuslab/deq's ``--wnorm``.
     """
 
     def __init__(
-        self, d_model: int, n_heads: int, d_ff: int, pre_ln: bool = False, dropout: float = 0.0
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        pre_ln: bool = False,
+        dropout: float = 0.0,
+        wnorm: bool = False,
     ) -> None:
         super().__init__()
         self.attn = RelMultiHeadAttention(d_model, n_heads)
         self.ff = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+            nn.Linear(d_model, d_ff), nn.GELU(), LockedDropout(dropout), nn.Linear(d_ff, d_model)
         )
+        self.drop_attn, self.drop_ff = LockedDropout(dropout), LockedDropout(dropout)
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.pre_ln = pre_ln
+        if wnorm:
+            from torch.nn.utils.parametrizations import weight_norm
+
+            for lin in (self.attn.qkv, self.attn.r_net, self.attn.out, self.ff[0], self.ff[3]):
+                weight_norm(lin, dim=0)
         self.ctx: tuple = (None, None, None)
         self._shared: tuple | None = None
 
     def set_context(self, mem: Tensor | None, pos: Tensor, mask: Tensor) -> None:
+        """A new segment: its attention context, and new dropout masks."""
         self.ctx = (mem, pos, mask)
         self._shared = None
+        for d in (self.drop_attn, self.ff[2], self.drop_ff):
+            d.reset()
 
     def _attend(self, x: Tensor) -> Tensor:
         mem, pos, mask = self.ctx
@@ -119,7 +181,7 @@ class TransformerCell(nn.Module):
     def forward(self, z: Tensor, u: Tensor | None) -> Tensor:
         a = z if u is None else z + u
         if self.pre_ln:
-            h = a + self._attend(self.ln1(a))
-            return h + self.ff(self.ln2(h))
-        h = self.ln1(a + self._attend(a))
-        return self.ln2(h + self.ff(h))
+            h = a + self.drop_attn(self._attend(self.ln1(a)))
+            return h + self.drop_ff(self.ff(self.ln2(h)))
+        h = self.ln1(a + self.drop_attn(self._attend(a)))
+        return self.ln2(h + self.drop_ff(self.ff(h)))

@@ -246,6 +246,11 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         correction_states: Training only: this many intermediate states of the solve (see
             :class:`zoo.nn.DEQ`) also go through the softmax, into ``correction_logits``, for
             the task's fixed-point correction loss (torchdeq). 0 = off.
+        cell_dropout: Variational dropout inside the block (attention output, feed-forward
+            hidden and output; :class:`~zoo.models._transformer_blocks.LockedDropout`), one mask
+            per sequence and feature for a whole segment's solve and its backward, as
+            locuslab/deq (0.05 in its WikiText-103 script). 0 = off.
+        wnorm: Weight normalization of the block's linear maps (locuslab/deq's ``--wnorm``).
 
     Example:
         >>> import torch
@@ -274,6 +279,8 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         jac_reg_samples: int = 0,
         pretrain_depth: int = 2,
         correction_states: int = 0,
+        cell_dropout: float = 0.0,
+        wnorm: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(pretrain_depth, bool) or not isinstance(pretrain_depth, int):
@@ -286,7 +293,7 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         self._build_io(vocab_size, d_model, dropout, tie_weights)
         self.inject = nn.Linear(d_model, d_model)
         self.deq = DEQ(
-            _PerPosition(TransformerCell(d_model, n_heads, d_ff, pre_ln)),
+            _PerPosition(TransformerCell(d_model, n_heads, d_ff, pre_ln, cell_dropout, wnorm)),
             solver=get_solver(solver),
             grad=get_grad(grad),
             jac_reg_samples=jac_reg_samples,
@@ -351,6 +358,9 @@ class TransformerLM(_LMBase):
         tgt_len: Segment length.
         mem_len: Memory length per layer (0 = none).
         tie_weights: Tie the softmax to the embedding.
+        cell_dropout: Variational dropout inside each block, as :class:`DEQTransformerLM`'s
+            (one mask per block and segment). 0 = off.
+        wnorm: Weight normalization of each block's linear maps.
     """
 
     arch = "transformer"
@@ -368,13 +378,16 @@ class TransformerLM(_LMBase):
         tgt_len: int = 128,
         mem_len: int = 0,
         tie_weights: bool = True,
+        cell_dropout: float = 0.0,
+        wnorm: bool = False,
     ) -> None:
         super().__init__()
         self._capture(locals())
         self._build_io(vocab_size, d_model, dropout, tie_weights)
         self.inject = nn.Linear(d_model, d_model)
         self.layers = nn.ModuleList(
-            TransformerCell(d_model, n_heads, d_ff, pre_ln) for _ in range(n_layers)
+            TransformerCell(d_model, n_heads, d_ff, pre_ln, cell_dropout, wnorm)
+            for _ in range(n_layers)
         )
         self.tgt_len, self.mem_len = tgt_len, mem_len
 
