@@ -122,3 +122,31 @@ def test_cuda_graph_capture_equals_the_eager_solve(solver):
         assert torch.allclose(z_e, z_g, atol=1e-10, rtol=0)
         assert torch.allclose(g_e, g_g, atol=1e-10, rtol=0)
     assert len(graphed.graphs) == 1
+
+
+def test_dropout_masks_are_redrawn_in_place_for_captured_solves():
+    """A captured solve reads the dropout mask's storage as it was at capture time, so each new
+    forward (a new segment, a new batch) must redraw the mask into that same storage: same
+    address, new values. MDEQ's VariationalDropout2d and the DEQ-Transformer's LockedDropout."""
+    import zoo
+
+    torch.manual_seed(0)
+    mdeq = zoo.create_model(
+        "mdeq_tiny", channels=[8, 8], head_channels=[4, 8], final_channels=16, groups=4,
+        expansion=2, dropout=0.3, solver={"name": "anderson", "max_iter": 4},
+    ).train()  # fmt: skip
+    lm = zoo.create_model(
+        "deq_transformer_tiny", vocab_size=40, d_model=16, n_heads=2, d_ff=32, tgt_len=8,
+        cell_dropout=0.3, solver={"name": "anderson", "max_iter": 4},
+    ).train()  # fmt: skip
+    drops = [
+        (mdeq, torch.randn(2, 3, 32, 32), mdeq.deq.cell.blocks[0].drop),
+        (lm, torch.randint(0, 40, (2, 8)), lm.deq.cell.cell.ff[2]),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for model, x, drop in drops:
+            model(x)
+            first, ptr = drop.mask.clone(), drop.mask.data_ptr()
+            model(x)
+            assert drop.mask.data_ptr() == ptr and not torch.equal(drop.mask, first)

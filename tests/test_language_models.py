@@ -507,8 +507,10 @@ def test_cell_dropout_keeps_one_mask_per_segment_and_is_off_in_eval():
     u = m.inject(m.embed(x) * m.d_model**0.5)
     z = torch.randn(16, 16, dtype=torch.float64)
     assert torch.equal(cell(z, u), cell(z, u))  # one function within the segment
-    m(x)  # a new segment: new masks
+    ptr = cell.cell.ff[2].mask.data_ptr()
+    m(x)  # a new segment: new masks, drawn in place (a CUDA-graph-captured solve reads them)
     assert not torch.equal(cell.cell.ff[2].mask, masks[1])
+    assert cell.cell.ff[2].mask.data_ptr() == ptr
     m.eval(), plain.eval()
     with torch.no_grad():
         assert torch.equal(m(x), plain(x))  # the same weights, no dropout in evaluation

@@ -21,7 +21,9 @@ def _conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Con
 class VariationalDropout2d(nn.Module):
     """Dropout with one mask per forward pass (shared by all solver iterations).
 
-    The mask is drawn by :meth:`reset` before the solve, so the cell stays a fixed map.
+    The mask is drawn by :meth:`reset` before the solve, so the cell stays a fixed map. It is
+    redrawn in place where the shape allows, so a solve captured as a CUDA graph reads the
+    current mask and not a freed one.
     """
 
     def __init__(self, p: float = 0.0) -> None:
@@ -30,12 +32,14 @@ class VariationalDropout2d(nn.Module):
         self.mask: Tensor | None = None
 
     def reset(self, like: Tensor) -> None:
-        if self.training and self.p > 0:
-            keep = 1.0 - self.p
-            shape = (like.shape[0], like.shape[1], 1, 1)
-            self.mask = torch.bernoulli(like.new_full(shape, keep)).div_(keep)
-        else:
-            self.mask = None
+        if not (self.training and self.p > 0):
+            return  # the identity outside training (forward checks the mode)
+        keep = 1.0 - self.p
+        shape = (like.shape[0], like.shape[1], 1, 1)
+        m = self.mask
+        if m is None or m.shape != shape or m.device != like.device or m.dtype != like.dtype:
+            self.mask = m = like.new_empty(shape)
+        m.bernoulli_(keep).div_(keep)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mask is None or not self.training:

@@ -42,31 +42,45 @@ def _rel_shift(x: Tensor) -> Tensor:
 
 class LockedDropout(nn.Module):
     """Variational dropout (Gal and Ghahramani 2016; locuslab/deq's ``VariationalHidDropout``):
-    one mask per sequence and feature, drawn at the first call after :meth:`reset` and kept
-    for every call until the next one. A DEQ solve's iterations, its backward solve and its
-    Jacobian term then all see one function, which ordinary dropout (a new mask per call)
-    would make a moving target. Inputs are ``(B, T, F)``; identity in eval mode or at ``p=0``.
-    A call with a different batch shape draws a new mask.
+    one mask per sequence and feature, kept for every call until the next :meth:`reset`. A DEQ
+    solve's iterations, its backward solve and its Jacobian term then all see one function,
+    which ordinary dropout (a new mask per call) would make a moving target. Inputs are
+    ``(B, T, features)``; identity in eval mode or at ``p=0``.
+
+    ``reset(batch)`` draws the next mask before a solve, in place where the shape allows, so a
+    solve captured as a CUDA graph reads the current mask and not a freed one. Without a reset
+    for the call's batch size, the first training call draws it.
     """
 
-    def __init__(self, p: float = 0.0) -> None:
+    def __init__(self, p: float = 0.0, features: int | None = None) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p, self.features = float(p), features
         self.mask: Tensor | None = None
 
-    def reset(self) -> None:
-        """Forget the mask: the next training call draws a new one."""
-        self.mask = None
+    def _draw(self, shape: tuple, like: Tensor) -> None:
+        m = self.mask
+        if m is None or tuple(m.shape) != shape or m.device != like.device:
+            self.mask = m = torch.empty(shape, device=like.device)
+        m.bernoulli_(1 - self.p).div_(1 - self.p)
+
+    def reset(self, batch: int | None = None, like: Tensor | None = None) -> None:
+        """A new segment: draw its mask (``batch`` rows, on ``like``'s device), or, without a
+        batch size, let the next training call draw one."""
+        if not self.training or self.p == 0:
+            return
+        if batch is None or self.features is None:
+            self.mask = None
+        else:
+            self._draw((batch, 1, self.features), like if like is not None else torch.empty(0))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
         shape = (x.shape[0], 1, x.shape[-1])
-        if self.mask is None or tuple(self.mask.shape) != shape or self.mask.device != x.device:
-            keep = torch.empty(shape, device=x.device).bernoulli_(1 - self.p)
-            self.mask = keep / (1 - self.p)
+        if self.mask is None or tuple(self.mask.shape) != shape:
+            self._draw(shape, x)
         return x * self.mask.to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -148,9 +162,15 @@ class TransformerCell(nn.Module):
         super().__init__()
         self.attn = RelMultiHeadAttention(d_model, n_heads)
         self.ff = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.GELU(), LockedDropout(dropout), nn.Linear(d_ff, d_model)
+            nn.Linear(d_model, d_ff),
+            nn.GELU(),
+            LockedDropout(dropout, d_ff),
+            nn.Linear(d_ff, d_model),
         )
-        self.drop_attn, self.drop_ff = LockedDropout(dropout), LockedDropout(dropout)
+        self.drop_attn, self.drop_ff = (
+            LockedDropout(dropout, d_model),
+            LockedDropout(dropout, d_model),
+        )
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.pre_ln = pre_ln
         if wnorm:
@@ -161,12 +181,15 @@ class TransformerCell(nn.Module):
         self.ctx: tuple = (None, None, None)
         self._shared: tuple | None = None
 
-    def set_context(self, mem: Tensor | None, pos: Tensor, mask: Tensor) -> None:
-        """A new segment: its attention context, and new dropout masks."""
+    def set_context(
+        self, mem: Tensor | None, pos: Tensor, mask: Tensor, batch: int | None = None
+    ) -> None:
+        """A new segment: its attention context and, in training, new dropout masks for its
+        ``batch`` sequences (drawn at the first call when ``batch`` is not given)."""
         self.ctx = (mem, pos, mask)
         self._shared = None
         for d in (self.drop_attn, self.ff[2], self.drop_ff):
-            d.reset()
+            d.reset(batch, pos)
 
     def _attend(self, x: Tensor) -> Tensor:
         mem, pos, mask = self.ctx

@@ -316,7 +316,7 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
         u = self.inject(self.drop(self.embed(ids) * self.d_model**0.5))
         m = 0 if mem is None else mem.shape[1]
         pos, mask = self._positions(ids.shape[1], m, u)
-        self.deq.cell.cell.set_context(mem, pos, mask)
+        self.deq.cell.cell.set_context(mem, pos, mask, batch=ids.shape[0])
         b, t, d = u.shape
         z0 = u.new_zeros(b * t, d)
         if z_init is not None:
@@ -399,7 +399,7 @@ class TransformerLM(_LMBase):
             mem = mems[i] if mems else None
             m = 0 if mem is None else mem.shape[1]
             pos, mask = self._positions(ids.shape[1], m, h)
-            layer.set_context(mem, pos, mask)
+            layer.set_context(mem, pos, mask, batch=ids.shape[0])
             new_mems.append(self._update_mem(mem, h.detach(), keep))
             h = layer(h, None)
         mems_out = new_mems if keep else None
