@@ -127,7 +127,7 @@ def test_cuda_graph_capture_equals_the_eager_solve(solver):
 def test_dropout_masks_are_redrawn_in_place_for_captured_solves():
     """A captured solve reads the dropout mask's storage as it was at capture time, so each new
     forward (a new segment, a new batch) must redraw the mask into that same storage: same
-    address, new values. MDEQ's VariationalDropout2d and the DEQ-Transformer's LockedDropout."""
+    address, new values. zoo.nn.VariationalDropout, in MDEQ's cell and in the DEQ-Transformer's."""
     import zoo
 
     torch.manual_seed(0)

@@ -11,40 +11,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["MDEQCell", "VariationalDropout2d"]
+from ..nn import VariationalDropout
+
+__all__ = ["MDEQCell"]
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
-
-
-class VariationalDropout2d(nn.Module):
-    """Dropout with one mask per forward pass (shared by all solver iterations).
-
-    The mask is drawn by :meth:`reset` before the solve, so the cell stays a fixed map. It is
-    redrawn in place where the shape allows, so a solve captured as a CUDA graph reads the
-    current mask and not a freed one.
-    """
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-        self.mask: Tensor | None = None
-
-    def reset(self, like: Tensor) -> None:
-        if not (self.training and self.p > 0):
-            return  # the identity outside training (forward checks the mode)
-        keep = 1.0 - self.p
-        shape = (like.shape[0], like.shape[1], 1, 1)
-        m = self.mask
-        if m is None or m.shape != shape or m.device != like.device or m.dtype != like.dtype:
-            self.mask = m = like.new_empty(shape)
-        m.bernoulli_(keep).div_(keep)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.mask is None or not self.training:
-            return x
-        return x * self.mask
 
 
 class _BranchBlock(nn.Module):
@@ -58,7 +31,9 @@ class _BranchBlock(nn.Module):
         self.conv2 = _conv3x3(h, c)
         self.gn2 = nn.GroupNorm(groups, c)
         self.gn3 = nn.GroupNorm(groups, c)
-        self.drop = VariationalDropout2d(dropout)
+        self.drop = VariationalDropout(
+            dropout, shared_dims=(2, 3)
+        )  # one mask per sample and channel
         if wnorm:
             self.conv1 = weight_norm(self.conv1)
             self.conv2 = weight_norm(self.conv2)

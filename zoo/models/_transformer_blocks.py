@@ -8,8 +8,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..nn import VariationalDropout
+
 __all__ = [
-    "LockedDropout",
     "RelMultiHeadAttention",
     "TransformerCell",
     "sinusoid_positions",
@@ -38,53 +39,6 @@ def _rel_shift(x: Tensor) -> Tensor:
     b, h, q, k = x.shape
     x = torch.nn.functional.pad(x, (1, 0))
     return x.view(b, h, k + 1, q)[:, :, 1:].view(b, h, q, k)
-
-
-class LockedDropout(nn.Module):
-    """Variational dropout (Gal and Ghahramani 2016; locuslab/deq's ``VariationalHidDropout``):
-    one mask per sequence and feature, kept for every call until the next :meth:`reset`. A DEQ
-    solve's iterations, its backward solve and its Jacobian term then all see one function,
-    which ordinary dropout (a new mask per call) would make a moving target. Inputs are
-    ``(B, T, features)``; identity in eval mode or at ``p=0``.
-
-    ``reset(batch)`` draws the next mask before a solve, in place where the shape allows, so a
-    solve captured as a CUDA graph reads the current mask and not a freed one. Without a reset
-    for the call's batch size, the first training call draws it.
-    """
-
-    def __init__(self, p: float = 0.0, features: int | None = None) -> None:
-        super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
-        self.p, self.features = float(p), features
-        self.mask: Tensor | None = None
-
-    def _draw(self, shape: tuple, like: Tensor) -> None:
-        m = self.mask
-        if m is None or tuple(m.shape) != shape or m.device != like.device:
-            self.mask = m = torch.empty(shape, device=like.device)
-        m.bernoulli_(1 - self.p).div_(1 - self.p)
-
-    def reset(self, batch: int | None = None, like: Tensor | None = None) -> None:
-        """A new segment: draw its mask (``batch`` rows, on ``like``'s device), or, without a
-        batch size, let the next training call draw one."""
-        if not self.training or self.p == 0:
-            return
-        if batch is None or self.features is None:
-            self.mask = None
-        else:
-            self._draw((batch, 1, self.features), like if like is not None else torch.empty(0))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0:
-            return x
-        shape = (x.shape[0], 1, x.shape[-1])
-        if self.mask is None or tuple(self.mask.shape) != shape:
-            self._draw(shape, x)
-        return x * self.mask.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class RelMultiHeadAttention(nn.Module):
@@ -142,7 +96,7 @@ class TransformerCell(nn.Module):
     context (memory, relative positions, mask) is set with :meth:`set_context` before a solve.
 
     Args:
-        dropout: Variational dropout (:class:`LockedDropout`) on the attention output, the
+        dropout: Variational dropout (:class:`zoo.nn.VariationalDropout`, one mask per sequence and feature) on the attention output, the
             feed-forward hidden layer and the feed-forward output, as locuslab/deq's
             DEQ-Transformer places it. Its masks are drawn once per :meth:`set_context` (one
             segment), so every call of a solve sees the same function.
@@ -164,15 +118,15 @@ class TransformerCell(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(d_model, d_ff),
             nn.GELU(),
-            LockedDropout(dropout, d_ff),
+            VariationalDropout(dropout),
             nn.Linear(d_ff, d_model),
         )
         self.drop_attn, self.drop_ff = (
-            LockedDropout(dropout, d_model),
-            LockedDropout(dropout, d_model),
+            VariationalDropout(dropout),
+            VariationalDropout(dropout),
         )
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.pre_ln = pre_ln
+        self.pre_ln, self.d_model, self.d_ff = pre_ln, d_model, d_ff
         if wnorm:
             from torch.nn.utils.parametrizations import weight_norm
 
@@ -188,8 +142,13 @@ class TransformerCell(nn.Module):
         ``batch`` sequences (drawn at the first call when ``batch`` is not given)."""
         self.ctx = (mem, pos, mask)
         self._shared = None
-        for d in (self.drop_attn, self.ff[2], self.drop_ff):
-            d.reset(batch, pos)
+        dtype = torch.promote_types(pos.dtype, torch.float32)
+        for d, n in (
+            (self.drop_attn, self.d_model),
+            (self.ff[2], self.d_ff),
+            (self.drop_ff, self.d_model),
+        ):
+            d.reset(None if batch is None else (batch, 1, n), pos.device, dtype)
 
     def _attend(self, x: Tensor) -> Tensor:
         mem, pos, mask = self.ctx

@@ -247,7 +247,7 @@ class DEQTransformerLM(ImplicitModelMixin, _LMBase):
             :class:`zoo.nn.DEQ`) also go through the softmax, into ``correction_logits``, for
             the task's fixed-point correction loss (torchdeq). 0 = off.
         cell_dropout: Variational dropout inside the block (attention output, feed-forward
-            hidden and output; :class:`~zoo.models._transformer_blocks.LockedDropout`), one mask
+            hidden and output; :class:`~zoo.nn.VariationalDropout`), one mask
             per sequence and feature for a whole segment's solve and its backward, as
             locuslab/deq (0.05 in its WikiText-103 script). 0 = off.
         wnorm: Weight normalization of the block's linear maps (locuslab/deq's ``--wnorm``).

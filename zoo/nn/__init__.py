@@ -1,7 +1,9 @@
-"""Implicit layers: :class:`DEQ`, :class:`ODEBlock`, :class:`CNF`, and their regularizers."""
+"""Implicit layers: :class:`DEQ`, :class:`ODEBlock`, :class:`CNF`, their regularizers, and
+:class:`VariationalDropout` (one dropout mask per solve)."""
 
 from ._cnf import CNF, exact_trace
 from ._deq import DEQ, DEQInfo
+from ._dropout import VariationalDropout
 from ._flow_matching import cfm_target, flow_matching_loss, ot_pairing
 from ._ode import ODEBlock, ODEBudgetError, grid_solve
 from ._ragged import integrate_intervals
@@ -15,6 +17,7 @@ __all__ = [
     "ODEBlock",
     "ODEBudgetError",
     "Packer",
+    "VariationalDropout",
     "cfm_target",
     "exact_trace",
     "flow_matching_loss",
