@@ -23,11 +23,15 @@ def _flow(n_scales: int, size: int = 4, **kw):
 
 
 @pytest.mark.parametrize(
-    "n_scales,size",
-    [(0, 2), pytest.param(2, 4, marks=pytest.mark.slow)],  # the multiscale case: ~1 min
+    "n_scales,size,kw",
+    [
+        (0, 2, {}),
+        (0, 4, {"hidden": (3, 4), "strides": (2, 1, -2)}),  # a multi-resolution field (4 -> 2 -> 4)
+        pytest.param(2, 4, {}, marks=pytest.mark.slow),  # the multiscale case: ~1 min
+    ],
 )
-def test_log_prob_is_the_change_of_variables_of_the_whole_map(n_scales, size):
-    m = _flow(n_scales, size)
+def test_log_prob_is_the_change_of_variables_of_the_whole_map(n_scales, size, kw):
+    m = _flow(n_scales, size, **kw)
     d = size * size
     v = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(1), dtype=D) * 255
     logp = m.log_prob(v)
@@ -89,6 +93,28 @@ def test_flow_matching_on_images_and_its_refusal_for_multiscale():
     assert torch.isfinite(loss) and m.field.layers[0].conv.weight.grad is not None
     with pytest.raises(ValueError, match="stacks 4 CNFs"):
         DensityEstimation(arch="ffjord_multiscale_tiny", objective="flow_matching")
+    task = DensityEstimation(arch="ffjord_multires_tiny", objective="flow_matching")  # one CNF
+    assert [c.conv.stride for c in task.model.field.layers] == [(2, 2)] * 2 + [(1, 1)] + [
+        (2, 2)
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (
+            {"strides": (2, 1, -2, 1)},
+            r"one of 1, 2 \(down\) or -2 \(up\) for each of the field's 5",
+        ),
+        ({"strides": (2, 2, 1, 1, -2)}, "downsample 2 times but upsample 1 times"),
+        ({"strides": (-2, 1, 1, 1, 2)}, "upsample before they downsample"),
+        ({"strides": (2, 2, 3, -2, -2)}, r"one of 1, 2 \(down\) or -2 \(up\)"),
+        ({"img_size": 30}, "halve a 15-pixel map, which is odd"),
+    ],
+)
+def test_bad_field_strides_are_refused_with_the_reason(kw, match):
+    with pytest.raises(ValueError, match=match):
+        zoo.create_model("ffjord_multires_tiny", **kw)
 
 
 def test_zoo_eval_of_an_image_flow_on_fashion_mnist_files(tmp_path, monkeypatch):

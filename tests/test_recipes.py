@@ -149,7 +149,8 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
 
 def _tiny_density_overrides(cfg: dict, data_dir: Path) -> list[str]:
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
-    margs.update(hidden=[8], rtol=1e-3, atol=1e-3)  # the recipe's switches (RNODE terms) stay
+    # the recipe's switches (RNODE terms, a field's strides) stay; one 8-wide layer per stride
+    margs.update(hidden=[8] * (len(margs.get("strides") or [1, 1]) - 1), rtol=1e-3, atol=1e-3)
     out = [
         *CPU_ONE_PROCESS,
         "--trainer.fast_dev_run=2",

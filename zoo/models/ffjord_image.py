@@ -29,6 +29,7 @@ __all__ = [
     "ConvField",
     "ImageFFJORD",
     "ffjord_image_tiny",
+    "ffjord_multires_tiny",
     "ffjord_multiscale_tiny",
 ]
 
@@ -36,24 +37,73 @@ _LOG256 = math.log(256.0)
 
 
 class ConcatConv2d(nn.Module):
-    """A 3x3 convolution of ``[x, t]``: the time as one more input channel (FFJORD's concat)."""
+    """A convolution of ``[x, t]``: the time as one more input channel (FFJORD's concat).
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    ``stride=1``: 3x3, same size. ``stride=2``: 4x4 with stride 2, half the size. ``stride=-2``:
+    a 4x4 transposed convolution with stride 2, twice the size (FFJORD's ``ODEnet`` strides).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(c_in + 1, c_out, 3, padding=1)
+        if stride == 1:
+            self.conv = nn.Conv2d(c_in + 1, c_out, 3, padding=1)
+        elif stride == 2:
+            self.conv = nn.Conv2d(c_in + 1, c_out, 4, stride=2, padding=1)
+        elif stride == -2:
+            self.conv = nn.ConvTranspose2d(c_in + 1, c_out, 4, stride=2, padding=1)
+        else:
+            raise ValueError(f"stride must be 1, 2 (down) or -2 (up), got {stride!r}")
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         tt = t.reshape(-1, 1, 1, 1).to(x.dtype).expand(x.shape[0], 1, *x.shape[2:])
         return self.conv(torch.cat([x, tt], 1))
 
 
-class ConvField(nn.Module):
-    """``f(t, z)`` on ``(B, C, H, W)``: concat convolutions with softplus between them."""
+def check_strides(strides, n_layers: int, size: int | None = None) -> tuple[int, ...]:
+    """Validate a field's per-layer strides: one per layer, each 1, 2 or -2, every 2 undone by a
+    -2 so the field returns the input's size, and, given the input ``size``, every 2 landing
+    on an even size. Returns them as a tuple."""
+    strides = tuple(strides)
+    if len(strides) != n_layers or any(s not in (1, 2, -2) or isinstance(s, bool) for s in strides):
+        raise ValueError(
+            f"strides must give one of 1, 2 (down) or -2 (up) for each of the field's "
+            f"{n_layers} layers (len(hidden) + 1), got {strides!r}"
+        )
+    depth = 0
+    for s in strides:
+        depth += {1: 0, 2: 1, -2: -1}[s]
+        if depth < 0:
+            raise ValueError(f"strides {strides!r} upsample before they downsample")
+        if s == 2 and size is not None and (size // 2 ** (depth - 1)) % 2:
+            raise ValueError(
+                f"strides {strides!r} halve a {size // 2 ** (depth - 1)}-pixel map, which is odd: "
+                f"the input size {size} must be divisible by 2 ** (number of downsamplings)"
+            )
+    if depth:
+        raise ValueError(
+            f"strides {strides!r} downsample {strides.count(2)} times but upsample "
+            f"{strides.count(-2)} times: a vector field must return its input's shape"
+        )
+    return strides
 
-    def __init__(self, channels: int, hidden: tuple[int, ...] = (64, 64, 64)) -> None:
+
+class ConvField(nn.Module):
+    """``f(t, z)`` on ``(B, C, H, W)``: concat convolutions with softplus between them.
+
+    ``strides`` (one per layer; default all 1) makes it a multi-resolution field, as FFJORD's
+    ``ODEnet``: ``(2, 2, 1, -2, -2)`` works at full, 1/2 and 1/4 size and back.
+    """
+
+    def __init__(self, channels: int, hidden: tuple[int, ...] = (64, 64, 64), strides=None) -> None:
         super().__init__()
         dims = [channels, *hidden, channels]
-        self.layers = nn.ModuleList(ConcatConv2d(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        strides = (
+            (1,) * (len(dims) - 1) if strides is None else check_strides(strides, len(dims) - 1)
+        )
+        self.strides = strides
+        self.layers = nn.ModuleList(
+            ConcatConv2d(a, b, s) for a, b, s in zip(dims[:-1], dims[1:], strides)
+        )
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -85,6 +135,8 @@ class ImageFFJORD(ZooModel):
         n_scales: 0: one CNF on the whole image; k >= 1: k scales of FFJORD's multiscale flow
             (CNF, squeeze, CNF, then half the channels factored out to the base, but the last).
         hidden: Channel widths of each vector field's hidden convolutions.
+        strides: Per-layer strides of each field (``len(hidden) + 1`` of 1, 2 or -2; default
+            all 1): a multi-resolution field, FFJORD's ``ODEnet`` strides (:class:`ConvField`).
         trace: ``"hutchinson"`` (default) or ``"exact"`` (one backward pass per pixel: tests).
         noise: Hutchinson probe, ``"gaussian"`` or ``"rademacher"`` (FFJORD's images).
         T: Integration time of each CNF.
@@ -107,6 +159,7 @@ class ImageFFJORD(ZooModel):
         img_size: int = 28,
         n_scales: int = 0,
         hidden: tuple[int, ...] = (64, 64, 64),
+        strides: tuple[int, ...] | None = None,
         trace: str = "hutchinson",
         noise: str = "rademacher",
         T: float = 1.0,
@@ -143,20 +196,22 @@ class ImageFFJORD(ZooModel):
         )
         self.dim = in_chans * img_size * img_size
 
-        def cnf(channels: int) -> CNF:
+        def cnf(channels: int, size: int) -> CNF:
+            if strides is not None:
+                check_strides(strides, len(hidden) + 1, size)
             return CNF(
-                ConvField(channels, tuple(hidden)), trace=trace, noise=noise, T=T, method=method,
+                ConvField(channels, tuple(hidden), strides), trace=trace, noise=noise, T=T, method=method,
                 rtol=rtol, atol=atol, adjoint=adjoint, kinetic_energy=kinetic_energy,
                 jacobian_frobenius=jacobian_frobenius, max_num_steps=max_num_steps,
             )  # fmt: skip
 
         self.stages = nn.ModuleList()
-        c = in_chans
+        c, h = in_chans, img_size
         if n_scales == 0:
-            self.stages.append(nn.ModuleList([cnf(c)]))
+            self.stages.append(nn.ModuleList([cnf(c, h)]))
         for s in range(n_scales):
-            self.stages.append(nn.ModuleList([cnf(c), cnf(4 * c)]))
-            c = 4 * c if s == n_scales - 1 else 2 * c
+            self.stages.append(nn.ModuleList([cnf(c, h), cnf(4 * c, h // 2)]))
+            c, h = (4 * c if s == n_scales - 1 else 2 * c), h // 2
         self.field = self.stages[0][0].dynamics.func  # the first field (flow matching trains it)
         self.cnf = self.stages[0][0]
 
@@ -288,6 +343,15 @@ class ImageFFJORD(ZooModel):
 def ffjord_image_tiny(**kwargs) -> ImageFFJORD:
     """One CNF on the whole 1x28x28 image, three 32-channel concat convolutions (CPU-sized)."""
     return ImageFFJORD(**({"hidden": (32, 32, 32)} | kwargs))
+
+
+@register_model(family="ffjord", task="density-estimation")
+def ffjord_multires_tiny(**kwargs) -> ImageFFJORD:
+    """One CNF on the whole 1x28x28 image with a multi-resolution field: FFJORD's default image
+    ``ODEnet`` (train_cnf.py: widths 8, 32, 32, 8; strides 2, 2, 1, -2, -2, so 28 -> 14 -> 7 ->
+    7 -> 14 -> 28) with concat layers. A multiscale field that flow matching can train, since
+    it is one CNF on the data space (the factor-out flow, ``ffjord_multiscale_tiny``, is not)."""
+    return ImageFFJORD(**({"hidden": (8, 32, 32, 8), "strides": (2, 2, 1, -2, -2)} | kwargs))
 
 
 @register_model(family="ffjord", task="density-estimation")
