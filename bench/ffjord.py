@@ -11,11 +11,17 @@
 2. ``trace``: the cost of one dynamics evaluation (field + trace, with the graph a training step
    builds) with the exact trace (one backward pass per dimension) against Hutchinson's estimator
    (one), as the dimension grows from 2 to 784 (a Fashion-MNIST image).
-3. ``adjoint``: one training step of the 8gaussians flow with the adjoint against direct
+3. ``images``: one training iteration (batch 64 Fashion-MNIST images from the shipped sample)
+   of each shipped Fashion-MNIST flow, single-scale and multi-resolution field, by its own
+   objective: forward NFE and seconds per iteration measured here; the steps its recipe's 2 hours
+   bought (its shipped training log) and its test bits/dim and solve NFE (its card's
+   ``model_cards/results/NAME.json``, from ``zoo card``) read from the files.
+4. ``adjoint``: one training step of the 8gaussians flow with the adjoint against direct
    backprop through dopri5: activations saved for the backward (``saved_tensors_hooks``, exact),
    peak memory and seconds, each in a fresh process.
 
-Run: python bench/ffjord.py [--quick]; writes bench/results/ffjord_{training,trace,adjoint}.{json,md}.
+Run: python bench/ffjord.py [--quick] [--only TABLE]; writes
+bench/results/ffjord_{training,trace,images,adjoint}.{json,md}.
 """
 
 from __future__ import annotations
@@ -125,6 +131,62 @@ def _training_rows(quick: bool, candidates: dict[str, str] | None = None) -> lis
     return rows
 
 
+IMAGE_FLOWS = (
+    ("ffjord_image_tiny.fashion_mnist", "single-scale", "maximum likelihood (FFJORD)"),
+    ("ffjord_image_tiny.cfm_fashion_mnist", "single-scale", "OT conditional flow matching"),
+    ("ffjord_multires_tiny.fashion_mnist", "multi-resolution", "maximum likelihood (FFJORD)"),
+    ("ffjord_multires_tiny.cfm_fashion_mnist", "multi-resolution", "OT conditional flow matching"),
+)
+
+
+def _image_rows(quick: bool) -> list[dict]:
+    import json
+
+    import numpy as np
+
+    import zoo
+    from zoo.nn import flow_matching_loss
+
+    root = Path(__file__).resolve().parents[1]
+    have = set(zoo.list_models(pretrained=True))
+    v = torch.from_numpy(np.load(root / "zoo/_samples/fashion_mnist_pixels.npz")["x"][:64])
+    reps = 1 if quick else 3
+    rows = []
+    for name, field, objective in IMAGE_FLOWS:
+        row = {"model": name, "field": field, "objective": objective}
+        if name not in have:
+            rows.append(row | {"note": "not shipped"})
+            continue
+        m = zoo.load(name).train()
+        torch.manual_seed(0)
+        calls = [0]
+        m.field.register_forward_hook(lambda *_, c=calls: c.__setitem__(0, c[0] + 1))
+        cfm, nfe = "flow matching" in objective, 0
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            m.zero_grad(set_to_none=True)
+            calls[0] = 0
+            if cfm:
+                y = m.to_flow_space(v, torch.Generator().manual_seed(0))
+                flow_matching_loss(m.field, y, m.cnf.T, generator=torch.Generator()).backward()
+                nfe += calls[0]
+            else:
+                (-m.log_prob(v, torch.Generator().manual_seed(0)).mean()).backward()
+                nfe += m.cost().nfe_forward
+        row |= {"params": sum(p.numel() for p in m.parameters()), "nfe_fwd": round(nfe / reps, 1),
+                "s_per_iter": round((time.perf_counter() - t0) / reps, 3)}  # fmt: skip
+        log = root / "checkpoints" / name / "training_log.json"
+        if log.is_file():
+            row["steps_in_budget"] = int(json.loads(log.read_text())["train/loss"][-1][0]) + 1
+        res = root / "model_cards" / "results" / f"{name}.json"
+        if res.is_file():
+            card = json.loads(res.read_text())[0]
+            row |= {"test_bpd (zoo card)": card["metrics"]["bpd"], "test_nfe": card["nfe_mean"]}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def _trace_rows(quick: bool) -> list[dict]:
     from zoo.models.ffjord import ConcatSquashMLP
     from zoo.nn._cnf import _CNFDynamics
@@ -194,7 +256,9 @@ def main(argv=None) -> dict[str, list[dict]]:
         help="also time an exported, not yet shipped version of a flow (a `zoo export "
         "--out-dir` folder), in a row of its own: how a recipe's rule is applied before it ships",
     )
-    p.add_argument("--only", choices=["training", "trace", "adjoint"], help="one table only")
+    p.add_argument(
+        "--only", choices=["training", "trace", "images", "adjoint"], help="one table only"
+    )
     a = p.parse_args(argv)
     candidates = {}
     for c in a.candidate:
@@ -221,10 +285,20 @@ def main(argv=None) -> dict[str, list[dict]]:
 def _other_tables(a, out: dict) -> dict:
     if a.only == "adjoint":
         return _adjoint_table(a, out)
-    print("\n-- exact trace vs Hutchinson, one dynamics evaluation with its backward --")
-    out["trace"] = rows = _trace_rows(a.quick)
-    report(rows, ["dim", "exact_ms", "hutchinson_ms", "exact_vs_hutchinson"], f"{a.out}_trace.json")
+    if a.only in (None, "trace"):
+        print("\n-- exact trace vs Hutchinson, one dynamics evaluation with its backward --")
+        out["trace"] = rows = _trace_rows(a.quick)
+        cols = ["dim", "exact_ms", "hutchinson_ms", "exact_vs_hutchinson"]
+        report(rows, cols, f"{a.out}_trace.json")
     if a.only == "trace":
+        return out
+    print(
+        "\n-- Fashion-MNIST flows: one training iteration (batch 64), and what the budget bought --"
+    )
+    out["images"] = rows = _image_rows(a.quick)
+    cols = ["model", "field", "objective", "params", "nfe_fwd", "s_per_iter", "steps_in_budget"]
+    report(rows, cols + ["test_bpd (zoo card)", "test_nfe", "note"], f"{a.out}_images.json")
+    if a.only == "images":
         return out
     return _adjoint_table(a, out)
 
