@@ -339,3 +339,33 @@ def test_eval_device_errors_and_auto(capsys):
         == 0
     )
     assert "mdeq_tiny.fashion_mnist" in capsys.readouterr().out
+
+
+def test_leaderboard_skips_a_model_whose_data_is_missing_and_says_so(tmp_path, monkeypatch, capsys):
+    """One dataset missing must not cost the others' measurements: the rest are measured and
+    written, the skipped model is listed with the reason, and the exit status says so."""
+    import zoo
+    import zoo.evaluate as ev
+    from zoo.data._common import MissingDataError
+
+    real = ev.evaluate
+    names = ["ffjord_toy.pinwheel", "ffjord_toy.8gaussians"]
+
+    def evaluate(name, **kw):
+        if name == "ffjord_toy.pinwheel":
+            raise MissingDataError("pinwheel not found: expected /nowhere. Set ZOO_DATA_DIR")
+        return real(name, **(kw | {"sample": True, "limit": 40}))
+
+    monkeypatch.setattr(zoo, "list_models", lambda pretrained=False: list(names))
+    monkeypatch.setattr(ev, "evaluate", evaluate)
+    out = tmp_path / "lb.md"
+    assert main(["leaderboard", "--out", str(out)]) == 1
+    lb, err = out.read_text(), capsys.readouterr().err
+    assert "ffjord_toy.8gaussians" in lb.split("Not measured here")[0]  # measured and written
+    assert "- ffjord_toy.pinwheel: pinwheel not found: expected /nowhere" in lb
+    assert "skipped ffjord_toy.pinwheel" in err and "1 of 2 models skipped" in err
+    assert [r["name"] for r in json.loads(out.with_suffix(".json").read_text())] == [names[1]]
+    # when nothing can be measured, the data error itself is the answer (a clear CLI error)
+    names[1] = "ffjord_toy.pinwheel"
+    assert main(["leaderboard", "--out", str(out)]) == 2
+    assert "pinwheel not found" in capsys.readouterr().err

@@ -186,20 +186,57 @@ def leaderboard(
     sample: bool = False,
     device: str = "cpu",
 ) -> list[dict]:
-    """Evaluate every pretrained model; write a markdown table and ``<out>.json``."""
-    import zoo
+    """Evaluate every pretrained model; write a markdown table and ``<out>.json`` (the results).
 
-    results = []
-    for name in zoo.list_models(pretrained=True):
-        results.append(evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device))
+    A model whose dataset is not on this machine is skipped, not fatal: the others are still
+    measured, and the skipped ones are listed (with the missing path and the fix) under the
+    markdown's tables and on stderr. Only when every model is skipped does the first error
+    propagate. ``sample=True`` needs no data (the shipped samples)."""
+    return run_leaderboard(data_dir, out, limit, sample, device)[0]
+
+
+def run_leaderboard(
+    data_dir: str | None = None,
+    out: str | Path = "leaderboard.md",
+    limit: int | None = None,
+    sample: bool = False,
+    device: str = "cpu",
+) -> tuple[list[dict], list[dict]]:
+    """:func:`leaderboard`, also returning the skipped models (``name``, ``reason``)."""
+    import sys
+
+    import zoo
+    from zoo.data._common import MissingDataError
+
+    results, skipped = [], []
+    names = zoo.list_models(pretrained=True)
+    for name in names:
+        try:
+            results.append(
+                evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device)
+            )
+        except MissingDataError as e:
+            if not results and len(skipped) == len(names) - 1:
+                raise  # nothing could be measured: the error itself is the answer
+            skipped.append({"name": name, "reason": str(e)})
+            print(f"zoo leaderboard: skipped {name}: {e}", file=sys.stderr, flush=True)
     print()
     print_results(results)
     lines = leaderboard_markdown(results, sample=sample, device=device)
+    if skipped:
+        lines += ["", f"Not measured here ({len(skipped)}: their data was not found):"]
+        lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
     out = Path(out)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
-    return results
+    if skipped:
+        print(
+            f"zoo leaderboard: {len(skipped)} of {len(names)} models skipped (data not found; "
+            "listed in the markdown). Set ZOO_DATA_DIR or --data-dir, or use --sample.",
+            file=sys.stderr,
+        )
+    return results, skipped
 
 
 def leaderboard_markdown(
