@@ -412,6 +412,20 @@ register_pretrained(
             ],
             training_objective="maximum likelihood through the dopri5 solve (FFJORD)",
         ),
+        "ffjord_multires_tiny.fashion_mnist": _fashion_flow(
+            "ffjord_multires_tiny_fashion_mnist_cpu",
+            "1 CPU thread beside another training: the recipe's 2-hour wall-time budget",
+            [
+                "A CPU-sized flow: one CNF whose field works at 28, 14 and 7 pixels (FFJORD's "
+                "default image ODEnet, 18,817 parameters), trained by maximum likelihood "
+                "through the dopri5 solve for 2 hours on one thread: 3,838 steps, far from "
+                "converged (validation still falling when the time ran out).",
+                "Its flow-matching twin on the same field (ffjord_multires_tiny.cfm_fashion_mnist, "
+                "recipe written) is not trained yet, so the equal-time comparison on this field "
+                "is open; on the single-scale field flow matching won (HISTORY.md).",
+            ],
+            training_objective="maximum likelihood through the dopri5 solve (FFJORD)",
+        ),
         "ffjord_image_tiny.cfm_fashion_mnist": _fashion_flow(
             "ffjord_image_tiny_fashion_mnist_cfm_cpu",
             "1 CPU thread beside its maximum-likelihood twin: the recipe's 2-hour wall-time "
