@@ -69,9 +69,11 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    from zoo.evaluate import run_leaderboard
+    from zoo.evaluate import leaderboard
 
-    _, skipped = run_leaderboard(
+    skipped: list[dict] = []
+    leaderboard(
+        skipped=skipped,
         data_dir=args.data_dir,
         out=args.out,
         limit=args.limit,

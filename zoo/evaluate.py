@@ -185,30 +185,21 @@ def leaderboard(
     limit: int | None = None,
     sample: bool = False,
     device: str = "cpu",
+    skipped: list[dict] | None = None,
 ) -> list[dict]:
     """Evaluate every pretrained model; write a markdown table and ``<out>.json`` (the results).
 
     A model whose dataset is not on this machine is skipped, not fatal: the others are still
     measured, and the skipped ones are listed (with the missing path and the fix) under the
-    markdown's tables and on stderr. Only when every model is skipped does the first error
-    propagate. ``sample=True`` needs no data (the shipped samples)."""
-    return run_leaderboard(data_dir, out, limit, sample, device)[0]
-
-
-def run_leaderboard(
-    data_dir: str | None = None,
-    out: str | Path = "leaderboard.md",
-    limit: int | None = None,
-    sample: bool = False,
-    device: str = "cpu",
-) -> tuple[list[dict], list[dict]]:
-    """:func:`leaderboard`, also returning the skipped models (``name``, ``reason``)."""
+    markdown's tables, on stderr and, given a ``skipped`` list, appended to it as ``name`` and
+    ``reason``. Only when every model is skipped does the first error propagate.
+    ``sample=True`` needs no data (the shipped samples)."""
     import sys
 
     import zoo
     from zoo.data._common import MissingDataError
 
-    results, skipped = [], []
+    results, missed = [], []
     names = zoo.list_models(pretrained=True)
     for name in names:
         try:
@@ -216,27 +207,29 @@ def run_leaderboard(
                 evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device)
             )
         except MissingDataError as e:
-            if not results and len(skipped) == len(names) - 1:
+            if not results and len(missed) == len(names) - 1:
                 raise  # nothing could be measured: the error itself is the answer
-            skipped.append({"name": name, "reason": str(e)})
+            missed.append({"name": name, "reason": str(e)})
             print(f"zoo leaderboard: skipped {name}: {e}", file=sys.stderr, flush=True)
     print()
     print_results(results)
     lines = leaderboard_markdown(results, sample=sample, device=device)
-    if skipped:
-        lines += ["", f"Not measured here ({len(skipped)}: their data was not found):"]
-        lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
+    if missed:
+        lines += ["", f"Not measured here ({len(missed)}: their data was not found):"]
+        lines += [f"- {m['name']}: {m['reason']}" for m in missed]
     out = Path(out)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
-    if skipped:
+    if skipped is not None:
+        skipped.extend(missed)
+    if missed:
         print(
-            f"zoo leaderboard: {len(skipped)} of {len(names)} models skipped (data not found; "
+            f"zoo leaderboard: {len(missed)} of {len(names)} models skipped (data not found; "
             "listed in the markdown). Set ZOO_DATA_DIR or --data-dir, or use --sample.",
             file=sys.stderr,
         )
-    return results, skipped
+    return results
 
 
 def leaderboard_markdown(
