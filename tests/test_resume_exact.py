@@ -129,6 +129,56 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, t
         assert torch.equal(a[k], b[k]), k
 
 
+def test_a_shrunk_state_resumes_to_nearly_the_uninterrupted_weights(tmp_path):
+    """``zoo shrink-state``: the killed run's state with its Adam moments in bfloat16 resumes
+    (the moments back in float32), keeps weights and counters exact, and ends within bfloat16's
+    rounding of the uninterrupted run, not bit-exact."""
+    from pathlib import Path
+
+    from zoo.cli import main
+
+    tests = str(Path(__file__).parent)
+    whole = _run(tmp_path / "whole", -1, False, tests, "mdeq")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = _run(tmp_path / "cut", 13, False, tests, "mdeq")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    last = tmp_path / "cut" / "ckpt" / "last.ckpt"
+    full = torch.load(last, weights_only=True)
+    assert main(["shrink-state", str(last), str(last)]) == 0
+    small = torch.load(last, weights_only=True)
+    assert small["zoo_shrunk_state"]["moments"] == "bfloat16"
+    for k, v in full["state_dict"].items():
+        assert torch.equal(v, small["state_dict"][k]), k
+    for i, per_param in full["optimizer_states"][0]["state"].items():
+        got = small["optimizer_states"][0]["state"][i]
+        assert torch.equal(got["step"], per_param["step"])
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert got[key].dtype == torch.bfloat16
+            torch.testing.assert_close(got[key].float(), per_param[key], rtol=2**-8, atol=0)
+    resumed = _run(tmp_path / "cut", -1, True, tests, "mdeq")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from a shrunk state" in resumed.stdout
+    a = torch.load(tmp_path / "whole" / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)
+    moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+    assert moved  # the rounded moments did change the last 8 steps' updates
+    # against how far those 8 steps moved the weights, the rounding's effect is small
+    w12 = {k[len("model.") :]: v for k, v in full["state_dict"].items()}
+    off = sum(float((a[k] - b[k]).square().sum()) for k in moved) ** 0.5
+    travel = sum(float((a[k] - w12[k]).square().sum()) for k in moved) ** 0.5
+    assert off < 0.05 * travel, (off, travel)
+
+
+def test_shrink_state_refuses_a_state_without_an_optimizer(tmp_path, capsys):
+    from zoo.cli import main
+
+    path = tmp_path / "weights_only.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    assert main(["shrink-state", str(path), str(tmp_path / "out.ckpt")]) == 2
+    assert "holds no optimizer state" in capsys.readouterr().err
+    assert not (tmp_path / "out.ckpt").exists()
+
+
 def test_a_save_killed_midway_never_replaces_a_good_checkpoint(tmp_path):
     """Lightning's checkpoint IO (what every zoo recipe saves with) writes to a temporary file
     and renames it: kill the writer at random moments, the file is always whole."""

@@ -91,6 +91,17 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_shrink_state(args) -> int:
+    from zoo.training import shrink_state
+
+    sizes = shrink_state(args.src, args.dst, moments=args.moments)
+    print(
+        f"{args.src} ({sizes['before'] / 1e6:.1f} MB) -> {args.dst} ({sizes['after'] / 1e6:.1f} "
+        f"MB): optimizer moments in {args.moments}; resume from it as from any last.ckpt"
+    )
+    return 0
+
+
 def _cmd_card(args) -> int:
     from zoo.cards import write_card
 
@@ -245,6 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--recipe", default=None)
 
     s = sub.add_parser(
+        "shrink-state",
+        help="store a Lightning state's optimizer moments in bfloat16 (a smaller file to resume "
+        "from; weights, schedule and loop state stay exact)",
+    )
+    s.add_argument("src", help="a Lightning checkpoint, e.g. runs/<run>/checkpoints/last.ckpt")
+    s.add_argument("dst", help="where to write the smaller state, e.g. resume/<run>_last.ckpt")
+    s.add_argument("--moments", default="bfloat16", choices=["bfloat16", "float16"])
+
+    s = sub.add_parser(
         "card", help="measure a checkpoint (a solver-budget sweep for DEQs); write its model card"
     )
     s.add_argument("name")
@@ -288,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "leaderboard": _cmd_leaderboard,
         "export": _cmd_export,
+        "shrink-state": _cmd_shrink_state,
         "card": _cmd_card,
         "generate": _cmd_generate,
         "push": _cmd_push,

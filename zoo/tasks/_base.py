@@ -52,6 +52,13 @@ class ZooTask(pl.LightningModule):
         state = checkpoint.get("zoo_rng")
         if state is not None:
             torch.set_rng_state(state["torch"])
+        shrunk = checkpoint.get("zoo_shrunk_state")
+        if shrunk:  # zoo shrink-state: say the resume is not bit-exact, and why
+            print(
+                f"resuming from a shrunk state: its optimizer moments were stored in "
+                f"{shrunk.get('moments')} (zoo shrink-state); they continue in full precision",
+                flush=True,
+            )
 
     def _common_step(self, batch, stage: str):  # pragma: no cover - abstract
         raise NotImplementedError
