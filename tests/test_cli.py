@@ -36,6 +36,23 @@ def test_version_and_help():
 def test_list(capsys):
     assert main(["list", "mdeq*"]) == 0
     assert "mdeq_tiny" in capsys.readouterr().out
+    assert main(["list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    # one column for the names, however long the longest (deq_transformer_tiny.shakespeare_char)
+    starts = {r.index(" language-modeling") for r in rows if " language-modeling" in r}
+    assert len(starts) == 1, rows
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`zoo list | head -1`: the reader leaves early; no error message, exit status 0."""
+    code = (
+        "import sys, zoo.cli as c\n"
+        "def gone(args): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "c._cmd_list = gone\n"
+        "sys.exit(c.main(['list']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
 
 
 def test_unknown_model_is_a_clear_error(capsys):

@@ -16,10 +16,12 @@ def _cmd_list(args) -> int:
 
     if not args.archs:
         names = zoo.list_models(args.pattern, pretrained=True)
-        print(f"{'checkpoint (zoo.load NAME)':34s} {'task':24s} dataset")
+        head = "checkpoint (zoo.load NAME)"
+        w = max([len(head), *map(len, names)])  # the longest name sets the column
+        print(f"{head:{w}s} {'task':24s} dataset")
         for n in names:
             info = model_info(n)
-            print(f"{n:34s} {info.get('task', ''):24s} {info.get('dataset', '')}")
+            print(f"{n:{w}s} {info.get('task', ''):24s} {info.get('dataset', '')}")
         if not names:
             print(f"(no pretrained checkpoint matches {args.pattern!r})")
     if args.archs or args.all:
@@ -27,11 +29,13 @@ def _cmd_list(args) -> int:
             print()
         archs = architectures()
         names = zoo.list_models(args.pattern)
-        print(f"{'architecture (untrained)':34s} {'family':16s} {'task':24s} pretrained")
+        head = "architecture (untrained)"
+        w = max([len(head), *map(len, names)])
+        print(f"{head:{w}s} {'family':16s} {'task':24s} pretrained")
         for n in names:
             meta = archs.get(n, {})
             ws = len(zoo.list_models(f"{n}.*", pretrained=True))
-            print(f"{n:34s} {meta.get('family', ''):16s} {meta.get('task', ''):24s} {ws or '-'}")
+            print(f"{n:{w}s} {meta.get('family', ''):16s} {meta.get('task', ''):24s} {ws or '-'}")
     return 0
 
 
@@ -315,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     }[args.cmd]
     try:
         return handler(args)
+    except BrokenPipeError:  # `zoo list | head`: the reader left; stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
+        return 0
     except (ValueError, FileNotFoundError, ConnectionError, PermissionError) as e:
         if args.debug:
             raise
