@@ -20,7 +20,8 @@
    backprop through dopri5: activations saved for the backward (``saved_tensors_hooks``, exact),
    peak memory and seconds, each in a fresh process.
 
-Run: python bench/ffjord.py [--quick] [--only TABLE]; writes
+Run: python bench/ffjord.py [--quick] [--only TABLE] (2 threads; ``BENCH_THREADS=1`` beside another
+job, since 3 threads on 2 cores slow each other many times over); writes
 bench/results/ffjord_{training,trace,images,adjoint}.{json,md}.
 """
 
