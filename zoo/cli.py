@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("src", help="a Lightning checkpoint, e.g. runs/<run>/checkpoints/last.ckpt")
     s.add_argument("dst", help="where to write the smaller state, e.g. resume/<run>_last.ckpt")
-    s.add_argument("--moments", default="bfloat16", choices=["bfloat16", "float16"])
+    s.add_argument("--moments", default="bfloat16", choices=["bfloat16"])
 
     s = sub.add_parser(
         "card", help="measure a checkpoint (a solver-budget sweep for DEQs); write its model card"

@@ -147,9 +147,12 @@ def shrink_state(src: str | Path, dst: str | Path, moments: str = "bfloat16") ->
     """
     import torch
 
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(moments)
-    if dtype is None:
-        raise ValueError(f"moments={moments!r}: choose 'bfloat16' (the default) or 'float16'")
+    dtype = {"bfloat16": torch.bfloat16}.get(moments)
+    if dtype is None:  # float16 would flush Adam's small second moments to zero
+        raise ValueError(
+            f"moments={moments!r}: only 'bfloat16' is offered (float16's range flushes Adam's "
+            "small second moments to zero)"
+        )
     src, dst = Path(src), Path(dst)
     state = load_lightning_checkpoint(src)
     before = src.stat().st_size
