@@ -147,8 +147,7 @@ def shrink_state(src: str | Path, dst: str | Path, moments: str = "bfloat16") ->
     """
     import torch
 
-    dtype = {"bfloat16": torch.bfloat16}.get(moments)
-    if dtype is None:  # float16 would flush Adam's small second moments to zero
+    if moments != "bfloat16":  # float16 would flush Adam's small second moments to zero
         raise ValueError(
             f"moments={moments!r}: only 'bfloat16' is offered (float16's range flushes Adam's "
             "small second moments to zero)"
@@ -164,7 +163,7 @@ def shrink_state(src: str | Path, dst: str | Path, moments: str = "bfloat16") ->
         for per_param in (opt.get("state") or {}).values():
             for key, v in per_param.items():
                 if key != "step" and torch.is_tensor(v) and v.is_floating_point():
-                    per_param[key] = v.to(dtype)
+                    per_param[key] = v.to(torch.bfloat16)
                     n += 1
     state["zoo_shrunk_state"] = {"moments": moments, "tensors": n}
     dst.parent.mkdir(parents=True, exist_ok=True)
