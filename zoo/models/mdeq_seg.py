@@ -282,7 +282,9 @@ register_pretrained(
             "more steps with an auxiliary loss in 38 minutes; stage 4, 2,200 more at a lower "
             "restart rate in 37 minutes (beside two or three other jobs); fp32",
             limitations=[
-                "Misses the issue's 80% mIoU target by far after 11.3 epochs.",
+                "Misses the issue's 80% mIoU target by far after 11.3 epochs. Starting from the "
+                "classifier mdeq_tiny.fashion_mnist's backbone instead (stage 5) did worse: "
+                "40.38% held-out mIoU after 2,200 steps (HISTORY.md).",
                 "At the same wall time and size (stage 1, 45 minutes each) it lost to its explicit "
                 "baseline hrnet_seg_tiny.fashion_scenes by 13.2 points (42.95% against 56.12%): "
                 "a solver step costs 8 cell calls, so it saw 0.42x the scenes. With 3.8x the "
