@@ -13,8 +13,15 @@ DEQ's fixed point warm-started from the previous position's) against re-encoding
 window for every token (the decoder before it), with the same text for the same seed checked,
 and the wall time of ``zoo generate`` end to end. One thread; every configuration in this process.
 
-Run: python bench/lm.py [--quick]; writes bench/results/lm.{json,md,png} and
-bench/results/lm_generate.{json,md}.
+Parity (``--parity``, issue #23's memory and time targets "at the depth that reaches the same
+perplexity"): at the recipes' shape (T=128, batch 16) the explicit model at 1 to 4 blocks (4 is
+the shipped depth, which already reaches a lower perplexity than the DEQ) against the DEQ as its
+recipes train it: 12 iterations with phantom gradients and the Jacobian term (version 1), and
+levers 2-4 (a 12-call implicit backward solve, two correction states, the Jacobian term: the
+step that draws it, which is also the peak). Ratios are against the explicit model at 4 blocks.
+
+Run: python bench/lm.py [--quick] [--parity]; writes bench/results/lm.{json,md,png} and
+bench/results/lm_generate.{json,md}, or with --parity bench/results/lm_parity.{json,md}.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ elif kind == "deq_phantom":  # the shipped recipe's training mode: phantom k=2 +
     model = zoo.create_model("deq_transformer_tiny", **common,
         solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
         grad={"name": "phantom", "steps": 2, "tau": 0.8}, jac_reg_samples=1)
+elif kind == "deq_levers":  # levers 2-4 (char version 5, the SOTU stage), with the Jacobian term
+    model = zoo.create_model("deq_transformer_tiny", **common,
+        solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
+        grad={"name": "implicit", "tol": 0.0, "max_iter": depth}, jac_reg_samples=1,
+        correction_states=2)
 else:
     model = zoo.create_model("transformer_tiny", **common, n_layers=depth)
 model = model.to(device).train()
@@ -50,6 +62,8 @@ ids = torch.randint(0, 10000, (batch, seq), device=device)
 def step():
     logits = model(ids)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
+    for lg in getattr(model, "correction_logits", []):
+        loss = loss + torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), ids.reshape(-1))
     jac = getattr(model, "jac_loss", None)
     (loss + 0.5 * jac if jac is not None else loss).backward()
 sys.path.insert(0, "bench")
@@ -103,7 +117,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="bench/results/lm.json")
+    p.add_argument("--parity", action="store_true", help="issue #23's table (see the docstring)")
     a = p.parse_args(argv)
+    if a.parity:
+        return parity(a.quick, a.device, a.out.replace("lm.json", "lm_parity.json"))
     seqs, depths, batch = ((32,), (2, 4), 2) if a.quick else ((64, 128, 256), (4, 8, 16), 16)
     rows = []
     for seq in seqs:
@@ -125,6 +142,22 @@ def main(argv=None) -> list[dict]:
             r["time_vs_explicit"] = round(r["step_s"] / ex["step_s"], 3)
     report(rows, COLS, a.out)
     _plot(rows, Path(a.out).with_suffix(".png"))
+    return rows
+
+
+def parity(quick: bool, device: str, out: str) -> list[dict]:
+    seq, batch, iters = (32, 2, 3) if quick else (128, 16, 12)
+    configs = [("explicit", d) for d in (1, 2, 3, 4)]
+    configs += [("deq_phantom", iters), ("deq_levers", iters)]
+    rows = []
+    for kind, depth in configs:
+        rows.append(run_child(CHILD, [kind, str(seq), str(depth), str(batch), device]))
+        print(rows[-1], flush=True)
+    ex = next(r for r in rows if r["model"] == "explicit" and r["depth"] == 4)
+    for r in rows:
+        r["memory_vs_explicit"] = round(r["peak_mib"] / ex["peak_mib"], 3)
+        r["time_vs_explicit"] = round(r["step_s"] / ex["step_s"], 3)
+    report(rows, COLS, out)
     return rows
 
 
@@ -227,4 +260,10 @@ def generation(quick: bool = False, out: str = "bench/results/lm_generate.json")
 
 if __name__ == "__main__":
     main()
-    generation("--quick" in sys.argv)
+    if "--parity" not in sys.argv:  # the parity table is a run of its own
+        out = (
+            sys.argv[sys.argv.index("--out") + 1]
+            if "--out" in sys.argv
+            else "bench/results/lm.json"
+        )
+        generation("--quick" in sys.argv, out.replace("lm.json", "lm_generate.json"))
