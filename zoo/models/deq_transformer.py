@@ -450,18 +450,26 @@ register_pretrained(
     {
         "deq_transformer_tiny.sotu": dict(
             **_SOTU,
-            recipe="recipes/deq_lm/deq_transformer_tiny_sotu_cpu.yaml",
+            recipe="recipes/deq_lm/deq_transformer_tiny_sotu_levers_cpu.yaml",
             card="model_cards/deq_transformer_tiny.sotu.md",
-            compute="2 CPU cores, bf16: 6,000 steps of 16 x 128 tokens (12.3 M tokens) in 100 minutes",
+            compute="float32 on CPU: 6,000 steps of 16 x 128 tokens (12.3 M tokens), steps 0-5,000 "
+            "on one thread beside other trainings (~0.49 steps/s), 5,000-6,000 on 2 idle threads "
+            "in 17 minutes; about 3 h 08 min by Lightning's cumulative timer, over three "
+            "sessions. Versions 1-2: 2 CPU cores, bf16, 100 minutes",
             limitations=[
-                "Loses to its explicit baseline transformer_tiny.sotu (126.6 against 110.4 test perplexity) at the same non-embedding size and token budget.",
-                "Never reached its training solver tolerance (mean relative residual about 4e-3).",
-                "Version 2 (2026-12-03): version 1's weights, solved per sequence (joint: each "
-                "sequence stops when all its positions meet tol at the same iterate, so the "
-                "returned state is one iterate) with finished sequences dropped (compact). "
-                "Perplexity unchanged at every budget (zoo card); on the 18,432 tokens of the "
-                "shipped sample 0.79x version 1's evaluation time (python bench/deq_lm_eval.py, "
-                "idle; recipes/deq_lm/HISTORY.md).",
+                "Loses to its explicit baseline transformer_tiny.sotu by 6.7 test perplexity "
+                "(117.1 against 110.4) at the same non-embedding size and token budget. Version 1 "
+                "lost by 16.2 (126.56): the char pair's three winning levers (fixed-point "
+                "correction, implicit gradient, Jacobian schedule) closed 59% of the gap "
+                "(recipes/deq_lm/HISTORY.md, lever table).",
+                "Parity costs: its training step is 4.3x the explicit model's at 4 blocks and its "
+                "peak training memory 2.08x (python bench/deq_lm_step.py --only step; python "
+                "bench/lm.py --parity): the issue's time and memory targets are missed.",
+                "No test position meets tol 1e-3 within the 20 shipped iterations (mean NFE "
+                "20.0); 12 iterations give 117.12, 4 give 121.24 (the curve above).",
+                "Version 3 (2026-12-04). Version 1: phantom gradients (k=2), bf16, 126.56 test "
+                "perplexity; version 2: version 1's weights solved per sequence, the same "
+                "perplexity at 0.79x the evaluation time (recipes/deq_lm/HISTORY.md).",
                 "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
             ],
             paper_results=[
