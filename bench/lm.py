@@ -5,7 +5,8 @@ growing sequence length and depth (issue #4's claim: a third of the memory).
 solver iterations at equal effective depth. ``deq`` trains with ImplicitGrad (its memory
 should not grow with depth); ``deq_phantom`` is the shipped recipe's mode (phantom gradients,
 k=2, plus the Hutchinson Jacobian term). Every configuration runs in a fresh subprocess; memory is peak
-anonymous RSS over the baseline (polled every ms), or ``torch.cuda.max_memory_allocated``.
+anonymous RSS over the baseline (polled every ms), or ``torch.cuda.max_memory_allocated``
+(on a GPU after one unmeasured warm-up step).
 
 Generation (``generation``): tokens per second of both shipped LMs, the incremental decoder
 (``model.generate``: the prompt encoded once, then one position per token against a cache, the
@@ -66,6 +67,9 @@ def step():
         loss = loss + torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), ids.reshape(-1))
     jac = getattr(model, "jac_loss", None)
     (loss + 0.5 * jac if jac is not None else loss).backward()
+if device.startswith("cuda"):  # CUDA's lazy init and kernel loading are not step time
+    step()
+    model.zero_grad(set_to_none=True)
 sys.path.insert(0, "bench")
 from _memprobe import measure
 p, sec = measure(step, device)

@@ -273,3 +273,33 @@ def test_auxiliary_loss_at_lower_resolutions(arch):
         Segmentation(arch, kw, aux_weight=0.4)
     task = Segmentation(arch, {**kw, "aux_heads": True}, aux_weight=0.4)
     assert task.hparams.aux_weight == 0.4
+
+
+def test_gpu_pair_launcher_sizes_runs_from_the_probe(tmp_path):
+    """recipes/mdeq_seg/gpu_pair.py: the probe's last StepTimer line sets max_steps (the
+    2026-12-04 H200 run: 85.0 ms a step -> 3,000 steps in 0.85 of 5 minutes)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "recipes" / "mdeq_seg" / "gpu_pair.py"
+    spec = importlib.util.spec_from_file_location("gpu_pair", path)
+    gp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gp)
+
+    assert gp.max_steps_for(0.08497, 300, 0.85) == 3000
+    assert gp.max_steps_for(0.06443, 300, 0.85) == 3900
+    assert gp.max_steps_for(0.5, 300, 0.85) == 510  # below 1,000: not rounded
+    assert gp.max_steps_for(10.0, 30, 0.85) == 20  # the floor
+    with pytest.raises(ValueError, match="fill"):
+        gp.max_steps_for(0.1, 300, 1.5)
+
+    log = tmp_path / "probe.log"
+    log.write_text("Epoch 0 ...\nstep_time_s=0.09000 steps=5\nstep_time_s=0.08497 steps=50\n")
+    assert gp._step_time(log) == pytest.approx(0.08497)
+    log.write_text("Traceback ...\n")
+    with pytest.raises(SystemExit, match="no 'step_time_s=' line"):
+        gp._step_time(log)
+    # every recipe it launches exists and asks for the GPU with a wall-time cap
+    for cfg, _, _ in gp.RUNS.values():
+        text = cfg.read_text()
+        assert "accelerator: gpu" in text and "max_time:" in text

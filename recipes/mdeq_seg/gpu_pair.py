@@ -60,6 +60,18 @@ def _step_time(log: Path) -> float:
     return float(found[-1])
 
 
+def max_steps_for(step_time_s: float, budget_s: float, fill: float) -> int:
+    """Steps that fill ``fill`` of ``budget_s`` at ``step_time_s`` a step: at least 20, and a
+    multiple of 100 from 1,000 on."""
+    if not (step_time_s > 0 and budget_s > 0 and 0 < fill <= 1):
+        raise ValueError(
+            f"need step_time_s > 0, budget_s > 0 and 0 < fill <= 1, got {step_time_s}, "
+            f"{budget_s}, {fill}"
+        )
+    steps = max(int(fill * budget_s / step_time_s), 20)
+    return steps // 100 * 100 if steps >= 1000 else steps
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--budget-min", type=float, default=5.0, help="training minutes for each run")
@@ -115,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     report["probe"] = {}
     for name in RUNS:
         st = _step_time(logs[name])
-        steps = max(int(a.fill * budget_s / st), 20)
-        steps = steps // 100 * 100 if steps >= 1000 else steps
+        steps = max_steps_for(st, budget_s, a.fill)
         report["probe"][name] = {"step_time_s": st, "max_steps": steps}
         print(f"{name}: {st * 1000:.1f} ms a step side by side -> max_steps {steps}", flush=True)
     report["probe_s"] = round(time.time() - t0, 1)
