@@ -155,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. export and evaluate
     report["eval"] = {}
-    if a.skip_eval:
-        (out / "pair.json").write_text(json.dumps(report, indent=1))
-        print(json.dumps(report, indent=1))
-        return 0
-    for name, (cfg, _, _) in RUNS.items():
+    for name, (cfg, _, _) in RUNS.items() if not a.skip_eval else ():
         ckpt = Path(f"runs/{name}_fashion_scenes_gpu/checkpoints/last.ckpt")
         folder = out / "export" / f"{name}.fashion_scenes"
         recipe = str(cfg.relative_to(HERE.parent.parent))
@@ -178,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "pair.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "eval"}, indent=1))
     for name, ev in report["eval"].items():
-        nums = {
-            s: {k: v for k, v in e.items() if isinstance(v, (int, float))} for s, e in ev.items()
-        }
-        print(name, nums)
+        print(name, {split: e["metrics"] for split, e in ev.items()})
     return 0
 
 
