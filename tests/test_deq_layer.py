@@ -113,3 +113,62 @@ def test_correction_states_are_phantom_steps_from_the_solvers_iterates(grad):
     assert plain.info.corrections == []
     with pytest.raises(ValueError, match="correction_states"):
         DEQ(cell, correction_states=-1)
+
+
+def test_a_module_cell_trains_through_deq_parameters():
+    """The README's pattern: the optimizer built from deq.parameters() trains the cell."""
+    import warnings
+
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(6, 6)
+
+        def forward(self, z, x):
+            return torch.tanh(0.5 * self.lin(z) + x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deq = DEQ(Cell())
+    before = deq.cell.lin.weight.detach().clone()
+    opt = torch.optim.SGD(deq.parameters(), lr=0.1)
+    deq(torch.randn(3, 6)).pow(2).sum().backward()
+    opt.step()
+    assert not torch.equal(before, deq.cell.lin.weight)
+
+
+@pytest.mark.parametrize("form", ["closure", "global", "bound method", "parameter"])
+def test_a_function_cell_hiding_parameters_warns_naming_them(form):
+    lin = torch.nn.Linear(4, 4)
+    w = torch.nn.Parameter(torch.eye(4))
+    cells = {
+        "closure": lambda z, x: torch.tanh(lin(z) + x),
+        "global": lambda z, x: torch.tanh(_GLOBAL_LIN(z) + x),
+        "bound method": _Holder().step,
+        "parameter": lambda z, x: torch.tanh(z @ w + x),
+    }
+    with pytest.warns(UserWarning, match="does not register") as rec:
+        DEQ(cells[form])
+    assert "untrained" in str(rec[0].message)
+
+
+def test_a_parameter_free_function_cell_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DEQ(lambda z, x: 0.5 * torch.tanh(z) + x)
+    with pytest.raises(TypeError, match="nn.Module or a function"):
+        DEQ("tanh")
+
+
+_GLOBAL_LIN = torch.nn.Linear(4, 4)
+
+
+class _Holder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def step(self, z, x):
+        return torch.tanh(self.lin(z) + x)

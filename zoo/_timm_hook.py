@@ -17,6 +17,9 @@ import sys
 _DONE = False
 _TASK = "image-classification"
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
+# how the image classifiers were trained and evaluated: whole native-size images, no resize and
+# no crop (timm's defaults, crop_pct 0.875 and bicubic, would resize 32 px images to 36 and crop)
+PREPROCESSING = {"crop_pct": 1.0, "crop_mode": "center", "interpolation": "bilinear"}
 
 
 def _make_entry(arch: str):
@@ -29,12 +32,11 @@ def _make_entry(arch: str):
         if pretrained:
             from .models import default_pretrained
 
-            # timm hands over the tag of "arch.tag" as a string (or a cfg object carrying it)
-            tag = cfg if isinstance(cfg, str) else getattr(cfg, "tag", None)
             names = list_models(f"{arch}.*", pretrained=True)
+            tag = _tag_of(arch, cfg)
             if tag:
                 name = f"{arch}.{tag}"
-            else:  # timm's rule: the declared default tag, else the first available one
+            else:  # no cfg at all: timm's rule, the declared default tag, else the first one
                 name = default_pretrained(arch)
                 name = name if name in names else (names[0] if names else None)
             if name not in names:
@@ -42,13 +44,42 @@ def _make_entry(arch: str):
                     f"implicit-zoo has no pretrained weights {name or arch!r}; available: "
                     f"{', '.join(names) or 'none yet'}"
                 )
-            return load(name, **kwargs)
+            model = load(name, **kwargs)
+            model.pretrained_cfg = {**PREPROCESSING, **model.pretrained_cfg}
+            return model
         return load(arch, pretrained=False, **kwargs)
 
     entry.__name__ = arch
     entry.__qualname__ = arch
     entry.__module__ = "zoo._timm_models"
     return entry
+
+
+def _tag_of(arch: str, cfg) -> str | None:
+    """The pretrained tag in whatever form timm hands the entry point over.
+
+    ``timm.create_model("arch.tag")`` passes the tag as a string; timm's ``validate.py`` and
+    ``resolve_model_args`` pass the resolved config as a dict or a ``PretrainedCfg``. ``None``
+    only when no config was given (then timm's default tag applies); a config that names no
+    tag, or another architecture, is refused rather than silently replaced by the default.
+    """
+    if cfg is None or cfg == "":
+        return None
+    if isinstance(cfg, str):
+        return cfg
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k, None)
+    tag, named = get("tag"), get("architecture")
+    if named and named != arch:
+        raise RuntimeError(
+            f"timm handed implicit-zoo's {arch!r} a pretrained config of {named!r}; create the "
+            f"model by its own name, e.g. timm.create_model('{named}.<tag>', pretrained=True)"
+        )
+    if not tag:
+        raise RuntimeError(
+            f"timm handed implicit-zoo's {arch!r} a pretrained config without a tag ({cfg!r}); "
+            f"name the weights, e.g. timm.create_model('{arch}.<tag>', pretrained=True)"
+        )
+    return str(tag)
 
 
 def _default_cfgs(archs: dict) -> dict:
@@ -67,6 +98,8 @@ def _default_cfgs(archs: dict) -> dict:
                 "input_size": tuple(info.get("input_size", (3, 32, 32))),
                 "mean": tuple(info.get("mean", (0.5,))),
                 "std": tuple(info.get("std", (0.5,))),
+                **PREPROCESSING,
+                "fixed_input_size": True,
                 "license": info.get("license"),
             }
     return generate_default_cfgs(cfgs)

@@ -39,10 +39,20 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _cmd_fit(argv: list[str]) -> int:
+def _cmd_fit(argv: list[str], debug: bool = False) -> int:
+    """LightningCLI; a user error (a bad recipe value, a refused checkpoint, a missing file)
+    ends in one line and exit status 2, as for the other commands (``zoo --debug fit`` shows
+    the traceback)."""
     from zoo.training import run_cli
 
-    run_cli(["fit", *argv])
+    try:
+        run_cli(["fit", *argv])
+    except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+        if debug:
+            raise
+        first = str(e).strip() or type(e).__name__
+        print(f"zoo fit: error: {first}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -189,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     import zoo
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "fit":  # everything after 'fit' belongs to LightningCLI
-        return _cmd_fit(argv[1:])
+    if argv[:1] == ["fit"] or argv[:2] == ["--debug", "fit"]:  # the rest is LightningCLI's
+        debug = argv[0] == "--debug"
+        return _cmd_fit(argv[2:] if debug else argv[1:], debug=debug)
 
     p = argparse.ArgumentParser(
         prog="zoo", description="implicit-zoo: deep implicit models with weights"

@@ -24,10 +24,13 @@ def run_cli(args: list[str] | None = None, run: bool = True):
     import zoo.data  # noqa: F401  (so short class names resolve)
     import zoo.tasks  # noqa: F401
 
+    _recipes_are_data()
+
     class ZooCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
             cfg = self.config.get(self.subcommand) if self.subcommand else self.config
             if cfg is not None:
+                refuse_code_in_free_form(cfg)
                 _checkpoints_follow_root(cfg.get("trainer"))
 
     # ``zoo fit ARGS`` hands ARGS over explicitly (sys.argv must stay intact: DDP relaunches it)
@@ -42,6 +45,67 @@ def run_cli(args: list[str] | None = None, run: bool = True):
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
+
+
+# The only modules a recipe's ``class_path`` may name: the zoo's tasks, data modules and
+# callbacks, and Lightning's callbacks, loggers and profilers. Everything else is denied before
+# it is imported.
+RECIPE_IMPORT_ALLOWLIST = (
+    "zoo.tasks",
+    "zoo.data",
+    "zoo.callbacks",
+    "lightning.pytorch.callbacks",
+    "lightning.pytorch.loggers",
+    "lightning.pytorch.profilers",
+)
+
+
+def _recipes_are_data() -> None:
+    """jsonargparse settings under which a recipe selects no code outside the allowlist.
+
+    By default jsonargparse instantiates a ``{class_path: ..., init_args: ...}`` dict found in a
+    value typed ``Any`` (a task's ``model_args``, a data module's free-form dicts) while it
+    parses, so a recipe could call ``os.system``. Here such a dict stays a dict (and
+    :func:`refuse_code_in_free_form` refuses it), and an import path outside
+    ``RECIPE_IMPORT_ALLOWLIST`` is never imported.
+    """
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(
+        instantiate_subclass_spec_in_any=False,
+        import_path_denylist=["*"],
+        import_path_allowlist=list(RECIPE_IMPORT_ALLOWLIST),
+    )
+
+
+# positions where a recipe legitimately chooses a class (LightningCLI checks their types)
+_CLASS_POSITIONS = {("model",), ("data",), ("trainer", "callbacks"), ("trainer", "logger")}
+
+
+def refuse_code_in_free_form(cfg, where: tuple = ()) -> None:
+    """Raise ``ValueError`` when a ``class_path`` appears anywhere but where a recipe chooses
+    the zoo's task, data module, callbacks or logger: model arguments and other free-form
+    values are data, never code."""
+    if hasattr(cfg, "as_dict"):  # a jsonargparse Namespace
+        cfg = cfg.as_dict()
+    if isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            refuse_code_in_free_form(v, where + (i,))
+        return
+    if not isinstance(cfg, dict):
+        return
+    if "class_path" in cfg:
+        if tuple(k for k in where if not isinstance(k, int)) not in _CLASS_POSITIONS:
+            raise ValueError(
+                f"{'.'.join(str(k) for k in where)} names code (class_path: "
+                f"{cfg['class_path']}); a recipe's model and data arguments are data: give plain "
+                "values (numbers, strings, lists, dicts), and choose solvers and models by their "
+                "registered names"
+            )
+        refuse_code_in_free_form(cfg.get("init_args") or {}, where + ("init_args",))
+        return
+    for k, v in cfg.items():
+        refuse_code_in_free_form(v, where + (k,))
 
 
 CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "SaveLastOnTrainEnd")

@@ -71,18 +71,27 @@ class DEQ(nn.Module):
             gradient mode's phantom steps (one step, JFB, when the mode is not phantom), in
             ``info.corrections``. 0 turns it off.
 
+    A cell with parameters is an ``nn.Module``: the DEQ registers it, so ``deq.parameters()``
+    trains it. A plain function is fine for a cell without parameters; one that uses the
+    parameters of modules it closes over gets a warning that names them, since the DEQ cannot
+    see them (``deq.parameters()`` would silently leave them untrained).
+
     Example:
         >>> import torch
         >>> from zoo.nn import DEQ
         >>> from zoo.solvers import Anderson, ImplicitGrad
-        >>> lin = torch.nn.Linear(8, 8)
-        >>> cell = lambda z, x: torch.tanh(0.5 * lin(z) + x)
-        >>> deq = DEQ(cell, solver=Anderson(m=5, tol=1e-6), grad=ImplicitGrad(tol=1e-6))
+        >>> class Cell(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = torch.nn.Linear(8, 8)
+        ...     def forward(self, z, x):
+        ...         return torch.tanh(0.5 * self.lin(z) + x)
+        >>> deq = DEQ(Cell(), solver=Anderson(m=5, tol=1e-6), grad=ImplicitGrad(tol=1e-6))
         >>> x = torch.randn(4, 8, requires_grad=True)
         >>> z = deq(x)
         >>> z.sum().backward()
-        >>> deq.stats.converged
-        True
+        >>> deq.stats.converged, len(list(deq.parameters()))
+        (True, 2)
     """
 
     def __init__(
@@ -102,6 +111,9 @@ class DEQ(nn.Module):
         if correction_states < 0:
             raise ValueError(f"correction_states must be an integer >= 0, got {correction_states}")
         self.correction_states = correction_states
+        if not callable(cell):
+            raise TypeError(f"cell must be an nn.Module or a function (z, x) -> z, got {cell!r}")
+        _warn_unregistered_parameters(cell)
         self.cell = cell
         self.solver = get_solver(solver) if solver is not None else Anderson()
         self.grad = get_grad(grad) if grad is not None else ImplicitGrad()
@@ -261,3 +273,51 @@ class DEQ(nn.Module):
 
     def extra_repr(self) -> str:
         return f"solver={self.solver!r}, grad={self.grad!r}, jac_reg_samples={self.jac_reg_samples}"
+
+
+def _hidden_parameters(fn) -> list[str]:
+    """Modules and trainable tensors a plain function reaches that a module holding it cannot
+    see: its closure, the globals it names, the object of a bound method, a partial's args."""
+    import functools
+    import inspect
+
+    seen: dict[str, object] = {}
+    if isinstance(fn, functools.partial):
+        seen.update({f"argument {i}": a for i, a in enumerate(fn.args)})
+        seen.update({f"argument {k}": v for k, v in fn.keywords.items()})
+        fn = fn.func
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+        seen["self"] = owner
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        try:
+            cv = inspect.getclosurevars(fn)
+            seen.update(cv.nonlocals)
+            seen.update(cv.globals)
+        except (TypeError, ValueError):
+            pass
+    return [
+        f"{name} ({type(v).__name__})"
+        for name, v in seen.items()
+        if isinstance(v, nn.Module)
+        and any(True for _ in v.parameters())
+        or isinstance(v, Tensor)
+        and v.requires_grad
+    ]
+
+
+def _warn_unregistered_parameters(cell) -> None:
+    import warnings
+
+    if isinstance(cell, nn.Module):
+        return
+    hidden = _hidden_parameters(cell)
+    if hidden:
+        warnings.warn(
+            f"DEQ's cell is a plain function that uses parameters it does not register: "
+            f"{', '.join(hidden)}. deq.parameters() does not include them, so an optimizer "
+            "built from it leaves them untrained. Make the cell an nn.Module (a forward(z, x) "
+            "that uses self.<module>), or build the optimizer from a module that holds them.",
+            UserWarning,
+            stacklevel=3,
+        )
