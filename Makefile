@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test test-slow bench lint format clean
+.PHONY: install demo test test-slow bench docs lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+docs: $(STAMP)   # the cards, the README's table, the leaderboard page and bench/RESULTS.md, from data
+	$(VENV)/bin/zoo docs
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -64,21 +64,3 @@ def saved_mib(model, loss_fn) -> float:
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(n for ptr, n in seen.items() if ptr not in params) / 2**20
-
-
-def run_child(code: str, args: list[str], env: dict | None = None) -> dict:
-    """Run a benchmark configuration in a fresh interpreter (clean allocator and peak memory),
-    with ``env`` added to the environment; returns the JSON object its last output line prints."""
-    import json
-    import subprocess
-    import sys
-
-    r = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    if r.returncode:
-        raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])

@@ -5,13 +5,13 @@ Run: python bench/backward.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
 
 import torch
 from _cells import PROBLEMS, report
+from _harness import parser, setup
 
 from zoo.nn import DEQ
 from zoo.solvers import Anderson, ImplicitGrad, PhantomGrad, UnrolledGrad
@@ -25,11 +25,9 @@ MODES = {
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
+    p = parser(__doc__, "backward.json")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="bench/results/backward.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     rows = []
     for problem in ("mdeq", "transformer"):
         kw = {"batch": 8 if problem == "mdeq" else 4} if a.quick else {}

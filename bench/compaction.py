@@ -1,7 +1,7 @@
-"""Per-sample batch compaction (issue #24, lever 1): the solver evaluates the cell only on the
+"""Per-sample batch compaction: the solver evaluates the cell only on the
 samples that have not reached tol yet. On the shipped MDEQ checkpoints, over their shipped
 evaluation samples (real test images), in eval mode: Anderson at the shipped budget (m=5,
-12 iterations, tol 1e-3) and at the issue's setting (m=6, 50 iterations, tol 1e-3 and 1e-4).
+12 iterations, tol 1e-3) and at a tighter setting (m=6, 50 iterations, tol 1e-3 and 1e-4).
 
 Columns: ``rows`` = samples the cell saw, summed over the solve's calls (``nfe x B`` for the
 full batch), ``rows_vs_full``, seconds with and without compaction (interleaved, best of
@@ -14,16 +14,12 @@ Run: python bench/compaction.py [--quick] [--repeats N]; writes bench/results/co
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
+from _cells import report
+from _harness import parser, setup
 
 COLS = ["model", "solver", "batch", "nfe", "rows_full", "rows", "rows_vs_full", "s_full", "s"]
 COLS += ["time_vs_full", "max_logit_diff", "top1_full", "top1"]
@@ -49,11 +45,9 @@ def main(argv=None) -> list[dict]:
     import zoo
     from zoo.solvers import get_solver
 
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
+    p = parser(__doc__, "compaction.json")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default="bench/results/compaction.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     names = [n for n in ("mdeq_tiny.fashion_mnist", "mdeq_tiny.cifar10")
              if n in zoo.list_models(pretrained=True)]  # fmt: skip
     batch = 16 if a.quick else 64

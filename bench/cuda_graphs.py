@@ -1,4 +1,4 @@
-"""Graph-captured forward solves (issue #24, lever 4) on the shipped MDEQ checkpoints.
+"""Graph-captured forward solves on the shipped MDEQ checkpoints.
 
 Three ways to run the same model forward, in eval mode, on the shipped evaluation sample:
 - ``eager``: the shipped solver (Anderson m=5, 12 iterations, tol 1e-3), early exit;
@@ -17,15 +17,11 @@ bench/results/cuda_graphs.{json,md}.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
+from _cells import report
+from _harness import parser, setup
 from compaction import _data  # noqa: E402
 
 COLS = ["model", "device", "batch", "mode", "nfe", "s", "vs_eager", "first_s"]
@@ -48,12 +44,9 @@ def main(argv=None) -> list[dict]:
     import zoo
     from zoo.nn._graphs import CudaGraphReplay, EagerReplay, GraphedSolve
 
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
+    p = parser(__doc__, "cuda_graphs.json", device="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default="bench/results/cuda_graphs.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     names = [n for n in ("mdeq_tiny.fashion_mnist", "mdeq_tiny.cifar10")
              if n in zoo.list_models(pretrained=True)]  # fmt: skip
     batches = [16] if a.quick else ([64, 256] if a.device.startswith("cuda") else [64])

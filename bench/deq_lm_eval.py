@@ -1,10 +1,10 @@
-"""Issue #24: how a shipped DEQ-LM's evaluation solves its segments, and what it costs.
+"""How a shipped DEQ-LM's evaluation solves its segments, and what it costs.
 
 Three ways to solve the same segments with the same weights and budget (the shipped
 ``max_iter`` and ``tol``):
 
 * ``per position``: each position stops on its own residual (the solver's default, and how both
-  DEQ-LMs were carded until 2026-12-03). Positions attend to each other, so the returned state
+  DEQ-LMs were once carded). Positions attend to each other, so the returned state
   mixes iterations (``docs/choosing-a-solver.md``).
 * ``joint``: one stop and best-iterate decision per sequence (the model declares its sequences
   as the solver's coupled blocks): the returned state of a sequence is one iterate.
@@ -21,7 +21,6 @@ Run: python bench/deq_lm_eval.py [--quick] [--repeats 3]
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _cells import report
+from _harness import parser, setup
 
 import zoo
 from zoo.data._text import Vocab
@@ -111,11 +111,9 @@ def table(repeats: int, quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="one batch of 16 segments (smoke test)")
+    p = parser(__doc__, "deq_lm_eval.json")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="bench/results/deq_lm_eval.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unconverged solves are in the table, not warnings
         rows = table(a.repeats, a.quick)

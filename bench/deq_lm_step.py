@@ -1,15 +1,15 @@
-"""The DEQ-Transformer's training step against the explicit one (issues #23 and #24).
+"""The DEQ-Transformer's training step against the explicit one.
 
 Two tables.
 
 ``step``: seconds per training step (forward, loss, backward; median of ``--steps`` after one
-warm-up step, in this process, one configuration after another) at the issue's shape: d=128,
+warm-up step, in this process, one configuration after another) at the shape: d=128,
 T=128, batch 16, vocabulary 10,000, dropout off. The explicit model at 4 blocks (the depth of
 the shipped pairs, which already reaches a lower perplexity than the DEQ) and at 16 (the
-issue's "equal depth"); the DEQ as the shipped recipes train it (12 Anderson iterations,
+"equal depth" comparison); the DEQ as the shipped recipes train it (12 Anderson iterations,
 phantom gradients k=2, one Hutchinson probe), with the exact implicit gradient (16 + 16
-iterations, bench/lm.py's ``deq``), and with lever 5's cheap step: fewer forward iterations
-and a one-step Jacobian-free gradient, no Jacobian term; and as levers 2-4 train it (char
+iterations, bench/lm.py's ``deq``), and with a cheap step: fewer forward iterations
+and a one-step Jacobian-free gradient, no Jacobian term; and as the shipped recipes train it (char
 version 5 and the SOTU stage: 12 iterations, a 12-call implicit backward solve, two correction
 states through the softmax, the Jacobian term on 35% of the steps, so a row with and a row
 without it, and their 0.65/0.35 mean). Solver tolerance 0, so every configuration runs exactly
@@ -26,7 +26,6 @@ Run: python bench/deq_lm_step.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -34,6 +33,7 @@ import warnings
 
 import torch
 from _cells import report
+from _harness import parser, setup
 
 import zoo
 
@@ -52,8 +52,8 @@ def _deq(max_iter: int, grad: dict, jac: int = 0, corr: int = 0, **common):
     )
 
 
-LEVERS = {"name": "implicit", "tol": 0.0, "max_iter": 12}  # levers 2-4's recipes: 12 + 12 calls
-JAC_FREQ = 0.35  # the share of the levers' steps that compute the Jacobian term
+RECIPE_GRAD = {"name": "implicit", "tol": 0.0, "max_iter": 12}  # the shipped recipes: 12 + 12 calls
+JAC_FREQ = 0.35  # the share of the recipe's steps that compute the Jacobian term
 
 
 STEP_CONFIGS = [
@@ -78,34 +78,34 @@ STEP_CONFIGS = [
         lambda c: _deq(16, {"name": "implicit", "tol": 0.0, "max_iter": 16}, **c),
     ),
     (
-        "deq, cheap step (lever 5)",
+        "deq, cheap step",
         "8 Anderson it",
         "JFB (phantom k=1)",
         lambda c: _deq(8, {"name": "phantom", "steps": 1, "tau": 1.0}, **c),
     ),
     (
-        "deq, cheap step (lever 5)",
+        "deq, cheap step",
         "6 Anderson it",
         "JFB (phantom k=1)",
         lambda c: _deq(6, {"name": "phantom", "steps": 1, "tau": 1.0}, **c),
     ),
     (
-        "deq, cheap step (lever 5)",
+        "deq, cheap step",
         "6 Anderson it",
         "JFB (phantom k=1) + Jacobian term",
         lambda c: _deq(6, {"name": "phantom", "steps": 1, "tau": 1.0}, jac=1, **c),
     ),
     (
-        "deq, levers 2-4 (char version 5, SOTU stage), a step without the Jacobian term",
+        "deq, shipped recipe, a step without the Jacobian term",
         "12 Anderson it",
         "implicit, 12 it + 2 correction states",
-        lambda c: _deq(12, LEVERS, corr=2, **c),
+        lambda c: _deq(12, RECIPE_GRAD, corr=2, **c),
     ),
     (
-        "deq, levers 2-4, a step with the Jacobian term",
+        "deq, shipped recipe, a step with the Jacobian term",
         "12 Anderson it",
         "implicit, 12 it + 2 correction states + Jacobian term",
-        lambda c: _deq(12, LEVERS, jac=1, corr=2, **c),
+        lambda c: _deq(12, RECIPE_GRAD, jac=1, corr=2, **c),
     ),
 ]
 
@@ -142,10 +142,10 @@ def step_table(steps: int, quick: bool) -> list[dict]:
             {"model": name, "forward": fwd, "gradient": grad, "step_s": statistics.median(times)}
         )
         print(rows[-1], flush=True)
-    lev = [r["step_s"] for r in rows if r["model"].startswith("deq, levers")]
-    rows.append(  # the levers' recipes draw the Jacobian term on 35% of the steps
+    lev = [r["step_s"] for r in rows if r["model"].startswith("deq, shipped recipe")]
+    rows.append(  # the shipped recipes draw the Jacobian term on 35% of the steps
         {
-            "model": "deq, levers 2-4, mean step of the schedule",
+            "model": "deq, shipped recipe, mean step of the schedule",
             "forward": "12 Anderson it",
             "gradient": f"{1 - JAC_FREQ:.2f} x the first + {JAC_FREQ:.2f} x the second",
             "step_s": (1 - JAC_FREQ) * lev[0] + JAC_FREQ * lev[1],
@@ -215,13 +215,11 @@ def warm_table(segments: int, quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
+    p = parser(__doc__.split("\n\n")[0], "deq_lm_step.json")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--segments", type=int, default=15)
     p.add_argument("--only", choices=("step", "warm"), default=None)
-    p.add_argument("--out", default="bench/results/deq_lm_step.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     warnings.simplefilter("ignore")
     if a.only in (None, "step"):
         report(step_table(2 if a.quick else a.steps, a.quick), STEP_COLS, a.out)

@@ -1,4 +1,4 @@
-"""Continuous normalizing flows (issue #19's benchmark): three tables.
+"""Continuous normalizing flows: three tables.
 
 1. ``training``: one training iteration of each shipped 8gaussians flow at its final weights,
    batch 512 of training points: maximum likelihood (FFJORD), maximum likelihood with the RNODE
@@ -27,17 +27,13 @@ bench/results/ffjord_{training,trace,images,adjoint}.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
-from _memprobe import run_child  # noqa: E402
+from _cells import report
+from _harness import parser, run_child, setup
 
 FLOWS = (
     ("ffjord_toy.8gaussians", "maximum likelihood (FFJORD)"),
@@ -217,38 +213,42 @@ def _trace_rows(quick: bool) -> list[dict]:
     return rows
 
 
-CHILD = r"""
-import json, sys, warnings
-import torch
-import zoo
-warnings.simplefilter("ignore")
-torch.set_num_threads(2)
-adjoint, batch = sys.argv[1] == "1", int(sys.argv[2])
-torch.manual_seed(0)
-m = zoo.create_model("ffjord_toy", adjoint=adjoint).train()
-if "ffjord_toy.8gaussians" in zoo.list_models(pretrained=True):
-    m.load_state_dict(zoo.load("ffjord_toy.8gaussians").state_dict())
-from zoo.data.toy2d import sample_toy
-x = sample_toy("8gaussians", batch, 0)
-sys.path.insert(0, "bench")
-from _memprobe import measure, saved_mib
-def step():
-    (-m.log_prob(x).mean()).backward()
-step()
-m.zero_grad(set_to_none=True)
-saved = saved_mib(m, lambda: -m.log_prob(x).mean())
-p, sec = measure(step)
-c = m.cost()
-print(json.dumps({"gradient": "adjoint" if adjoint else "direct backprop", "batch": batch,
-                  "nfe_forward": c.nfe_forward, "nfe_backward": c.nfe_backward,
-                  "saved_mib": round(saved, 2), "peak_mib": round(p, 1), "step_s": round(sec, 3)}))
-"""
+def child(adjoint: bool, batch: int) -> dict:
+    """One configuration, run in a fresh interpreter by ``run_child``."""
+    import torch
+
+    import zoo
+    from zoo.data.toy2d import sample_toy
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    m = zoo.create_model("ffjord_toy", adjoint=adjoint).train()
+    if "ffjord_toy.8gaussians" in zoo.list_models(pretrained=True):
+        m.load_state_dict(zoo.load("ffjord_toy.8gaussians").state_dict())
+    x = sample_toy("8gaussians", batch, 0)
+    from _memprobe import measure, saved_mib
+
+    def step():
+        (-m.log_prob(x).mean()).backward()
+
+    step()
+    m.zero_grad(set_to_none=True)
+    saved = saved_mib(m, lambda: -m.log_prob(x).mean())
+    p, sec = measure(step)
+    c = m.cost()
+    return {
+        "gradient": "adjoint" if adjoint else "direct backprop",
+        "batch": batch,
+        "nfe_forward": c.nfe_forward,
+        "nfe_backward": c.nfe_backward,
+        "saved_mib": round(saved, 2),
+        "peak_mib": round(p, 1),
+        "step_s": round(sec, 3),
+    }
 
 
 def main(argv=None) -> dict[str, list[dict]]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="bench/results/ffjord")
+    p = parser(__doc__, "ffjord")
     p.add_argument(
         "--candidate",
         action="append",
@@ -260,7 +260,7 @@ def main(argv=None) -> dict[str, list[dict]]:
     p.add_argument(
         "--only", choices=["training", "trace", "images", "adjoint"], help="one table only"
     )
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     candidates = {}
     for c in a.candidate:
         name, sep, folder = c.partition("=")
@@ -306,8 +306,8 @@ def _other_tables(a, out: dict) -> dict:
 
 def _adjoint_table(a, out: dict) -> dict:
     print("\n-- adjoint vs direct backprop, one training step (ffjord_toy, dopri5 1e-5) --")
-    batch = "64" if a.quick else "512"
-    rows = [run_child(CHILD, [flag, batch]) for flag in ("0", "1")]
+    batch = 64 if a.quick else 512
+    rows = [run_child(child, adjoint, batch) for adjoint in (False, True)]
     for r in rows:
         r["saved_vs_direct"] = round(r["saved_mib"] / max(rows[0]["saved_mib"], 1e-9), 3)
     out["adjoint"] = rows

@@ -18,7 +18,6 @@ Run: python bench/grad_quality.py [--quick] [--models mdeq_tiny.cifar10 ...] [--
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
@@ -27,10 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _cells import report
+from _harness import parser, setup
 
 import zoo
 from zoo.data import build_datamodule
-from zoo.models._mdeq_cell import VariationalDropout2d
+from zoo.nn._dropout import VariationalDropout
 from zoo.solvers import Anderson, ImplicitGrad, PhantomGrad, UnrolledGrad
 from zoo.tasks import sample_path
 
@@ -86,7 +86,7 @@ def run(name: str, batch: int, repeats: int, images: str = "sample") -> list[dic
         return []
     model = zoo.load(name).train()
     for m in model.modules():
-        if isinstance(m, VariationalDropout2d):
+        if isinstance(m, VariationalDropout):
             m.p = 0.0
     cfg = model.pretrained_cfg
     if images == "train":
@@ -142,8 +142,7 @@ def run(name: str, batch: int, repeats: int, images: str = "sample") -> list[dic
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="batch 8, one repeat")
+    p = parser(__doc__, "grad_quality.json")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -152,16 +151,12 @@ def main(argv=None) -> list[dict]:
         choices=("sample", "train"),
         default="sample",
         help="the shipped evaluation sample (offline), or the first images of the training "
-        "split (needs ZOO_DATA_DIR)",
+        "split (needs ZOO_DATA_DIR; written to grad_quality_train.json unless --out is given)",
     )
-    p.add_argument(
-        "--out",
-        default=None,
-        help="JSON path (default bench/results/grad_quality.json, or grad_quality_train.json "
-        "with --images train)",
-    )
-    a = p.parse_args(argv)
-    out = a.out or f"bench/results/grad_quality{'_train' if a.images == 'train' else ''}.json"
+    a = setup(p.parse_args(argv))
+    out = a.out
+    if a.images == "train" and a.out == p.get_default("out"):
+        out = out.replace("grad_quality.json", "grad_quality_train.json")
     batch, repeats = (8, 1) if a.quick else (a.batch, a.repeats)
     torch.manual_seed(0)
     rows = []

@@ -1,4 +1,4 @@
-"""Benchmark: how long a user waits for ``zoo.load`` in a fresh Python process (issue #24).
+"""Benchmark: how long a user waits for ``zoo.load`` in a fresh Python process.
 
 Each command runs in its own interpreter, ``--repeats`` times, interleaved, so the page cache
 and machine load hit all of them alike. Reported per command: the first run (the coldest this
@@ -12,7 +12,6 @@ Run: python bench/import_time.py [--repeats 7]
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -20,6 +19,7 @@ import sys
 import time
 
 from _cells import report
+from _harness import parser, setup
 
 COMMANDS = {
     "python (nothing imported)": "pass",
@@ -41,11 +41,9 @@ def _time(code: str) -> float:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="2 runs of each command")
+    p = parser(__doc__.split("\n\n")[0], "import_time.json")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", default="bench/results/import_time.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     if a.quick:
         a.repeats = 2
     times: dict[str, list[float]] = {k: [] for k in COMMANDS}

@@ -11,15 +11,12 @@ Run: python bench/latent_ode.py [--quick]; writes bench/results/latent_ode.{json
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
+from _cells import report
+from _harness import parser, setup
 
 COLS = ["grid_h", "model", "decoder", "T_union", "L_max", "fwd_s", "bwd_s", "step_s"]
 
@@ -39,10 +36,8 @@ def _models():
 def main(argv=None) -> list[dict]:
     import torch
 
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="bench/results/latent_ode.json")
-    a = p.parse_args(argv)
+    p = parser(__doc__, "latent_ode.json")
+    a = setup(p.parse_args(argv))
     if not os.environ.get("ZOO_DATA_DIR"):
         print("ZOO_DATA_DIR is not set: skipping the PhysioNet benchmark")
         return []

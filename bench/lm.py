@@ -1,5 +1,5 @@
 """DEQ-Transformer against the explicit Transformer: peak training memory and step time at
-growing sequence length and depth (issue #4's claim: a third of the memory).
+growing sequence length and depth.
 
 "Depth" is the explicit model's number of blocks and, for the DEQ, the number of forward
 solver iterations at equal effective depth. ``deq`` trains with ImplicitGrad (its memory
@@ -14,11 +14,11 @@ DEQ's fixed point warm-started from the previous position's) against re-encoding
 window for every token (the decoder before it), with the same text for the same seed checked,
 and the wall time of ``zoo generate`` end to end. One thread; every configuration in this process.
 
-Parity (``--parity``, issue #23's memory and time targets "at the depth that reaches the same
+Parity (``--parity``, the memory and time "at the depth that reaches the same
 perplexity"): at the recipes' shape (T=128, batch 16) the explicit model at 1 to 4 blocks (4 is
 the shipped depth, which already reaches a lower perplexity than the DEQ) against the DEQ as its
 recipes train it: 12 iterations with phantom gradients and the Jacobian term (version 1), and
-levers 2-4 (a 12-call implicit backward solve, two correction states, the Jacobian term: the
+the shipped recipes' setting (a 12-call implicit backward solve, two correction states, the Jacobian term: the
 step that draws it, which is also the peak). Ratios are against the explicit model at 4 blocks.
 
 Run: python bench/lm.py [--quick] [--parity]; writes bench/results/lm.{json,md,png} and
@@ -27,55 +27,76 @@ bench/results/lm_generate.{json,md}, or with --parity bench/results/lm_parity.{j
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
-from _memprobe import run_child  # noqa: E402
+from _cells import report
+from _harness import parser, run_child, setup
 
-CHILD = r"""
-import json, sys, threading, time, warnings
-import torch
-import zoo
-warnings.simplefilter("ignore")
-torch.set_num_threads(2)
-kind, seq, depth, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-common = dict(vocab_size=10000, tgt_len=seq, dropout=0.0)
-if kind == "deq":
-    model = zoo.create_model("deq_transformer_tiny", **common,
-        solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
-        grad={"name": "implicit", "tol": 0.0, "max_iter": depth})
-elif kind == "deq_phantom":  # the shipped recipe's training mode: phantom k=2 + Jacobian reg.
-    model = zoo.create_model("deq_transformer_tiny", **common,
-        solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
-        grad={"name": "phantom", "steps": 2, "tau": 0.8}, jac_reg_samples=1)
-elif kind == "deq_levers":  # levers 2-4 (char version 5, the SOTU stage), with the Jacobian term
-    model = zoo.create_model("deq_transformer_tiny", **common,
-        solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
-        grad={"name": "implicit", "tol": 0.0, "max_iter": depth}, jac_reg_samples=1,
-        correction_states=2)
-else:
-    model = zoo.create_model("transformer_tiny", **common, n_layers=depth)
-model = model.to(device).train()
-ids = torch.randint(0, 10000, (batch, seq), device=device)
-def step():
-    logits = model(ids)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
-    for lg in getattr(model, "correction_logits", []):
-        loss = loss + torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), ids.reshape(-1))
-    jac = getattr(model, "jac_loss", None)
-    (loss + 0.5 * jac if jac is not None else loss).backward()
-if device.startswith("cuda"):  # CUDA's lazy init and kernel loading are not step time
-    step()
-    model.zero_grad(set_to_none=True)
-sys.path.insert(0, "bench")
-from _memprobe import measure
-p, sec = measure(step, device)
-print(json.dumps({"model": kind, "seq_len": seq, "depth": depth, "peak_mib": round(p, 1),
-                  "step_s": round(sec, 3), "tokens_per_s": round(batch * seq / sec)}))
-"""
+
+def child(kind: str, seq: int, depth: int, batch: int, device: str) -> dict:
+    """One configuration, run in a fresh interpreter by ``run_child``."""
+    import torch
+
+    import zoo
+
+    torch.set_num_threads(2)
+    common = dict(vocab_size=10000, tgt_len=seq, dropout=0.0)
+    if kind == "deq":
+        model = zoo.create_model(
+            "deq_transformer_tiny",
+            **common,
+            solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
+            grad={"name": "implicit", "tol": 0.0, "max_iter": depth},
+        )
+    elif kind == "deq_phantom":  # the shipped recipe's training mode: phantom k=2 + Jacobian reg.
+        model = zoo.create_model(
+            "deq_transformer_tiny",
+            **common,
+            solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
+            grad={"name": "phantom", "steps": 2, "tau": 0.8},
+            jac_reg_samples=1,
+        )
+    elif kind == "deq_recipe":  # the shipped recipes' setting, with the Jacobian term
+        model = zoo.create_model(
+            "deq_transformer_tiny",
+            **common,
+            solver={"name": "anderson", "m": 5, "tol": 0.0, "max_iter": depth},
+            grad={"name": "implicit", "tol": 0.0, "max_iter": depth},
+            jac_reg_samples=1,
+            correction_states=2,
+        )
+    else:
+        model = zoo.create_model("transformer_tiny", **common, n_layers=depth)
+    model = model.to(device).train()
+    ids = torch.randint(0, 10000, (batch, seq), device=device)
+
+    def step():
+        logits = model(ids)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)
+        )
+        for lg in getattr(model, "correction_logits", []):
+            loss = loss + torch.nn.functional.cross_entropy(
+                lg.reshape(-1, lg.shape[-1]), ids.reshape(-1)
+            )
+        jac = getattr(model, "jac_loss", None)
+        (loss + 0.5 * jac if jac is not None else loss).backward()
+
+    if device.startswith("cuda"):  # CUDA's lazy init and kernel loading are not step time
+        step()
+        model.zero_grad(set_to_none=True)
+    from _memprobe import measure
+
+    p, sec = measure(step, device)
+    return {
+        "model": kind,
+        "seq_len": seq,
+        "depth": depth,
+        "peak_mib": round(p, 1),
+        "step_s": round(sec, 3),
+        "tokens_per_s": round(batch * seq / sec),
+    }
 
 
 COLS = [
@@ -117,12 +138,10 @@ def _plot(rows: list[dict], out: Path) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="bench/results/lm.json")
-    p.add_argument("--parity", action="store_true", help="issue #23's table (see the docstring)")
-    a = p.parse_args(argv)
+    p = parser(__doc__, "lm.json")
+    p.add_argument("--parity", action="store_true", help="the parity table (see the docstring)")
+    p.add_argument("--no-generation", action="store_true", help="skip the text-generation table")
+    a = setup(p.parse_args(argv))
     if a.parity:
         return parity(a.quick, a.device, a.out.replace("lm.json", "lm_parity.json"))
     seqs, depths, batch = ((32,), (2, 4), 2) if a.quick else ((64, 128, 256), (4, 8, 16), 16)
@@ -130,8 +149,8 @@ def main(argv=None) -> list[dict]:
     for seq in seqs:
         for depth in depths:
             for kind in ("deq", "deq_phantom", "explicit"):
-                args = [kind, str(seq), str(depth), str(batch), a.device]
-                rows.append(run_child(CHILD, args))
+                args = [kind, seq, depth, batch, a.device]
+                rows.append(run_child(child, *args))
                 print(rows[-1], flush=True)
     for r in rows:
         if r["model"] != "explicit":
@@ -146,16 +165,18 @@ def main(argv=None) -> list[dict]:
             r["time_vs_explicit"] = round(r["step_s"] / ex["step_s"], 3)
     report(rows, COLS, a.out)
     _plot(rows, Path(a.out).with_suffix(".png"))
+    if not a.no_generation:
+        generation(a.quick, str(Path(a.out).with_name("lm_generate.json")))
     return rows
 
 
 def parity(quick: bool, device: str, out: str) -> list[dict]:
     seq, batch, iters = (32, 2, 3) if quick else (128, 16, 12)
     configs = [("explicit", d) for d in (1, 2, 3, 4)]
-    configs += [("deq_phantom", iters), ("deq_levers", iters)]
+    configs += [("deq_phantom", iters), ("deq_recipe", iters)]
     rows = []
     for kind, depth in configs:
-        rows.append(run_child(CHILD, [kind, str(seq), str(depth), str(batch), device]))
+        rows.append(run_child(child, kind, seq, depth, batch, device))
         print(rows[-1], flush=True)
     ex = next(r for r in rows if r["model"] == "explicit" and r["depth"] == 4)
     for r in rows:
@@ -189,7 +210,7 @@ def _window_generate(model, ids, n, top_k, generator):
     return out
 
 
-def generation(quick: bool = False, out: str = "bench/results/lm_generate.json") -> list[dict]:
+def generation(quick: bool, out: str) -> list[dict]:
     import subprocess
     import time
 
@@ -248,7 +269,7 @@ def generation(quick: bool = False, out: str = "bench/results/lm_generate.json")
                 if r["model"] == name and r["setting"] == label and r["method"] != "window":
                     r["speedup"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
                     r["same_text"] = bool(torch.equal(res[r["method"]], res["window"]))
-        # what a user waits for: the issue's command, from the shell, startup included
+        # what a user waits for: the command, from the shell, startup included
         t0 = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "zoo.cli", "generate", name, "--prompt", "the economy"],
@@ -264,10 +285,3 @@ def generation(quick: bool = False, out: str = "bench/results/lm_generate.json")
 
 if __name__ == "__main__":
     main()
-    if "--parity" not in sys.argv:  # the parity table is a run of its own
-        out = (
-            sys.argv[sys.argv.index("--out") + 1]
-            if "--out" in sys.argv
-            else "bench/results/lm.json"
-        )
-        generation("--quick" in sys.argv, out.replace("lm.json", "lm_generate.json"))

@@ -13,46 +13,53 @@ Run: python bench/memory.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import print_table  # noqa: E402
-from _memprobe import run_child  # noqa: E402
+from _cells import markdown_table, print_table
+from _harness import parser, run_child, setup
 
-CHILD = r"""
-import json, sys, time, warnings
-sys.path.insert(0, "bench")
-import torch
-from _cells import mdeq_problem
-from zoo.nn import DEQ
-from zoo.solvers import Anderson, ImplicitGrad, PhantomGrad, UnrolledGrad
-warnings.simplefilter("ignore")
-mode, iters, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cell, _, _, x, packer = mdeq_problem(batch=batch)
-cell = cell.train().to(device)
-x = [t.to(device) if t is not None else None for t in x]
-z0 = [torch.zeros_like(t) for t in packer.unflat(torch.zeros(batch, sum(packer.sizes), device=device))]
-grad = {"implicit": ImplicitGrad(tol=0.0, max_iter=iters), "phantom": PhantomGrad(steps=1),
-        "unrolled": UnrolledGrad(steps=iters)}[mode]
-deq = DEQ(cell, solver=Anderson(m=5, tol=0.0, max_iter=iters), grad=grad)
-def step():
-    z = deq(x, z0)
-    sum(t.float().pow(2).mean() for t in z).backward()
-from _memprobe import measure
-peak, sec = measure(step, device)
-print(json.dumps({"mode": mode, "iters": iters, "peak_over_base_mib": round(peak, 1), "step_s": round(sec, 3)}))
-"""
+
+def child(mode: str, iters: int, batch: int, device: str) -> dict:
+    """One configuration, run in a fresh interpreter by ``run_child``."""
+    import torch
+    from _cells import mdeq_problem
+
+    from zoo.nn import DEQ
+    from zoo.solvers import Anderson, ImplicitGrad, PhantomGrad, UnrolledGrad
+
+    cell, _, _, x, packer = mdeq_problem(batch=batch)
+    cell = cell.train().to(device)
+    x = [t.to(device) if t is not None else None for t in x]
+    z0 = [
+        torch.zeros_like(t)
+        for t in packer.unflat(torch.zeros(batch, sum(packer.sizes), device=device))
+    ]
+    grad = {
+        "implicit": ImplicitGrad(tol=0.0, max_iter=iters),
+        "phantom": PhantomGrad(steps=1),
+        "unrolled": UnrolledGrad(steps=iters),
+    }[mode]
+    deq = DEQ(cell, solver=Anderson(m=5, tol=0.0, max_iter=iters), grad=grad)
+
+    def step():
+        z = deq(x, z0)
+        sum(t.float().pow(2).mean() for t in z).backward()
+
+    from _memprobe import measure
+
+    peak, sec = measure(step, device)
+    return {
+        "mode": mode,
+        "iters": iters,
+        "peak_over_base_mib": round(peak, 1),
+        "step_s": round(sec, 3),
+    }
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="bench/results/memory.json")
-    a = p.parse_args(argv)
+    p = parser(__doc__, "memory.json")
+    a = setup(p.parse_args(argv))
     batch = 8 if a.quick else 64
     iters_list = (10, 30) if a.quick else (10, 30, 60)
     rows = []
@@ -63,7 +70,7 @@ def main(argv=None) -> list[dict]:
                 ("default", {}),
                 ("mmap_threshold", {"MALLOC_MMAP_THRESHOLD_": "131072"}),
             ):
-                res = run_child(CHILD, [mode, str(it), str(batch), a.device], extra)
+                res = run_child(child, mode, it, batch, a.device, env=extra)
                 row.update(mode=mode, iters=it)
                 row[f"peak_mib_{label}"] = res["peak_over_base_mib"]
                 row[f"step_s_{label}"] = res["step_s"]
@@ -83,6 +90,12 @@ def main(argv=None) -> list[dict]:
         json.dumps({"rows": rows, "summary": summary, "batch": batch}, indent=2) + "\n"
     )
     print_table(rows, list(rows[0]))
+    Path(a.out).with_suffix(".md").write_text(
+        f"Batch {batch}; peak MiB over the process baseline and step seconds, with the default "
+        "allocator and with MALLOC_MMAP_THRESHOLD_=131072.\n\n"
+        + markdown_table(rows, list(rows[0]))
+        + f"\n\nSummary: `{json.dumps(summary)}`\n"
+    )
     return rows
 
 

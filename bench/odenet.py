@@ -1,5 +1,5 @@
 """ODE-Net training memory: the adjoint against direct backprop through the solver, and against
-the ResNet baseline, as the depth grows (issue #21's "Measured").
+the ResNet baseline, as the depth grows.
 
 "Depth" is the number of RK4 steps of the ODE-Net's fixed grid (4 field evaluations each) and the
 number of residual blocks of ``resnet_small`` (one block = one field evaluation's parameters). The
@@ -15,43 +15,55 @@ Run: python bench/odenet.py [--quick]; writes bench/results/odenet.{json,md,png}
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
-from _memprobe import run_child  # noqa: E402
+from _cells import report
+from _harness import parser, run_child, setup
 
-CHILD = r"""
-import json, sys, warnings
-import torch
-import zoo
-warnings.simplefilter("ignore")
-torch.set_num_threads(2)
-kind, depth, batch, channels, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-if kind == "resnet":
-    model = zoo.create_model("resnet_small", in_chans=1, channels=channels, depth=depth)
-else:
-    model = zoo.create_model("odenet", in_chans=1, channels=channels, grid_steps=depth,
-                             adjoint=kind == "odenet_adjoint")
-model = model.to(device).train()
-x = torch.randn(batch, 1, 28, 28, device=device)
-y = torch.randint(0, 10, (batch,), device=device)
-def step():
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-step()  # warm-up (allocator, lazy init)
-model.zero_grad(set_to_none=True)
-sys.path.insert(0, "bench")
-from _memprobe import measure, saved_mib
-# what autograd keeps for the backward: every distinct storage saved during the forward
-saved = saved_mib(model, lambda: torch.nn.functional.cross_entropy(model(x), y))
-p, sec = measure(step, device)
-c = model.cost()
-print(json.dumps({"model": kind, "depth": depth, "nfe_forward": c.nfe_forward,
-                  "nfe_backward": c.nfe_backward, "params": model.num_params(),
-                  "saved_mib": round(saved, 1), "peak_mib": round(p, 1), "step_s": round(sec, 3)}))
-"""
+
+def child(kind: str, depth: int, batch: int, channels: int, device: str) -> dict:
+    """One configuration, run in a fresh interpreter by ``run_child``."""
+    import torch
+
+    import zoo
+
+    torch.set_num_threads(2)
+    if kind == "resnet":
+        model = zoo.create_model("resnet_small", in_chans=1, channels=channels, depth=depth)
+    else:
+        model = zoo.create_model(
+            "odenet",
+            in_chans=1,
+            channels=channels,
+            grid_steps=depth,
+            adjoint=kind == "odenet_adjoint",
+        )
+    model = model.to(device).train()
+    x = torch.randn(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step():
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    step()  # warm-up (allocator, lazy init)
+    model.zero_grad(set_to_none=True)
+    from _memprobe import measure, saved_mib
+
+    # what autograd keeps for the backward: every distinct storage saved during the forward
+    saved = saved_mib(model, lambda: torch.nn.functional.cross_entropy(model(x), y))
+    p, sec = measure(step, device)
+    c = model.cost()
+    return {
+        "model": kind,
+        "depth": depth,
+        "nfe_forward": c.nfe_forward,
+        "nfe_backward": c.nfe_backward,
+        "params": model.num_params(),
+        "saved_mib": round(saved, 1),
+        "peak_mib": round(p, 1),
+        "step_s": round(sec, 3),
+    }
+
 
 COLS = ["model", "depth", "params", "nfe_forward", "nfe_backward", "saved_mib"]
 COLS += ["saved_vs_direct", "peak_mib", "step_s"]
@@ -82,17 +94,14 @@ def _plot(rows: list[dict], out: Path) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="bench/results/odenet.json")
-    a = p.parse_args(argv)
+    p = parser(__doc__, "odenet.json")
+    a = setup(p.parse_args(argv))
     depths, batch, channels = ((1, 2), 4, 8) if a.quick else ((1, 2, 4, 8), 128, 64)
     rows = []
     for depth in depths:
         for kind in KINDS:
-            args = [kind, str(depth), str(batch), str(channels), a.device]
-            rows.append(run_child(CHILD, args))
+            args = [kind, depth, batch, channels, a.device]
+            rows.append(run_child(child, *args))
             print(rows[-1], flush=True)
     for r in rows:
         direct = next(q for q in rows if q["model"] == "odenet_direct" and q["depth"] == r["depth"])

@@ -1,4 +1,4 @@
-"""ODE-Net test NFE with and without RNODE regularization (issue #21's odenet_reg target).
+"""ODE-Net test NFE with and without RNODE regularization.
 
 Both shipped CIFAR-10 ODE-Nets trained on a fixed grid of 2 RK4 steps; here each is solved
 adaptively (dopri5, rtol = atol = T, Chen et al.'s setting at T = 1e-3) on the full JPEG test split,
@@ -14,12 +14,10 @@ bench/results/odenet_nfe.{json,md,png}. Needs the CIFAR-10 JPEG copy ($ZOO_DATA_
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
+from _cells import report
+from _harness import parser, setup
 
 COLS = ["model", "solve", "top1", "nfe_mean", "ms_per_image", "nfe_vs_unregularized",
         "top1_vs_unregularized"]  # fmt: skip
@@ -71,11 +69,9 @@ def _plot(rows: list[dict], out: Path) -> None:
 def main(argv=None) -> list[dict]:
     import zoo
 
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="500 test images, two settings")
+    p = parser(__doc__, "odenet_nfe.json")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="bench/results/odenet_nfe.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     missing = [m for m in MODELS if m not in zoo.list_models(pretrained=True)]
     if missing:
         print(f"skipped: {', '.join(missing)} not shipped")

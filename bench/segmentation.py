@@ -1,6 +1,6 @@
 """Segmentation training memory and time: mdeq_seg_tiny against its explicit baseline
 hrnet_seg_tiny (the same blocks, not weight-tied, 4 cells; parameters within 1.2%), on 64x64
-scenes (issue #20: "report both side by side, with peak training memory").
+scenes, side by side with peak training memory.
 
 Rows: the MDEQ as its recipe trains it (Anderson, 8 iterations, phantom gradient of 1 step),
 the MDEQ with the exact implicit gradient (a backward solve), and the explicit network at its
@@ -14,46 +14,55 @@ Run: python bench/segmentation.py [--quick]; writes bench/results/segmentation.{
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+from _cells import report
+from _harness import parser, run_child, setup
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report  # noqa: E402
-from _memprobe import run_child  # noqa: E402
 
-CHILD = r"""
-import json, sys, warnings
-import torch
-import zoo
-warnings.simplefilter("ignore")
-torch.set_num_threads(2)
-kind, batch, size, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-solver = {"name": "anderson", "m": 5, "tol": 1e-3, "max_iter": 8}
-if kind == "mdeq_phantom":
-    model = zoo.create_model("mdeq_seg_tiny", solver=solver, grad={"name": "phantom", "steps": 1})
-elif kind == "mdeq_implicit":
-    model = zoo.create_model("mdeq_seg_tiny", solver=solver,
-                             grad={"name": "implicit", "tol": 1e-3, "max_iter": 8})
-else:
-    model = zoo.create_model("hrnet_seg_tiny", depth=int(kind.rsplit("_", 1)[1]))
-model = model.to(device).train()
-x = torch.randn(batch, 1, size, size, device=device)
-y = torch.randint(0, 11, (batch, size, size), device=device)
-loss = lambda: torch.nn.functional.cross_entropy(model(x), y)
-def step():
-    loss().backward()
-step()  # warm-up (allocator, lazy init)
-model.zero_grad(set_to_none=True)
-sys.path.insert(0, "bench")
-from _memprobe import measure, saved_mib
-saved = saved_mib(model, loss)
-p, sec = measure(step, device)
-c = model.cost()
-print(json.dumps({"model": kind, "params": model.num_params(), "nfe_forward": c.nfe_forward,
-                  "nfe_backward": c.nfe_backward, "saved_mib": round(saved, 1),
-                  "peak_mib": round(p, 1), "step_s": round(sec, 3)}))
-"""
+def child(kind: str, batch: int, size: int, device: str) -> dict:
+    """One configuration, run in a fresh interpreter by ``run_child``."""
+    import torch
+
+    import zoo
+
+    torch.set_num_threads(2)
+    solver = {"name": "anderson", "m": 5, "tol": 1e-3, "max_iter": 8}
+    if kind == "mdeq_phantom":
+        model = zoo.create_model(
+            "mdeq_seg_tiny", solver=solver, grad={"name": "phantom", "steps": 1}
+        )
+    elif kind == "mdeq_implicit":
+        model = zoo.create_model(
+            "mdeq_seg_tiny", solver=solver, grad={"name": "implicit", "tol": 1e-3, "max_iter": 8}
+        )
+    else:
+        model = zoo.create_model("hrnet_seg_tiny", depth=int(kind.rsplit("_", 1)[1]))
+    model = model.to(device).train()
+    x = torch.randn(batch, 1, size, size, device=device)
+    y = torch.randint(0, 11, (batch, size, size), device=device)
+
+    def loss():
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    def step():
+        loss().backward()
+
+    step()  # warm-up (allocator, lazy init)
+    model.zero_grad(set_to_none=True)
+    from _memprobe import measure, saved_mib
+
+    saved = saved_mib(model, loss)
+    p, sec = measure(step, device)
+    c = model.cost()
+    return {
+        "model": kind,
+        "params": model.num_params(),
+        "nfe_forward": c.nfe_forward,
+        "nfe_backward": c.nfe_backward,
+        "saved_mib": round(saved, 1),
+        "peak_mib": round(p, 1),
+        "step_s": round(sec, 3),
+    }
+
 
 COLS = ["model", "params", "nfe_forward", "nfe_backward", "saved_mib", "saved_vs_hrnet_4"]
 COLS += ["peak_mib", "step_s"]
@@ -61,15 +70,12 @@ KINDS = ("mdeq_phantom", "mdeq_implicit", "hrnet_4", "hrnet_8")
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="bench/results/segmentation.json")
-    a = p.parse_args(argv)
+    p = parser(__doc__, "segmentation.json")
+    a = setup(p.parse_args(argv))
     batch, size = (2, 16) if a.quick else (32, 64)
     rows = []
     for kind in KINDS:
-        rows.append(run_child(CHILD, [kind, str(batch), str(size), a.device]))
+        rows.append(run_child(child, kind, batch, size, a.device))
         print(rows[-1], flush=True)
     base = next(r for r in rows if r["model"] == "hrnet_4")
     for r in rows:

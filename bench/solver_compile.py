@@ -1,4 +1,4 @@
-"""Does ``torch.compile`` lower the solver's overhead? (issue #24, lever 3)
+"""Does ``torch.compile`` lower the solver's overhead?
 
 One steady-state Anderson iteration without the cell (m=6, the history full): the tracker's
 residual norms and best-iterate update, the history write, the new Gram row, the bordered
@@ -13,16 +13,12 @@ bench/results/solver_compile.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _cells import report, trained_mdeq_problem  # noqa: E402
+from _cells import report, trained_mdeq_problem
+from _harness import parser, setup
 
 COLS = ["variant", "batch", "dim", "us_per_iteration", "cell_ms", "bookkeeping_vs_cell"]
 COLS += ["compile_s", "max_abs_diff"]
@@ -66,11 +62,9 @@ def _iteration(z, gz, F, G, gram, best_res, best_abs, best_rel, active, best_z, 
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
+    p = parser(__doc__, "solver_compile.json")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="bench/results/solver_compile.json")
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     batch, m = (16 if a.quick else 64), 6
     prob = trained_mdeq_problem(batch)
     if prob is None:

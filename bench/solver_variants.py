@@ -1,4 +1,4 @@
-"""Lever 2 of issue #24: does a better-tuned accelerator reach tol in fewer iterations?
+"""Does a better-tuned accelerator reach tol in fewer iterations?
 
 On the trained equilibrium cells of the shipped MDEQ checkpoints (batch 64 of their shipped
 test images, zeros start, relative tol), every sample's iterations to tol 1e-3 and 1e-4 under
@@ -12,11 +12,11 @@ Run: python bench/solver_variants.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import torch
 from _cells import PROBLEMS, report
+from _harness import parser, setup
 
 from zoo.solvers import Anderson, Broyden
 
@@ -36,10 +36,8 @@ def iterations_to(trace: torch.Tensor, tol: float) -> torch.Tensor:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="batch 8 (smoke test)")
-    p.add_argument("--out", default="bench/results/solver_variants.json")
-    a = p.parse_args(argv)
+    p = parser(__doc__, "solver_variants.json")
+    a = setup(p.parse_args(argv))
     rows = []
     for prob in ("mdeq_tiny_trained", "mdeq_cifar10_trained"):
         made = PROBLEMS[prob](batch=8 if a.quick else 64)

@@ -20,13 +20,13 @@ Run: python bench/solvers.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
 
 import torch
 from _cells import PROBLEMS, Counted, rel_residual, report, time_call
+from _harness import parser, setup
 
 from zoo.solvers import Anderson, Broyden, Picard
 
@@ -154,16 +154,14 @@ COLS = [
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="tiny batches (smoke test)")
+    p = parser(__doc__, "solvers.json")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="bench/results/solvers.json")
     p.add_argument(
         "--problems",
         default="mdeq,mdeq_tiny_trained,mdeq_cifar10_trained,transformer,deq_lm_trained",
         help="comma-separated cells to time (default: all five)",
     )
-    a = p.parse_args(argv)
+    a = setup(p.parse_args(argv))
     problems = a.problems.split(",")
     unknown = [x for x in problems if x not in PROBLEMS]
     if unknown:

@@ -13,7 +13,7 @@ from _formats import write_fashion_mnist
 from zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "mdeq" / "mdeq_tiny_fashion_mnist_cpu.yaml"
+RECIPE = ROOT / "recipes" / "mdeq" / "mdeq_tiny.fashion_mnist.stage1.yaml"
 TINY = {
     "in_chans": 1,
     "channels": [4, 4],
@@ -109,7 +109,7 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     import zoo
 
     loaded = zoo.load("mdeq_tiny.fashion_mnist").pretrained_cfg
-    assert loaded["recipe"].endswith("mdeq_tiny_fashion_mnist_cpu_stage7.yaml")
+    assert loaded["recipe"].endswith("mdeq_tiny.fashion_mnist.yaml")
     assert loaded["trained_epochs"] == 1
 
     # timm returns the zoo's weights once zoo is imported
@@ -164,10 +164,9 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
         card.startswith("---\nlicense: apache-2.0") and "model-index" in card and "zoo card" in card
     )
     assert (tmp_path / "cards" / "mdeq_tiny.fashion_mnist.budget.png").stat().st_size > 1000
-    cfg = json.loads(
-        (tmp_path / "checkpoints" / "mdeq_tiny.fashion_mnist" / "config.json").read_text()
-    )
-    assert "top1" in cfg["pretrained_cfg"]["metrics"]
+    stored = zoo.cards.read_data("mdeq_tiny.fashion_mnist")["results"]
+    assert [r["budget"] for r in stored] == [2, 12, "full solve (4 it, tol 0.001)"]
+    assert "top1" in zoo.load("mdeq_tiny.fashion_mnist").pretrained_cfg["metrics"]
 
     assert main(["leaderboard", "--sample", "--limit", "40", "--out", str(tmp_path / "lb.md")]) == 0
     lb = (tmp_path / "lb.md").read_text()
@@ -200,7 +199,7 @@ def test_language_model_fit_export_eval_generate(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZOO_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
-    recipe = ROOT / "recipes" / "deq_lm" / "deq_transformer_tiny_sotu_cpu.yaml"
+    recipe = ROOT / "recipes" / "deq_lm" / "experiments" / "deq_transformer_tiny_sotu_cpu.yaml"
     margs = {
         "d_model": 16,
         "n_heads": 2,
@@ -273,7 +272,7 @@ def test_time_series_fit_export_eval_card(tmp_path, monkeypatch):
     import zoo.cards as cards
 
     monkeypatch.setattr(cards, "CARDS", tmp_path / "cards")
-    recipe = ROOT / "recipes" / "latent_ode" / "latent_ode_periodic_cpu.yaml"
+    recipe = ROOT / "recipes" / "latent_ode" / "latent_ode.periodic.yaml"
     margs = {"input_dim": 1, "latent_dim": 3, "rec_dims": 4, "units": 8}
     args = ["fit", "--config", str(recipe), "--trainer.max_epochs=1",
             "--trainer.enable_progress_bar=false", f"--model.init_args.model_args={json.dumps(margs)}",

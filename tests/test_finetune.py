@@ -113,45 +113,28 @@ def test_trainer_starts_from_init_weights_and_resume_wins(tmp_path):
 def test_cards_name_every_stage_of_a_chained_recipe():
     from zoo.cards import recipe_stages
 
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml") == [
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu.yaml",
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml",
+    fm = "recipes/mdeq/mdeq_tiny.fashion_mnist.stage{}.yaml"
+    for k in range(2, 7):  # each stage starts from the weights of the one before
+        assert recipe_stages(fm.format(k))[k - 2 :] == [fm.format(k - 1), fm.format(k)]
+    assert len(recipe_stages("recipes/mdeq/mdeq_tiny.fashion_mnist.yaml")) == 7
+    assert recipe_stages("recipes/mdeq/mdeq_tiny.cifar10.stage1.yaml") == [
+        "recipes/mdeq/mdeq_tiny.cifar10.stage1.yaml"
     ]
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml")[1:] == [
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage2.yaml",
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml",
-    ]
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml")[2:] == [
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage3.yaml",
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml",
-    ]
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml")[3:] == [
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage4.yaml",
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",
-    ]
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml")[4:] == [
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage5.yaml",
-        "recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage6.yaml",
-    ]
-    assert len(recipe_stages("recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage7.yaml")) == 7
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml") == [
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml"
-    ]
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml") == [
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
+    assert recipe_stages("recipes/mdeq/mdeq_tiny.cifar10.stage2.yaml") == [
+        "recipes/mdeq/mdeq_tiny.cifar10.stage1.yaml",
+        "recipes/mdeq/mdeq_tiny.cifar10.stage2.yaml",
     ]
     # stage 4 starts from stage 2 (stage 3 was tried and not shipped)
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_cpu_stage4.yaml") == [
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
-        "recipes/mdeq/mdeq_tiny_cifar10_cpu_stage4.yaml",
+    assert recipe_stages("recipes/mdeq/experiments/mdeq_tiny_cifar10_cpu_stage4.yaml") == [
+        "recipes/mdeq/mdeq_tiny.cifar10.stage1.yaml",
+        "recipes/mdeq/mdeq_tiny.cifar10.stage2.yaml",
+        "recipes/mdeq/experiments/mdeq_tiny_cifar10_cpu_stage4.yaml",
     ]
     # the shipped chain: stage 5 also starts from stage 2
-    assert recipe_stages("recipes/mdeq/mdeq_tiny_cifar10_cpu_stage5.yaml") == [
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu.yaml",
-        "recipes/mdeq/mdeq_tiny_cifar10_gpu_stage2.yaml",
-        "recipes/mdeq/mdeq_tiny_cifar10_cpu_stage5.yaml",
+    assert recipe_stages("recipes/mdeq/mdeq_tiny.cifar10.yaml") == [
+        "recipes/mdeq/mdeq_tiny.cifar10.stage1.yaml",
+        "recipes/mdeq/mdeq_tiny.cifar10.stage2.yaml",
+        "recipes/mdeq/mdeq_tiny.cifar10.yaml",
     ]
 
 

@@ -288,7 +288,8 @@ def test_stop_at_step_ends_the_run_without_touching_the_schedule():
 
 
 def test_validation_figure_reads_only_registered_checkpoints(tmp_path, monkeypatch):
-    """A card's ``pair`` is data: a path in it is never read, only a registered checkpoint's log."""
+    """A card's ``baseline`` is data: a path in it is never read, only a registered checkpoint's
+    log."""
     import zoo.tasks.language_model as lm
     from zoo.tasks import get_task
 
@@ -296,7 +297,7 @@ def test_validation_figure_reads_only_registered_checkpoints(tmp_path, monkeypat
     monkeypatch.setattr(lm, "_plot_validation", lambda n, curves, *a: seen.update(curves))
     spec = get_task("language-modeling")
     name = "transformer_tiny.shakespeare_char"
-    info = {**zoo.model_info(name), "pair": "../../../../tmp/evil"}
+    info = {**zoo.model_info(name), "baseline": "../../../../tmp/evil"}
     out = spec.figures(name, None, [], info, tmp_path)
     assert len(out) == 1 and list(seen) == [name]
     assert spec.figures("../evil", None, [], info, tmp_path) == []
@@ -484,7 +485,8 @@ def test_joint_solve_stops_each_sequence_on_its_own_and_compaction_drops_finishe
         compacted = m(ids)
         stats = m.deq.info.stats
     torch.testing.assert_close(whole, alone, rtol=0, atol=1e-10)
-    torch.testing.assert_close(compacted, whole, rtol=0, atol=0)
+    # a compacted batch runs other matrix shapes: equal up to float64 rounding, not bitwise
+    torch.testing.assert_close(compacted, whole, rtol=0, atol=1e-12)
     assert stats.converged and len(set(alone_rows)) > 1  # the sequences stop apart
     assert stats.rows_evaluated == sum(alone_rows) < full_rows
 
@@ -552,8 +554,10 @@ def test_implicit_gradient_with_cell_dropout_and_wnorm_matches_finite_difference
     tight = {"tol": 1e-12, "max_iter": 300}
     m = zoo.create_model(
         "deq_transformer_tiny", **SMALL, dropout=0.0, cell_dropout=0.2, wnorm=True,
-        solver={"name": "anderson", **tight}, grad={"name": "implicit", **tight},
+        solver={"name": "picard", **tight}, grad={"name": "implicit", **tight},
     ).double().train()  # fmt: skip
+    # Picard: this block is contractive, and a plain iteration reaches 1e-12 on every CPU
+    # (Anderson's regularized least squares stalls near 1e-5 here on some, e.g. AVX-512)
     x = torch.randint(0, 40, (2, 8))
 
     def loss():

@@ -257,14 +257,27 @@ def _tiny_ts_overrides(cfg: dict, data_dir: Path) -> list[str]:
     ]
 
 
-def test_recipes_exist():
+def test_every_checkpoint_ships_its_recipe_under_its_own_name():
+    """recipes/<family>/<arch>.<tag>.yaml trains <arch>.<tag> (earlier stages .stageN.yaml);
+    anything else lives in experiments/ (superseded or comparison runs) or paper/ (untrained
+    paper-scale and multi-GPU settings)."""
+    import zoo
+    from zoo.cards import recipe_stages
+
+    shipped = set()
+    for name in zoo.list_models(pretrained=True):
+        recipe = zoo.model_info(name)["recipe"]
+        assert Path(recipe).name == f"{name}.yaml" and (ROOT / recipe).is_file(), name
+        stages = recipe_stages(recipe)
+        assert [Path(s).name for s in stages[:-1]] == [
+            f"{name}.stage{i + 1}.yaml" for i in range(len(stages) - 1)
+        ], name
+        shipped.update(ROOT / s for s in stages)
+    top = {p for p in RECIPES if p.parent.parent == ROOT / "recipes"}
+    assert top == shipped, sorted(p.name for p in top ^ shipped)
+    assert {p.parent.name for p in RECIPES if p not in top} <= {"experiments", "paper"}
     names = {p.stem for p in RECIPES}
-    assert {
-        "mdeq_tiny_cifar10_cpu",
-        "mdeq_tiny_fashion_mnist_cpu",
-        "mdeq_small_cifar10_4gpu",
-        "mdeq_small_imagenet_8gpu",
-    } <= names
+    assert {"mdeq_small_cifar10_4gpu", "mdeq_small_imagenet_8gpu"} <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -299,7 +312,7 @@ def _write_stage1(recipe: Path, overrides: list[str], path: Path) -> None:
 
 
 def test_ddp_two_processes_gloo(tiny_data, tmp_path):
-    recipe = ROOT / "recipes" / "mdeq" / "mdeq_tiny_fashion_mnist_cpu.yaml"
+    recipe = ROOT / "recipes" / "mdeq" / "mdeq_tiny.fashion_mnist.stage1.yaml"
     args = [
         a
         for a in _tiny_overrides(recipe, tiny_data)

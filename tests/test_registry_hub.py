@@ -232,3 +232,30 @@ def test_push_uploads_weights_and_card(saved_model, tmp_path, monkeypatch):
     model.push_to_hub("org/mdeq_tiny.unit")
     assert {"config.json", "model.safetensors", "README.md"} <= set(uploaded)
     assert b"# test card" in uploaded["README.md"]
+
+
+def test_push_of_a_shipped_checkpoint_uploads_its_eval_results(tmp_path, monkeypatch):
+    """The Hub's leaderboard files travel with the weights, from the card's stored results."""
+    import yaml
+    from huggingface_hub import HfApi
+
+    from zoo import cards
+
+    uploaded = {}
+
+    def fake_create_repo(self, repo_id, **kw):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(repo_id=repo_id)
+
+    def fake_upload_folder(self, *, repo_id, folder_path, **kw):
+        root = Path(folder_path)
+        uploaded.update({str(p.relative_to(root)): p.read_text() for p in root.rglob("*.yaml")})
+        return "https://hub.test/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    zoo.load("odenet.fashion_mnist").push_to_hub("org/odenet.fashion_mnist")
+    entries = yaml.safe_load(uploaded[".eval_results/zalando-datasets_fashion_mnist.yaml"])
+    top1 = cards.shipped_row("odenet.fashion_mnist")["metrics"]["top1"]
+    assert [e["value"] for e in entries if e["metric"]["name"] == "top-1 %"] == [top1]

@@ -68,23 +68,35 @@ def test_toy_family_gets_eval_card_leaderboard_and_sample(toy_family, capsys):
     assert main(["eval", "toy_regressor.unit", "--max-iter", "3"]) == 2
     assert "no test-time budget" in capsys.readouterr().err
 
+    # a new checkpoint's card: its hand-written fields first, then `zoo card` measures
+    import zoo.cards as cards
+
+    cards.write_data(
+        "toy_regressor.unit",
+        {
+            "dataset": {"id": "toy_points", "name": "toy points", "train": "64 generated points "
+                        "(seed 0)", "test": "64 generated points (seed 1)"},
+            "papers": [{"metric": "mse", "value": 0.01, "setup": "the noise floor"}],
+        },
+    )  # fmt: skip
     # a card measured on part of the split says so wherever its numbers appear
     assert main(["card", "toy_regressor.unit", "--limit", "8"]) == 0
     card = (tmp / "cards" / "toy_regressor.unit.md").read_text()
     assert "`zoo card toy_regressor.unit --limit 8`" in card and "full test set" not in card
-    assert "only the first 8 test points" in card and "not the card's full-split figure" in card
-    cfg = json.loads((tmp / "checkpoints" / "toy_regressor.unit" / "config.json").read_text())
-    assert cfg["pretrained_cfg"]["metrics"]["command"].endswith("--limit 8")
+    assert "only the first 8 test points" in card and "not the full split" in card
+    assert cards.shipped_row("toy_regressor.unit")["limit"] == 8
 
     assert main(["card", "toy_regressor.unit"]) == 0
     card = (tmp / "cards" / "toy_regressor.unit.md").read_text()
     assert "--limit" not in card and "full test set" in card
     assert "A toy linear regressor" in card and "tabular-regression" in card
     assert "| MSE |" in card.replace("mean NFE | ", "") and "the noise floor" in card
-    cfg = json.loads((tmp / "checkpoints" / "toy_regressor.unit" / "config.json").read_text())
-    rows = json.loads((tmp / "cards" / "results" / "toy_regressor.unit.json").read_text())
-    assert cfg["pretrained_cfg"]["metrics"]["mse"] == rows[0]["metrics"]["mse"]
+    rows = cards.read_data("toy_regressor.unit")["results"]
+    assert (
+        zoo.load("toy_regressor.unit").pretrained_cfg["metrics"]["mse"] == rows[0]["metrics"]["mse"]
+    )
     assert rows[0]["num_samples"] == 64  # the card measures the full test split
+    assert "toy points" in cards.data_path("toy_regressor.unit").read_text()  # kept by zoo card
 
     lb = tmp / "lb.md"
     assert main(["leaderboard", "--sample", "--out", str(lb)]) == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "list_models", "load", "create_model", "model_info"]
+__all__ = ["__version__", "list_models", "load", "create_model", "model_info", "example_batch"]
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -41,6 +41,16 @@ def model_info(name: str) -> dict:
     from .models import model_info as _info
 
     return _info(name)
+
+
+def example_batch(model, n: int = 8):
+    """The first ``n`` test units of a pretrained model's shipped sample, ready for the model.
+
+    See :func:`zoo.evaluate.example_batch`.
+    """
+    from .evaluate import example_batch as _example
+
+    return _example(model, n)
 
 
 def _install_timm_hook() -> None:

@@ -1,24 +1,92 @@
-"""``zoo card NAME``: measure a shipped checkpoint and write its model card.
+"""Model cards from data: ``zoo card NAME`` measures, ``zoo docs`` renders.
 
-It runs ``zoo eval`` on the full test split (at several solver budgets for fixed-point models),
-stores the rows in ``model_cards/results/NAME.json`` and the shipped setting's metrics in the
-checkpoint's ``config.json``, draws the figures, and renders ``model_cards/NAME.md`` with YAML
-front matter whose ``model-index`` holds the measured results. Every number in a card comes
-from this command. The problem type's :class:`~zoo.tasks.TaskSpec` supplies the task-specific
-sections; this module never names a task.
+Everything measured about a checkpoint and everything its card says lives in one data file,
+``model_cards/NAME.yaml``:
+
+- written by hand: ``dataset`` (its Hub ``id``, ``name``, ``train`` and ``test`` splits),
+  ``selection``, ``compute``, ``objective``, ``baseline`` (a checkpoint of the zoo trained as
+  its explicit counterpart), ``papers`` (the papers' figures, quoted as theirs: ``metric``,
+  ``value``, ``setup``), ``comparison``, ``floor``, ``also_cite`` and ``limitations``;
+- written by ``zoo card NAME``: ``measured`` (parameters, the shipped test-time budget, the
+  figures it drew, a generated sample) and ``results`` (one ``zoo eval`` row per test-time
+  budget; ``shipped: true`` marks the shipped setting).
+
+Rendering (:func:`render_card`) reads that file, the family's pretrained table and the
+checkpoint's ``config.json`` (its export record: steps, epochs, averaged weights). It loads no
+model, reads no dataset and measures nothing, so the test suite re-renders every card and fails
+on any difference from the committed file. The problem type's :class:`~zoo.tasks.TaskSpec`
+supplies the task-specific sections; this module never names a task.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-__all__ = ["write_card", "measure", "render_card", "budget_sweep", "recipe_stages"]
+__all__ = [
+    "write_card",
+    "measure",
+    "render_card",
+    "read_data",
+    "card_info",
+    "shipped_row",
+    "budget_sweep",
+    "recipe_stages",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
+_HEADER = (
+    "# {name}: everything measured about this checkpoint and everything its card says.\n"
+    "# `zoo card {name}` rewrites `measured` and `results`; the other fields are written by\n"
+    "# hand. `zoo docs` renders model_cards/{name}.md (and the tables) from this file.\n"
+)
+_MEASURED_KEYS = ("measured", "results")
 
 
+# ----- the data file ---------------------------------------------------------------------------
+def data_path(name: str) -> Path:
+    return CARDS / f"{name}.yaml"
+
+
+def read_data(name: str) -> dict:
+    """The data file of ``name`` (``{}`` when it has none yet)."""
+    import yaml
+
+    path = data_path(name)
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping")
+    return data
+
+
+def write_data(name: str, data: dict) -> Path:
+    import yaml
+
+    path = data_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = json.loads(json.dumps(data, default=str))  # str subclasses, numpy scalars: plain data
+    body = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100)
+    path.write_text(_HEADER.format(name=name) + body)
+    return path
+
+
+def card_info(name: str) -> dict:
+    """The pretrained table's entry of ``name`` with its card's hand-written fields (the card's
+    ``dataset`` block as ``dataset_card``: ``dataset`` stays the protocol's id)."""
+    return _render_info(name)
+
+
+def shipped_row(name: str) -> dict | None:
+    """The ``zoo eval`` row of the shipped setting, or ``None`` before ``zoo card`` ran."""
+    rows = read_data(name).get("results") or []
+    return next((r for r in rows if r.get("shipped")), rows[0] if rows else None)
+
+
+# ----- measuring -------------------------------------------------------------------------------
 def recipe_stages(recipe: str) -> list[str]:
     """The recipes that train a checkpoint, first stage first.
 
@@ -85,17 +153,21 @@ def _sweepable(model, info: dict | None = None) -> int | None:
 
 
 def measure(name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full=(30, 1e-4)):
-    """The card's rows: a budget sweep for fixed-point models, else one ``zoo eval`` row.
-    Stored in ``model_cards/results/NAME.json``; the shipped row's metrics also go into the
-    checkpoint's ``config.json``."""
+    """Measure ``name`` and store it in its data file: the card's ``zoo eval`` rows (a budget
+    sweep for fixed-point models, a tolerance sweep where the table declares one, else one
+    row), the model's facts and the figures. Returns the rows."""
     import zoo
 
     from .evaluate import evaluate
+    from .tasks import get_task
 
-    info = zoo.model_info(name) if name in zoo.list_models(pretrained=True) else {}
+    info = card_info(name) if name in zoo.list_models(pretrained=True) else {"name": name}
+    model = zoo.load(name)
+    CARDS.mkdir(parents=True, exist_ok=True)
+    info = {**model.pretrained_cfg, **info, "architecture": model.entry_point}
     if info.get("card_budgets"):  # declared by the table: its budgets, and no tol-based full solve
         budgets, full = tuple(info["card_budgets"]), None
-    default_iter = _sweepable(zoo.load(name), info)
+    default_iter = _sweepable(model, info)
     if info.get("card_tolerances"):  # an adaptive ODE solve: NFE against rtol = atol
         rows = [{**evaluate(name, data_dir=data_dir, limit=limit), "budget": "shipped"}]
         for t in info["card_tolerances"]:
@@ -109,31 +181,26 @@ def measure(name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full
             rows.insert(0, main)
     else:
         rows = [{**evaluate(name, data_dir=data_dir, limit=limit), "budget": "shipped"}]
-    res = CARDS / "results" / f"{name}.json"
-    res.parent.mkdir(parents=True, exist_ok=True)
-    res.write_text(json.dumps(rows, indent=2) + "\n")
-    _record_metrics(name, _main_row(rows, default_iter))
+    main = next((r for r in rows if r["budget"] in (default_iter, "shipped")), rows[0])
+    for r in rows:
+        r.pop("shipped", None)
+    main["shipped"] = True
+
+    spec = get_task(info["task"])
+    facts = spec.card_facts(name, model, info)
+    figures = []
+    if len(rows) > 1:
+        png = CARDS / f"{name}.budget.png"
+        protocol = spec.protocol(info)
+        _budget_plot(name, rows, protocol.primary_metric, spec.unit, png)
+        figures.append((f"{protocol.primary} vs solver budget", png))
+    figures += spec.figures(name, model, rows, info, CARDS, data_dir)
+    if figures:
+        facts["figures"] = [{"title": t, "file": p.name} for t, p in figures]
+    data = read_data(name)
+    data.update(measured=facts, results=rows)
+    write_data(name, data)
     return rows
-
-
-def _main_row(rows: list[dict], default_iter) -> dict:
-    return next((r for r in rows if r["budget"] in (default_iter, "shipped")), rows[0])
-
-
-def _record_metrics(name: str, main: dict) -> None:
-    """The shipped setting's measured metrics into config.json (the weights' sha256 is kept)."""
-    from .models import checkpoint_dir
-
-    path = checkpoint_dir() / name / "config.json"
-    cfg = json.loads(path.read_text())
-    cfg.setdefault("pretrained_cfg", {})["metrics"] = {
-        **main["metrics"],
-        "nfe_mean": main["nfe_mean"],
-        "split": main["split"],
-        "num_samples": main["num_samples"],
-        "command": f"zoo card {name}" + (f" --limit {main['limit']}" if main.get("limit") else ""),
-    }
-    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def _budget_plot(name: str, rows: list[dict], metric, unit: str, out: Path) -> None:
@@ -154,9 +221,11 @@ def _budget_plot(name: str, rows: list[dict], metric, unit: str, out: Path) -> N
     ax.set_title(f"{name}: {metric.name} vs. solver budget", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    CARDS.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
 
 
+# ----- rendering -------------------------------------------------------------------------------
 def _limited(main: dict) -> str:
     """How much of the test split a row saw: empty for all of it."""
     n = main.get("limit")
@@ -165,21 +234,23 @@ def _limited(main: dict) -> str:
 
 def _source_name(main: dict) -> str:
     part = _limited(main)
-    return (
-        f"zoo card ({part}, not the full test set)"
-        if part
-        else ("zoo card (zoo eval on the full test set)")
-    )
+    return f"zoo card ({part}, not the full test set)" if part else "zoo card (the full test set)"
+
+
+def _dataset(info: dict) -> dict:
+    d = info.get("dataset_card") or {}
+    return {"id": d.get("id") or info["dataset"], "name": d.get("name") or info["dataset"], **d}
 
 
 def _front_matter(spec, info: dict, main: dict) -> str:
     import yaml
 
+    ds = _dataset(info)
     fm = {
         "license": info.get("license", "apache-2.0"),
         "library_name": "implicit-zoo",
         "tags": ["implicit-zoo", *spec.tags, *info.get("tags", ()), spec.name, "pytorch"],
-        "datasets": [info["dataset"]],
+        "datasets": [ds["id"]],
         "pipeline_tag": spec.pipeline_tag,
         "model-index": [
             {
@@ -187,19 +258,42 @@ def _front_matter(spec, info: dict, main: dict) -> str:
                 "results": [
                     {
                         "task": {"type": spec.name, "name": spec.title},
-                        "dataset": {
-                            "type": info["dataset"],
-                            "name": info["dataset"],
-                            "split": "test",
-                        },
+                        "dataset": {"type": ds["id"], "name": ds["name"], "split": "test"},
                         "metrics": spec.hub_metrics(main["metrics"]),
-                        "source": {"name": _source_name(main), "url": ""},
+                        "source": {"name": _source_name(main), "url": info.get("recipe", "")},
                     }
                 ],
             }
         ],
     }
     return "---\n" + yaml.safe_dump(fm, sort_keys=False) + "---\n"
+
+
+def eval_results(name: str) -> dict[str, str]:
+    """The Hub's leaderboard files (``.eval_results/<dataset>.yaml``) of ``name``: per metric of
+    the shipped setting, the dataset id, the task, the value and where it came from."""
+    import yaml
+
+    from .tasks import get_task
+
+    info = _render_info(name)
+    main = shipped_row(name)
+    if main is None:
+        return {}
+    spec = get_task(info["task"])
+    ds = _dataset(info)
+    entries = [
+        {
+            "dataset": {"id": ds["id"], "name": ds["name"], "split": "test"},
+            "task": {"type": spec.name, "name": spec.title},
+            "metric": {"type": m["type"], "name": m["name"]},
+            "value": m["value"],
+            "source": {"name": _source_name(main), "url": info.get("recipe", "")},
+        }
+        for m in spec.hub_metrics(main["metrics"])
+    ]
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", ds["id"])
+    return {f".eval_results/{key}.yaml": yaml.safe_dump(entries, sort_keys=False)}
 
 
 def _export_command(recipe: str, name: str) -> str:
@@ -214,123 +308,182 @@ def _export_command(recipe: str, name: str) -> str:
     return f"zoo export runs/.../last.ckpt --name {name}"
 
 
-def _training_lines(name: str, info: dict, pc: dict, model) -> list[str]:
+def _export_record(name: str) -> dict:
+    """What ``zoo export`` recorded in the checkpoint's config.json (steps, epochs, EMA)."""
+    from .models import checkpoint_dir
+
+    path = checkpoint_dir() / name / "config.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("pretrained_cfg") or {}
+
+
+def _training_lines(name: str, info: dict, facts: dict) -> list[str]:
+    rec = _export_record(name)
     stages = recipe_stages(info["recipe"])
     if len(stages) > 1:
         chain = ", then ".join(f"`{r}`" for r in stages)
         recipe = f"- Recipe: {len(stages)} stages, each from the previous one's weights: {chain}"
     else:
         recipe = f"- Recipe: `{info['recipe']}` (`zoo fit --config {info['recipe']}`)"
+    ds = _dataset(info)
     lines = [
         "## How it was trained",
         recipe + f"; then `{_export_command(info['recipe'], name)}` and `zoo card {name}`.",
-        f"- Data: {info['train_split']}; test: {info['test_split']}.",
+        f"- Data: {ds.get('train', 'see the recipe')}; test: {ds.get('test', 'see the recipe')}.",
+    ]
+    if info.get("objective"):
+        lines.append(f"- Objective: {info['objective']}.")
+    lines.append(
         "- Selection: "
         + info.get("selection", "nothing was selected on held-out data (no early stopping)")
-        + ".",
-        f"- Compute: {info.get('compute', 'see the recipe')}; the last stage ran "
-        f"{pc.get('trained_steps', '?')} optimizer steps.",
-    ]
-    if pc.get("averaged_weights"):
+        + "."
+    )
+    steps = rec.get("trained_steps")
+    lines.append(
+        f"- Compute: {info.get('compute', 'see the recipe')}"
+        + (f"; the last stage ran {steps:,} optimizer steps." if steps else ".")
+    )
+    if rec.get("averaged_weights"):
         lines.append("- The shipped weights are the EMA of the training weights.")
-    budget = model.inference_budget()
-    if budget:
-        lines.append(f"- Test-time budget as shipped: `{json.dumps(budget)}`.")
+    if facts.get("budget"):
+        lines.append(f"- Test-time budget as shipped: `{json.dumps(facts['budget'])}`.")
     history = Path(info["recipe"]).parent / "HISTORY.md"
     if (ROOT / history).is_file():
-        lines.append(f"- Stage-by-stage history: [{history}](../{history}).")
+        lines.append(f"- How it got here, run by run: [{history}](../{history}).")
     return lines + [""]
 
 
-def render_card(name: str, rows: list[dict]) -> Path:
-    """Write ``model_cards/NAME.md`` (and its figures) from measured ``rows``."""
-    import zoo
+def _render_info(name: str) -> dict:
+    from .models import architectures, model_info
 
+    data = read_data(name)
+    try:
+        static = model_info(name)
+    except ValueError:
+        static = {}
+    arch = name.split(".")[0]
+    hand = {k: v for k, v in data.items() if k not in _MEASURED_KEYS and k != "dataset"}
+    return {
+        **static,
+        **hand,
+        "dataset_card": data.get("dataset") or {},
+        "name": name,
+        "architecture": arch,
+        "family": architectures().get(arch, {}).get("family"),
+    }
+
+
+def _comparison_lines(name: str, info: dict, main: dict, spec) -> list[str]:
+    """Ours, the baseline's (trained here on the same data) and the papers' (theirs)."""
+    key = main["primary_metric"]
+    rows = [f"| {name} (this model) | {key} | {main['metrics'][key]} | measured here |"]
+    base = info.get("baseline")
+    brow = shipped_row(base) if base else None
+    if brow is not None and key in brow["metrics"]:
+        rows.append(
+            f"| {base} (baseline, [card]({base}.md)) | {key} | {brow['metrics'][key]} | "
+            "measured here, same data |"
+        )
+    for p in info.get("papers") or []:
+        rows.append(f"| paper (theirs) | {p['metric']} | {p['value']:g} | {p['setup']} |")
+    if len(rows) == 1:
+        return []
+    lines = [
+        "## Compared",
+        "",
+        "| model | metric | value | setup |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    note = spec.comparison_note(info)
+    return lines + (note + [""] if note else [])
+
+
+def _citation(info: dict) -> list[str]:
+    from .papers import bibtex
+
+    entries = bibtex(info.get("paper", "")) + bibtex(info.get("also_cite", ""))
+    if not entries:
+        return []
+    return ["## Citation", "```bibtex", *"\n\n".join(entries).splitlines(), "```", ""]
+
+
+def render_card(name: str) -> str:
+    """The markdown of ``model_cards/NAME.md`` from its data file (measures nothing)."""
     from .tasks import get_task
 
-    model = zoo.load(name)
-    pc = model.pretrained_cfg
-    info = {**pc, "name": name, "architecture": model.entry_point}
+    data = read_data(name)
+    rows = data.get("results") or []
+    if not rows:
+        raise FileNotFoundError(
+            f"{data_path(name)} holds no results: run `zoo card {name}` to measure it"
+        )
+    facts = data.get("measured") or {}
+    info = _render_info(name)
     spec = get_task(info["task"])
-    protocol = spec.protocol(info)
-    default_iter = _sweepable(model, info)
-    main = _main_row(rows, default_iter)
-    figures = []
-    if len(rows) > 1:
-        png = CARDS / f"{name}.budget.png"
-        _budget_plot(name, rows, protocol.primary_metric, spec.unit, png)
-        figures.append((f"{protocol.primary} vs solver budget", png))
-    figures += spec.figures(name, model, rows, info, CARDS)
+    main = next((r for r in rows if r.get("shipped")), rows[0])
     device = main.get("device", "cpu").split(" ")[0]
     limit_arg = f" --limit {main['limit']}" if main.get("limit") else ""
+    ds = _dataset(info)
     lines = [_front_matter(spec, info, main), f"# {name}", ""]
     lines += [
-        f"{spec.describe(model, info)} ({model.num_params():,} parameters, `{info['architecture']}` "
-        f"entry point) trained by implicit-zoo on **{info['dataset']}**. Paper: {info['paper']}.",
+        f"{spec.describe(facts, info)} ({facts.get('parameters', main.get('params', 0)):,} "
+        f"parameters, `{info['architecture']}` entry point) trained on **{ds['name']}**. "
+        f"Paper: {info.get('paper', '-')}.",
         "",
         "## Use it",
         "```python",
         "import zoo",
-        f'model = zoo.load("{name}")   # eval mode, sha256-verified safetensors',
+        "",
+        f'model = zoo.load("{name}")  # eval mode, sha256-verified safetensors',
+        *spec.card_use(name, facts, info),
+        "```",
+        *spec.card_after_use(name, facts, info),
     ]
-    if default_iter is not None:
-        lines.append(
-            f'fast = zoo.load("{name}", max_iter=4)  # another test-time solver budget, no retraining'
-        )
-    lines += [*spec.card_use(name, model, info), "```", *spec.card_after_use(name, model, info)]
+    sweep = (
+        " --tol T` per row: rtol = atol = T)"
+        if info.get("card_tolerances")
+        else " --max-iter K` per row)"
+        if len(rows) > 1
+        else "`)"
+    )
     lines += [
         "",
-        "## Results (measured here)",
-        f"Command: `zoo card {name}{limit_arg}` "
-        f"(it calls `zoo eval {name}"
-        + (
-            " --tol T` per row: rtol = atol = T)"
-            if info.get("card_tolerances")
-            else " --max-iter K` per row)"
-            if len(rows) > 1
-            else "`)"
-        )
-        + f", on {main.get('device', 'cpu')}. Test split: {info['test_split']}."
-        + (
-            f" **Measured on {_limited(main)}: not the card's full-split figure.**"
-            if _limited(main)
-            else ""
-        ),
+        "## Results",
+        f"Measured by `zoo card {name}{limit_arg}` (it calls `zoo eval {name}{sweep}, on "
+        f"{main.get('device', 'cpu')}. Test split: {ds.get('test', 'the test split')}."
+        + (f" **Measured on {_limited(main)}: not the full split.**" if _limited(main) else ""),
+        "",
+        *spec.card_results(rows, main, device),
         "",
     ]
-    lines += spec.card_results(rows, main, device)
-    lines.append("")
-    for title, png in figures:
-        lines += [f"![{title}]({png.name})", ""]
-    lines += spec.card_extra(name, model, info)
-    if info.get("paper_results"):
-        lines += ["## The papers' numbers (theirs, not ours)", ""]
-        lines += [f"- {p['value']:g} {p['metric']}: {p['source']}." for p in info["paper_results"]]
-        lines += spec.comparison_note(info) + [""]
-    lines += _training_lines(name, info, pc, model)
+    for fig in facts.get("figures") or []:
+        lines += [f"![{fig['title']}]({fig['file']})", ""]
+    lines += spec.card_extra(name, facts, info)
+    lines += _comparison_lines(name, info, main, spec)
+    lines += _training_lines(name, info, facts)
     if info.get("limitations"):
         lines += ["## Limitations", *[f"- {x}" for x in info["limitations"]], ""]
+    lines += _citation(info)
     lines += [
         "## License",
         f"{info.get('license', 'apache-2.0')} (weights and code). Dataset terms apply to the data.",
         "",
     ]
-    out = CARDS / f"{name}.md"
-    out.write_text("\n".join(lines))
-    print("wrote", ", ".join(str(p) for p in [out, *(f for _, f in figures)]))
-    return out
+    return "\n".join(lines)
 
 
 def write_card(
     name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full=(30, 1e-4),
     remeasure: bool = True,
 ) -> Path:  # fmt: skip
-    """Measure ``name`` (or, with ``remeasure=False``, reuse its stored rows) and write its card."""
+    """Measure ``name`` (unless ``remeasure=False``), store it in its data file and write its
+    card."""
     if remeasure:
-        rows = measure(name, budgets, data_dir, limit, full)
-    else:
-        path = CARDS / "results" / f"{name}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `zoo card {name}` to measure it")
-        rows = json.loads(path.read_text())
-    return render_card(name, rows)
+        measure(name, budgets, data_dir, limit, full)
+    out = CARDS / f"{name}.md"
+    out.write_text(render_card(name))
+    print("wrote", data_path(name), "and", out)
+    return out

@@ -147,6 +147,25 @@ def _cmd_card(args) -> int:
     return 0
 
 
+def _cmd_docs(args) -> int:
+    from zoo.docs import ROOT, stale, write_all
+
+    if args.check:
+        bad = stale()
+        for p in bad:
+            print(f"stale: {p.relative_to(ROOT)}", file=sys.stderr)
+        if bad:
+            print(
+                "zoo docs: run `zoo docs` to render them from the stored results", file=sys.stderr
+            )
+        return 1 if bad else 0
+    changed = write_all()
+    for p in changed:
+        print(f"wrote {p.relative_to(ROOT)}")
+    print(f"{len(changed)} file(s) changed" if changed else "everything was up to date")
+    return 0
+
+
 def _cmd_generate(args) -> int:
     import zoo
     from zoo.text import generate_text
@@ -289,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--rerender",
         action="store_true",
-        help="re-render the card from its stored rows (model_cards/results/NAME.json), "
-        "measuring nothing",
+        help="re-render the card from its data file (model_cards/NAME.yaml), measuring nothing",
     )
     s.add_argument(
         "--full-solve",
@@ -309,6 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         "--max-iter", type=_positive_int, default=None, help="solver budget (DEQ models)"
     )
 
+    s = sub.add_parser(
+        "docs",
+        help="render the model cards, the README's checkpoint table, the leaderboard page and "
+        "the benchmark summary from the stored results (measures nothing)",
+    )
+    s.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a rendered file is stale"
+    )
+
     s = sub.add_parser("push", help="upload weights + model card to the Hugging Face Hub")
     s.add_argument("name")
     s.add_argument("--repo-id", required=True)
@@ -325,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": _cmd_export,
         "shrink-state": _cmd_shrink_state,
         "card": _cmd_card,
+        "docs": _cmd_docs,
         "generate": _cmd_generate,
         "push": _cmd_push,
     }[args.cmd]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["evaluate", "leaderboard", "print_results", "resolve_device"]
+__all__ = ["evaluate", "example_batch", "leaderboard", "print_results", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -127,7 +127,7 @@ def evaluate(
         "precision": "bf16 autocast" if bf16 else "fp32",
         "inference_budget": model.inference_budget(),
         "device": _device_name(dev),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "command": f"zoo eval {name}"
         + (f" --split {split}" if split != "test" else "")
         + _budget_args(max_iter, tol)
@@ -177,6 +177,34 @@ def print_results(results: list[dict]) -> None:
             f"{r['name']:30s} {r['task']:22s} {r['split'][:22]:22s} {k + ' ' + str(r['metrics'][k]):>14s} "
             f"{nfe:>6s} {r['latency_ms_per_sample']:>10.2f}"
         )
+
+
+def example_batch(model, n: int = 8):
+    """The first ``n`` units of a pretrained model's shipped evaluation sample, as the model
+    takes them: ``(images, labels)`` normalized for a classifier or a segmenter, a float tensor
+    of points or uint8 pixels for a flow, an ``IrregularBatch`` of irregularly sampled series.
+    Needs no dataset.
+
+    Example:
+        >>> import zoo
+        >>> model = zoo.load("odenet.fashion_mnist")
+        >>> x, y = zoo.example_batch(model, 4)
+        >>> tuple(x.shape), tuple(y.shape)
+        ((4, 1, 28, 28), (4,))
+    """
+    from zoo.tasks import get_task
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "task" not in cfg:
+        raise ValueError(
+            "example_batch needs a pretrained model (zoo.load('arch.tag')): this one has no "
+            "task in its pretrained_cfg"
+        )
+    spec = get_task(cfg["task"])
+    protocol = spec.protocol(cfg)
+    return next(iter(spec.eval_batches(model, protocol, "test", True, n, None, n)))
 
 
 def leaderboard(
@@ -237,7 +265,7 @@ def leaderboard_markdown(
 ) -> list[str]:
     """The leaderboard's markdown lines from ``zoo eval`` results: one table per (task,
     dataset), each laid out by its task spec (``TaskSpec.leaderboard_section``)."""
-    from zoo.models import model_info
+    from zoo.cards import card_info
     from zoo.tasks import get_task
 
     lines: list[str] = []
@@ -245,7 +273,7 @@ def leaderboard_markdown(
     for r in results:  # one table per task and dataset: the models that compete on it
         by_data.setdefault((r["task"], r["dataset"]), []).append(r)
     for (task, dataset), rows in by_data.items():
-        infos = {r["name"]: model_info(r["name"]) for r in rows}
+        infos = {r["name"]: card_info(r["name"]) for r in rows}
         lines += get_task(task).leaderboard_section(dataset, rows, infos)
         lines.append("")
     lines.append(

@@ -115,7 +115,7 @@ def _checkpoints_follow_root(trainer_cfg) -> None:
     """Checkpoint callbacks without a ``dirpath`` write to ``<default_root_dir>/checkpoints``.
 
     Lightning's own default is a versioned logger folder, which ``--ckpt_path last`` cannot find
-    in the next session; a fixed ``dirpath`` in a recipe would not follow
+    in a later run; a fixed ``dirpath`` in a recipe would not follow
     ``--trainer.default_root_dir``. This keeps both: one run folder, set in one place.
     """
     if trainer_cfg is None or not trainer_cfg.get("default_root_dir"):

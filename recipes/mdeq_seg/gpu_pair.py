@@ -30,11 +30,11 @@ HERE = Path(__file__).resolve().parent
 RUNS = {
     # recipe, probe steps (the faster model probes longer, so the two overlap), probe overrides
     "mdeq_seg_tiny": (
-        HERE / "mdeq_seg_tiny_fashion_scenes_gpu.yaml",
+        HERE / "mdeq_seg_tiny.fashion_scenes.yaml",
         60,
         ["--model.init_args.pretrain_steps", "0"],
     ),
-    "hrnet_seg_tiny": (HERE / "hrnet_seg_tiny_fashion_scenes_gpu.yaml", 150, []),
+    "hrnet_seg_tiny": (HERE / "hrnet_seg_tiny.fashion_scenes.yaml", 150, []),
 }
 ZOO = [sys.executable, "-c", "import sys; from zoo.cli import main; sys.exit(main())"]
 

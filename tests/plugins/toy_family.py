@@ -104,12 +104,9 @@ register_pretrained(
             dataset="toy_points",
             datamodule="toy_points",
             datamodule_args={"n": 64},
-            train_split="64 generated points (seed 0)",
-            test_split="64 generated points (seed 1)",
             license="apache-2.0",
             paper="none (a test plug-in)",
             recipe="recipes/toy/toy.yaml",
-            paper_results=[{"metric": "mse", "value": 0.01, "source": "the noise floor"}],
         )
     }
 )

@@ -240,6 +240,19 @@ class ZooModel(
         card = self.pretrained_cfg.get("card_path")
         if card and Path(card).is_file():
             (save_directory / "README.md").write_text(Path(card).read_text())
+        self._save_eval_results(save_directory)
+
+    def _save_eval_results(self, save_directory: Path) -> None:
+        """The Hub's leaderboard files (``.eval_results/*.yaml``) of a shipped checkpoint,
+        rendered from the same stored results as its card."""
+        from .. import cards
+
+        name = self.pretrained_cfg.get("name")
+        if not name or not cards.data_path(name).is_file():
+            return
+        for rel, text in cards.eval_results(name).items():
+            (save_directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            (save_directory / rel).write_text(text)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, **kwargs):  # used by Mixin.from_pretrained

@@ -321,11 +321,10 @@ def load(name: str, pretrained: bool = True, **overrides):
         _load_weights(model, w_path, name)
         # one source of truth: a registered name's table (the code) wins over config.json,
         # which carries only what was measured or recorded at export (metrics, sha256, steps)
-        static = dict(_PRETRAINED.get(pcfg.get("name", name), {}))
-        card = static.get("card")
-        if card and (checkpoint_dir().parent / card).is_file():
-            static["card_path"] = str(checkpoint_dir().parent / card)
-        elif (w_path.parent / "README.md").is_file():
+        registered = pcfg.get("name", name)
+        static = dict(_PRETRAINED.get(registered, {}))
+        static.update(_card_facts(registered) if registered in _PRETRAINED else {})
+        if "card_path" not in static and (w_path.parent / "README.md").is_file():
             static["card_path"] = str(w_path.parent / "README.md")
         model.pretrained_cfg = {**pcfg, **static, "name": pcfg.get("name", name), "source": where}
         model.tokenizer = cfg.get("tokenizer")
@@ -333,6 +332,26 @@ def load(name: str, pretrained: bool = True, **overrides):
     if budget:
         model.set_inference_budget(**budget)
     return model
+
+
+def _card_facts(name: str) -> dict:
+    """The card and the measured metrics of a shipped checkpoint, from its data file
+    (``model_cards/NAME.yaml``, rendered into ``NAME.md``) when this is a source tree."""
+    from .. import cards
+
+    out = {}
+    if (cards.CARDS / f"{name}.md").is_file():
+        out["card_path"] = str(cards.CARDS / f"{name}.md")
+    row = cards.shipped_row(name)
+    if row is not None:
+        out["metrics"] = {
+            **row["metrics"],
+            "nfe_mean": row.get("nfe_mean"),
+            "split": row.get("split"),
+            "num_samples": row.get("num_samples"),
+            "command": f"zoo card {name}",
+        }
+    return out
 
 
 def _read_config(path: Path, name: str) -> dict:

@@ -441,8 +441,6 @@ _SOTU = dict(
     datamodule="sotu",
     card_prompt="The state of the union is",
     datamodule_args={"vocab_size": 10000},
-    train_split="State of the Union addresses 1790-2000 (1.84 M tokens)",
-    test_split="addresses 2011-2021 (81,714 tokens; 2001-2010 is validation)",
     license="apache-2.0",
     paper=_DEQ_PAPER,
 )
@@ -450,57 +448,11 @@ register_pretrained(
     {
         "deq_transformer_tiny.sotu": dict(
             **_SOTU,
-            recipe="recipes/deq_lm/deq_transformer_tiny_sotu_levers_cpu.yaml",
-            card="model_cards/deq_transformer_tiny.sotu.md",
-            compute="float32 on CPU: 6,000 steps of 16 x 128 tokens (12.3 M tokens), steps 0-5,000 "
-            "on one thread beside other trainings (~0.49 steps/s), 5,000-6,000 on 2 idle threads "
-            "in 17 minutes; about 3 h 08 min by Lightning's cumulative timer, over three "
-            "sessions. Versions 1-2: 2 CPU cores, bf16, 100 minutes",
-            limitations=[
-                "Loses to its explicit baseline transformer_tiny.sotu by 6.7 test perplexity "
-                "(117.1 against 110.4) at the same non-embedding size and token budget. Version 1 "
-                "lost by 16.2 (126.56): the char pair's three winning levers (fixed-point "
-                "correction, implicit gradient, Jacobian schedule) closed 59% of the gap "
-                "(recipes/deq_lm/HISTORY.md, lever table).",
-                "Parity costs: its training step is 4.3x the explicit model's at 4 blocks and its "
-                "peak training memory 2.08x (python bench/deq_lm_step.py --only step; python "
-                "bench/lm.py --parity): the issue's time and memory targets are missed.",
-                "No test position meets tol 1e-3 within the 20 shipped iterations (mean NFE "
-                "20.0); 12 iterations give 117.12, 4 give 121.24 (the curve above).",
-                "Version 3 (2026-12-04). Version 1: phantom gradients (k=2), bf16, 126.56 test "
-                "perplexity; version 2: version 1's weights solved per sequence, the same "
-                "perplexity at 0.79x the evaluation time (recipes/deq_lm/HISTORY.md).",
-                "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
-            ],
-            paper_results=[
-                {
-                    "metric": "ppl",
-                    "value": 24.2,
-                    "source": "DEQ paper, DEQ-Transformer medium, WikiText-103",
-                },
-                {
-                    "metric": "ppl",
-                    "value": 32.4,
-                    "source": "DEQ paper, DEQ-Transformer small, WikiText-103",
-                },
-            ],
+            recipe="recipes/deq_lm/deq_transformer_tiny.sotu.yaml",
         ),
         "transformer_tiny.sotu": dict(
             **_SOTU,
-            recipe="recipes/deq_lm/transformer_tiny_sotu_gpu.yaml",
-            card="model_cards/transformer_tiny.sotu.md",
-            compute="one NVIDIA H200 (shared): 6,000 steps of 16 x 128 tokens (12.3 M tokens) in 2.9 minutes",
-            limitations=[
-                "The baseline of deq_transformer_tiny.sotu: same data, tokenizer, optimizer, token budget and non-embedding size (HISTORY.md).",
-                "A 10k-word vocabulary from 1790-2000 addresses: other words become <unk>.",
-            ],
-            paper_results=[
-                {
-                    "metric": "ppl",
-                    "value": 24.3,
-                    "source": "DEQ paper, Transformer-XL 16L, WikiText-103",
-                },
-            ],
+            recipe="recipes/deq_lm/transformer_tiny.sotu.yaml",
         ),
     }
 )
@@ -510,71 +462,19 @@ _SHAKESPEARE = dict(
     datamodule="shakespeare_char",
     card_prompt="ROMEO:",
     tokens_per_step=16 * 128,
-    train_split="34 of the 42 plays, by file name (4.16 M characters, 83 distinct)",
-    test_split="4 plays (every 10th by file name, k % 10 == 9: 457,244 characters); 4 more "
-    "(k % 10 == 8) are validation",
     license="apache-2.0",
     paper=_DEQ_PAPER,
-    paper_results=[],
-)
-_PAIR = (
-    "The pair: the same data, optimizer, schedule, token budget (16.4 M characters, 4x the "
-    "first versions') and non-embedding size (626K in the DEQ's one block, 677K in the "
-    "explicit 4); the comparison at the 1x, 2x and 4x budgets is in recipes/deq_lm/HISTORY.md, "
-    "with the figure recipes/deq_lm/char_budgets.png."
 )
 register_pretrained(
     {
         "deq_transformer_tiny.shakespeare_char": dict(
             **_SHAKESPEARE,
-            recipe="recipes/deq_lm/deq_transformer_tiny_shakespeare_char_4x_cpu.yaml",
-            card="model_cards/deq_transformer_tiny.shakespeare_char.md",
-            pair="transformer_tiny.shakespeare_char",
+            recipe="recipes/deq_lm/deq_transformer_tiny.shakespeare_char.yaml",
             card_budgets=[4, 8, 12, 20],
-            compute="1 CPU thread, float32, beside other trainings: 8,000 steps of 16 x 128 "
-            "characters (16.4 M), with the fixed-point correction loss, the implicit gradient "
-            "and the Jacobian schedule, over two sessions (3,500 steps in 71 minutes, then "
-            "4,500 in about 2 h 06 min)",
-            limitations=[
-                _PAIR,
-                "Version 6 (2026-12-04): version 5's recipe at twice the steps (4x the 1x "
-                "budget), shipped with its explicit pair's version 3 under one rule (validation "
-                "2.2853 against version 5's 2.4032 bits per character, zoo eval --split val). "
-                "Versions 1 to 5 are in recipes/deq_lm/HISTORY.md.",
-                "Still loses to its explicit pair at the same size and token budget: 2.238 "
-                "against 2.184 test bits per character (zoo card of each), a gap of 0.054 "
-                "(0.074 at 2x, 0.100 at 1x): the gap narrows with tokens and has not closed. "
-                "Levers tried (HISTORY.md, validation bits against the version each started "
-                "from): pretraining with a shallow unrolled stack, +0.010 (no gain); fixed-point "
-                "correction, -0.023 (version 2); a cheaper step (6 iterations, one-step JFB), "
-                "+0.041 (no gain); the implicit gradient, -0.011 (version 3); twice the tokens, "
-                "-0.157 (version 4); the Jacobian schedule, -0.009 at 1x and -0.006 at 2x "
-                "(version 5); the reference's dropout and weight normalization inside the block, "
-                "+0.070 (no gain); segment memory, which widened the pair's gap from +0.083 to "
-                "+0.108 (no gain); twice the tokens again, -0.118 (version 6).",
-                "The backward solves of the implicit gradient do not reach their tol 1e-3 in "
-                "their 12 calls, so the gradient is an approximation of the exact one; the "
-                "training forward solves run out of their 12 iterations for about half of the "
-                "positions late in training.",
-                "About four epochs of training on one CPU thread; a character-level toy beside "
-                "the paper's word-level WikiText-103 models.",
-            ],
         ),
         "transformer_tiny.shakespeare_char": dict(
             **_SHAKESPEARE,
-            recipe="recipes/deq_lm/transformer_tiny_shakespeare_char_4x_cpu.yaml",
-            card="model_cards/transformer_tiny.shakespeare_char.md",
-            pair="deq_transformer_tiny.shakespeare_char",
-            compute="1 CPU thread, float32: 8,000 steps of 16 x 128 characters (16.4 M), 26 "
-            "minutes beside another training",
-            limitations=[
-                _PAIR,
-                "Version 3 (2026-12-04): version 2's recipe at twice the steps, shipped with "
-                "its DEQ pair under one rule (validation 2.2330 against version 2's 2.3376 bits "
-                "per character). Versions 1 and 2: 2.4255 and 2.2767 test bits per character "
-                "(recipes/deq_lm/HISTORY.md).",
-                "About four epochs of training on 1 CPU thread.",
-            ],
+            recipe="recipes/deq_lm/transformer_tiny.shakespeare_char.yaml",
         ),
     }
 )

@@ -307,125 +307,45 @@ _TOY_ARGS = {"n_train": 100_000, "n_test": 100_000}
 _TOY_TOLS = [1e-2, 1e-3, 1e-4, 1e-6]  # the card's NLL-vs-NFE curve (rtol = atol)
 
 
-def _toy(density: str, recipe: str, compute: str, limitations: list[str], **extra) -> dict:
+def _toy(density: str, recipe: str, **extra) -> dict:
     return dict(
         task="density-estimation",
         dataset=density,
         datamodule="toy2d",
         datamodule_args={"density": density, **_TOY_ARGS},
-        train_split="100,000 generated points (seed 0)",
-        test_split="100,000 other generated points (seed 1)",
         license="apache-2.0",
         paper=_FFJORD_PAPER,
         recipe=f"recipes/ffjord/{recipe}.yaml",
-        paper_results=[],
-        compute=compute,
-        limitations=limitations,
         card_tolerances=_TOY_TOLS,
         **extra,
     )
 
 
-_FLOOR_8G = (
-    "the true differential entropy of 8gaussians, 2.8327 +- 0.0010 nats (bench/ffjord.py, Monte "
-    "Carlo with 10^6 points): no model's expected test NLL is below it"
-)
-_CFM_PAPER = (
-    "Lipman, Chen, Ben-Hamu, Nickel, Le. Flow Matching for Generative Modeling. ICLR 2023. "
-    "arXiv:2210.02747; Tong et al. Improving and generalizing flow-based generative models with "
-    "minibatch optimal transport. TMLR 2024. arXiv:2302.00482"
-)
-_RNODE_PAPER = (
-    "Finlay, Jacobsen, Nurbekyan, Oberman. How to train your neural ODE: the world of Jacobian "
-    "and kinetic regularization. ICML 2020. arXiv:2002.02798"
-)
 register_pretrained(
     {
         "ffjord_toy.8gaussians": _toy(
             "8gaussians",
-            "ffjord_8gaussians_cpu",
-            "1 CPU thread beside other jobs: 6,000 steps of batch 512 in 59 minutes",
-            [
-                "A 2-D toy. The family's tabular configs have GPU recipes but no weights (the "
-                "data cannot be obtained here); no image flow is shipped yet.",
-                "The floor is itself a Monte Carlo estimate (standard error 0.001 nats), and the "
-                "test NLL's own sampling error is about 0.003: the two are level.",
-            ],
-            entropy_floor=_FLOOR_8G,
+            "ffjord_toy.8gaussians",
         ),
         "ffjord_toy.checkerboard": _toy(
             "checkerboard",
-            "ffjord_checkerboard_cpu_stage2",
-            "1 CPU thread beside other jobs: stage 1, 4,996 steps of batch 512 at a constant "
-            "learning rate in 100 minutes (its time cap); stage 2, 2,972 more from its weights "
-            "with the rate cosine-annealed toward 1e-5, in its 75-minute cap (28 steps short of "
-            "3,000, the rate already within 1% of its floor); 7,968 steps in all",
-            [
-                "A smooth flow cannot reach the checkerboard's density exactly (it jumps at the "
-                "squares' edges): the gap to log 32 is partly the model class's, not training's.",
-                "Version 2 (2026-12-03); version 1's numbers are in recipes/ffjord/HISTORY.md.",
-                "A 2-D toy.",
-            ],
-            entropy_floor="log 32 = 3.466 nats, the exact entropy of the uniform density on the "
-            "8 squares of side 2 that FFJORD's (x2-scaled) checkerboard draws from: no model's "
-            "expected test NLL is below it",
+            "ffjord_toy.checkerboard",
         ),
         "ffjord_toy.pinwheel": _toy(
             "pinwheel",
-            "ffjord_pinwheel_cpu",
-            "1 CPU thread beside other jobs: 6,000 steps of batch 512 in 28 minutes",
-            [
-                "No closed-form entropy: the test NLL is not compared with a floor. Validation "
-                "NLL was flat (2.317-2.326) over the last 4,000 steps.",
-                "A 2-D toy.",
-            ],
+            "ffjord_toy.pinwheel",
         ),
         "ffjord_toy.2spirals": _toy(
             "2spirals",
-            "ffjord_2spirals_cpu",
-            "1 CPU thread beside other jobs: 4,718 steps of batch 512 in 50 minutes (stopped "
-            "by the recipe's time cap, before its 6,000 steps)",
-            [
-                "Stopped by its time cap with the validation NLL still falling slowly (2.745 at "
-                "step 4,000, 2.732 at the stop).",
-                "No closed-form entropy: the test NLL is not compared with a floor.",
-                "A 2-D toy.",
-            ],
+            "ffjord_toy.2spirals",
         ),
         "ffjord_toy.rnode_8gaussians": _toy(
             "8gaussians",
-            "ffjord_rnode_8gaussians_cpu",
-            "1 CPU thread beside other jobs: 6,000 steps of batch 512 in 128 minutes",
-            [
-                "RNODE's terms at the weights RNODE uses for images (0.01 each), not tuned for "
-                "this toy: they did not cut the solver's NFE here (60 against 56 per training "
-                "iteration, 66.3 against 61.8 at test; bench/ffjord.py).",
-                "A 2-D toy.",
-            ],
-            entropy_floor=_FLOOR_8G,
-            training_objective="maximum likelihood + 0.01 kinetic energy + 0.01 Jacobian "
-            "Frobenius norm (RNODE)",
-            paper_extra=_RNODE_PAPER,
+            "ffjord_toy.rnode_8gaussians",
         ),
         "ffjord_toy.cfm_8gaussians": _toy(
             "8gaussians",
-            "ffjord_8gaussians_cfm_cpu_stage3",
-            "1 CPU thread beside two or three other trainings: 20,000 steps of batch 512 in "
-            "28 minutes, validation solves included (the flow-matching steps themselves solve no "
-            "ODE); version 2 (2026-12-03): stage 3's cosine decay over 20,000 steps replaced "
-            "version 1's 6,000 steps at a constant rate (recipes/ffjord/HISTORY.md)",
-            [
-                "Trained by OT conditional flow matching, not by maximum likelihood: its exact "
-                "test NLL is above the maximum-likelihood flow's, and its field needs more "
-                "evaluations per solve (bench/ffjord.py).",
-                "The selection: the 100,000 training points' NLL chose version 2 (2.8538) over "
-                "version 1 (2.8627) and over stage 2 (a decay over 6,000 steps, 2.8874), by the "
-                "rules the stages wrote down before they ran.",
-                "A 2-D toy.",
-            ],
-            entropy_floor=_FLOOR_8G,
-            training_objective="OT conditional flow matching (zoo.nn.flow_matching_loss)",
-            paper_extra=_CFM_PAPER,
+            "ffjord_toy.cfm_8gaussians",
         ),
     }
 )

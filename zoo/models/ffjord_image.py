@@ -360,15 +360,7 @@ def ffjord_multiscale_tiny(**kwargs) -> ImageFFJORD:
     return ImageFFJORD(**({"hidden": (32, 32, 32), "n_scales": 2} | kwargs))
 
 
-_CFM_PAPERS = (
-    "Lipman, Chen, Ben-Hamu, Nickel, Le. Flow Matching for Generative Modeling. ICLR 2023. "
-    "arXiv:2210.02747; Tong et al. Improving and generalizing flow-based generative models with "
-    "minibatch optimal transport. TMLR 2024. arXiv:2302.00482"
-)
-_MNIST_NOTE = "MNIST, not Fashion-MNIST (a different, easier dataset): for scale only"
-
-
-def _fashion_flow(recipe: str, compute: str, limitations: list[str], **extra) -> dict:
+def _fashion_flow(recipe: str, **extra) -> dict:
     return dict(
         task="density-estimation",
         dataset="fashion_mnist",
@@ -376,21 +368,10 @@ def _fashion_flow(recipe: str, compute: str, limitations: list[str], **extra) ->
         datamodule_args={"pixels": True},
         sample="fashion_mnist_pixels",
         sample_size=300,
-        train_split="59,000 of the 60,000 training images (1,000 held out, seed 0; 500 of them "
-        "scored during training, nothing selected on them)",
-        test_split="the 10,000 test images, uniformly dequantized (seed 0); log-density by the "
-        "CNF solve at the shipped tolerance with one Rademacher Hutchinson probe per image "
-        "(an unbiased estimate of the log-density), bits/dim on the 256-level scale",
         input_size=[1, 28, 28],
         license="apache-2.0",
         paper=_FFJORD_PAPER,
         recipe=f"recipes/ffjord/{recipe}.yaml",
-        paper_results=[
-            {"metric": "bpd", "value": 0.99, "source": f"FFJORD paper, multiscale, {_MNIST_NOTE}"},
-            {"metric": "bpd", "value": 0.97, "source": f"RNODE paper, {_MNIST_NOTE}"},
-        ],
-        compute=compute,
-        limitations=limitations,
         card_tolerances=[1e-3],
         **extra,
     )
@@ -399,63 +380,16 @@ def _fashion_flow(recipe: str, compute: str, limitations: list[str], **extra) ->
 register_pretrained(
     {
         "ffjord_image_tiny.fashion_mnist": _fashion_flow(
-            "ffjord_image_tiny_fashion_mnist_cpu",
-            "1 CPU thread beside its flow-matching twin: the recipe's 2-hour wall-time budget",
-            [
-                "A CPU-sized flow (one CNF of three 32-channel convolutions, not FFJORD's "
-                "multiscale model) trained by maximum likelihood through the dopri5 solve for "
-                "2 hours on one thread: 236 steps of about 30 s, far from converged. Its "
-                "samples are noise-like (the figure).",
-                "At the same field and wall time, flow matching got 3.34 test bits/dim against "
-                "this one's 4.43 (zoo card of both): on a CPU budget, "
-                "ffjord_image_tiny.cfm_fashion_mnist is the better flow.",
-            ],
-            training_objective="maximum likelihood through the dopri5 solve (FFJORD)",
+            "ffjord_image_tiny.fashion_mnist",
         ),
         "ffjord_multires_tiny.fashion_mnist": _fashion_flow(
-            "ffjord_multires_tiny_fashion_mnist_cpu",
-            "1 CPU thread beside another training: the recipe's 2-hour wall-time budget",
-            [
-                "A CPU-sized flow: one CNF whose field works at 28, 14 and 7 pixels (FFJORD's "
-                "default image ODEnet, 18,817 parameters), trained by maximum likelihood "
-                "through the dopri5 solve for 2 hours on one thread: 3,838 steps, far from "
-                "converged (validation still falling when the time ran out).",
-                "At the same field and wall time, flow matching got 3.92 test bits/dim against "
-                "this one's 4.12 (zoo card of both): ffjord_multires_tiny.cfm_fashion_mnist is "
-                "the better flow on this field, as on the single-scale one.",
-            ],
-            training_objective="maximum likelihood through the dopri5 solve (FFJORD)",
+            "ffjord_multires_tiny.fashion_mnist",
         ),
         "ffjord_multires_tiny.cfm_fashion_mnist": _fashion_flow(
-            "ffjord_multires_tiny_fashion_mnist_cfm_cpu",
-            "1 CPU thread beside another training: the recipe's 2-hour wall-time budget "
-            "(validation solves included; the flow-matching steps solve no ODE)",
-            [
-                "The same CPU-sized multi-resolution field as ffjord_multires_tiny.fashion_mnist "
-                "(18,817 parameters), trained by OT conditional flow matching: 249,501 steps in "
-                "2 hours on one thread, validation still falling slowly when the time ran out.",
-                "On this field flow matching wins the equal-time comparison: 3.9178 test "
-                "bits/dim against maximum likelihood's 4.1189 (zoo card of both), as on the "
-                "single-scale field. But the cheap field costs capacity: the single-scale flow "
-                "matching flow (ffjord_image_tiny.cfm_fashion_mnist, 3.3352) is 0.58 better. The "
-                "samples are garment silhouettes with speckle (the figure).",
-            ],
-            training_objective="OT conditional flow matching (zoo.nn.flow_matching_loss)",
-            paper_extra=_CFM_PAPERS,
+            "ffjord_multires_tiny.cfm_fashion_mnist",
         ),
         "ffjord_image_tiny.cfm_fashion_mnist": _fashion_flow(
-            "ffjord_image_tiny_fashion_mnist_cfm_cpu",
-            "1 CPU thread beside its maximum-likelihood twin: the recipe's 2-hour wall-time "
-            "budget (validation solves included; the flow-matching steps solve no ODE)",
-            [
-                "The same CPU-sized field as ffjord_image_tiny.fashion_mnist, trained by OT "
-                "conditional flow matching: the likelihood is never trained directly.",
-                "10,013 optimizer steps in 2 hours on one thread, validation still falling when "
-                "the time ran out; the samples have garment-like silhouettes without detail (the "
-                "figure). Far from FFJORD's MNIST-scale models: 19,978 parameters.",
-            ],
-            training_objective="OT conditional flow matching (zoo.nn.flow_matching_loss)",
-            paper_extra=_CFM_PAPERS,
+            "ffjord_image_tiny.cfm_fashion_mnist",
         ),
     }
 )

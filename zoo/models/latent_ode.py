@@ -495,8 +495,6 @@ PHYSIONET = dict(
     datamodule_args={"quantization": 0.1},
     mode="interpolation",
     cond_frac=1.0,
-    train_split="6,400 of the 8,000 patients of set-a + set-b (seed-42 permutation, 80%)",
-    test_split="the other 1,600 patients (20%); 0.1 h grid",
     license="apache-2.0",
     paper=_LATENT_ODE_PAPER,
 )
@@ -507,8 +505,6 @@ HOPPER = dict(
     datamodule_args={"n": 10000, "steps": 100, "obs_frac": 1.0},
     mode="extrapolation",
     cond_frac=1.0,
-    train_split="8,000 of 10,000 simulated trajectories (simulation seed 123, split seed 42)",
-    test_split="the other 2,000; condition on steps 0-49, predict 50-99",
     license="apache-2.0",
     paper=_LATENT_ODE_PAPER,
 )
@@ -519,7 +515,6 @@ PHYSIONET_1MIN = dict(
     PHYSIONET,
     datamodule_args={"quantization": 0.016},
     sample="physionet2012_1min",
-    test_split="the other 1,600 patients (20%); 1-minute grid",
 )
 
 # the paper's PhysioNet extrapolation protocol: the first half of each batch's time points seen,
@@ -527,17 +522,12 @@ PHYSIONET_1MIN = dict(
 PHYSIONET_1MIN_EXTRAP = dict(
     PHYSIONET_1MIN,
     mode="extrapolation",
-    test_split="the other 1,600 patients (20%); 1-minute grid; in each batch of 50 (the "
-    "reference's), the observations at the first half of its time points seen, those at the "
-    "second half scored",
 )
 
-# the converged Hopper runs (issue #22): 10% of the training trajectories held out to validate
+# the converged Hopper runs: 10% of the training trajectories held out to validate
 HOPPER_CONVERGE = dict(
     HOPPER,
     datamodule_args={**HOPPER["datamodule_args"], "val_frac": 0.1},
-    train_split="7,200 of 10,000 simulated trajectories (simulation seed 123, split seed 42); "
-    "800 more held out for validation",
 )
 
 
@@ -546,21 +536,12 @@ HOPPER_CONVERGE = dict(
 HOPPER_10PCT = dict(
     HOPPER_CONVERGE,
     cond_frac=0.1,
-    test_split="the other 2,000; condition on a random 10% of each trajectory's steps 0-49 (the "
-    "same draw every evaluation), predict every step of 50-99",
 )
 
 
-def series_entry(base: dict, name: str, recipe: str, paper_results=(), **card) -> dict:
-    """A pretrained-table entry: the dataset's protocol plus the checkpoint's recipe and card
-    facts (``compute``, ``limitations``)."""
-    return dict(
-        **base,
-        recipe=f"recipes/latent_ode/{recipe}.yaml",
-        card=f"model_cards/{name}.md",
-        paper_results=list(paper_results),
-        **card,
-    )
+def series_entry(base: dict, name: str, recipe: str) -> dict:
+    """A pretrained-table entry: the dataset's protocol plus the checkpoint's recipe."""
+    return dict(**base, recipe=f"recipes/latent_ode/{recipe}.yaml")
 
 
 register_pretrained(
@@ -568,68 +549,17 @@ register_pretrained(
         "latent_ode.physionet": series_entry(
             PHYSIONET_1MIN,
             "latent_ode.physionet",
-            "latent_ode_physionet_1min_cpu",
-            compute="2 CPU cores: 11.7 epochs in 36 minutes, then 40 more in 2 h 16 min, 30.3 "
-            "more in 2 h 20 min and the last 18.0 in about 1 h 21 min (one thread, beside other "
-            "jobs); 12,760 steps of batch 50 (the paper's 100 epochs) in all",
-            limitations=[
-                "Misses the paper's figure after its 100 epochs: 1.12x its MSE (2.375e-3 against "
-                "2.118e-3); the test MSE was still falling slowly (2.531e-3 after 82 epochs).",
-                "Validation is the test split, as in the reference code; nothing is selected on it.",
-            ],
-            paper_results=[
-                {
-                    "metric": "mse",
-                    "value": 2.118e-3,
-                    "source": "Latent ODE paper, PhysioNet interpolation, ODE-RNN encoder, 1-minute grid",
-                }
-            ],
+            "latent_ode.physionet",
         ),
         "latent_ode_rnn_enc.physionet": series_entry(
             PHYSIONET_1MIN,
             "latent_ode_rnn_enc.physionet",
-            "latent_ode_rnn_enc_physionet_1min_cpu",
-            compute="1 CPU thread beside other jobs, resumed across two sessions from its "
-            "Lightning state: 12,800 steps of batch 50 (the paper's 100 epochs) in 3 h 0 min "
-            "of training wall time (Lightning's cumulative timer)",
-            limitations=[
-                "The latent ODE with Chen et al. 2018's RNN encoder: latent_ode.physionet's "
-                "recipe with only the encoder changed.",
-                "Validation is the test split, as in the reference code; nothing is selected on it.",
-                "Beats the paper's RNN-encoder figure (2.486e-3 against 3.907e-3, zoo card: "
-                "0.64x) and stays behind latent_ode.physionet's ODE-RNN encoder (2.375e-3) on "
-                "the same protocol: the paper's ordering of the two encoders.",
-            ],
-            paper_results=[
-                {
-                    "metric": "mse",
-                    "value": 3.907e-3,
-                    "source": "Latent ODE paper, PhysioNet interpolation, RNN encoder, 1-minute grid",
-                }
-            ],
+            "latent_ode_rnn_enc.physionet",
         ),
         "latent_ode.physionet_extrap": series_entry(
             PHYSIONET_1MIN_EXTRAP,
             "latent_ode.physionet_extrap",
-            "latent_ode_physionet_extrap_1min_cpu",
-            compute="1 CPU thread (2 in its first session) beside other jobs, resumed across "
-            "three sessions from its Lightning state: 12,800 steps of batch 50 (the paper's 100 "
-            "epochs) in 2 h 51 min of training wall time (Lightning's cumulative timer)",
-            limitations=[
-                "Misses the paper's extrapolation figure after its 100 epochs, narrowly: 1.017x "
-                "its MSE (2.268e-3 against 2.231e-3, zoo card); the test MSE logged by the run "
-                "was flat over the last 10 epochs (2.25e-3 to 2.29e-3).",
-                "Validation is the test split, as in the reference code; nothing is selected on it.",
-                "The loss covers only the scored second half, so the first half's reconstruction "
-                "is untrained (visible in the plot).",
-            ],
-            paper_results=[
-                {
-                    "metric": "mse",
-                    "value": 2.231e-3,
-                    "source": "Latent ODE paper, PhysioNet extrapolation, ODE-RNN encoder, 1-minute grid",
-                }
-            ],
+            "latent_ode.physionet_extrap",
         ),
         "latent_ode.periodic": dict(
             task="time-series",
@@ -638,61 +568,19 @@ register_pretrained(
             datamodule_args={"n": 1000, "n_points": 100, "noise": 0.01, "obs_frac": 0.5},
             mode="extrapolation",
             cond_frac=1.0,
-            train_split="800 of 1,000 generated series (seed 42)",
-            test_split="the other 200; condition on the first 50 time points, predict the rest",
             license="apache-2.0",
             paper=_LATENT_ODE_PAPER,
-            recipe="recipes/latent_ode/latent_ode_periodic_cpu.yaml",
-            card="model_cards/latent_ode.periodic.md",
-            paper_results=[],
-            compute="2 CPU cores (shared): 60 epochs of 16 steps, about 3 minutes",
-            limitations=[
-                "A toy of ours after the paper's description (zoo/data/trajectories.py).",
-                "The loss covers only the scored second half, so the first half's reconstruction "
-                "is untrained (visible in the plot).",
-            ],
+            recipe="recipes/latent_ode/latent_ode.periodic.yaml",
         ),
         "latent_ode.hopper": series_entry(
             HOPPER_CONVERGE,
             "latent_ode.hopper",
-            "latent_ode_hopper_converge_cpu",
-            selection="the 800 held-out validation trajectories chose the weights (the best epoch, here the last) and would have stopped the run after 10 flat epochs; the test split chose nothing",
-            compute="1 CPU thread beside another training run: 91 epochs of 144 steps of batch "
-            "50 in 30 minutes (the time cap both Hopper models got); the best-on-validation "
-            "weights, from the last epoch",
-            limitations=[
-                "Stopped by its 30-minute cap, not converged: the validation MSE was still "
-                "falling (2.06e-3 at epoch 81, 1.89e-3 at 91).",
-                "The loss covers only the scored second half, so the first half's reconstruction "
-                "is untrained.",
-                "All time points observed (obs_frac 1.0): the paper's Hopper table subsamples "
-                "10-50% of them, so its columns are not this setting and are not quoted; "
-                "latent_ode.hopper_10pct is the sparse setting.",
-            ],
+            "latent_ode.hopper",
         ),
         "latent_ode.hopper_10pct": series_entry(
             HOPPER_10PCT,
             "latent_ode.hopper_10pct",
-            "latent_ode_hopper_10pct_cpu",
-            selection="the 800 held-out validation trajectories chose the weights (the best "
-            "epoch, 103 of 114) and stopped the run after 10 flat epochs; the test split chose "
-            "nothing",
-            compute="1 CPU thread beside another training run: 114 epochs of 144 steps of batch "
-            "50 in 16 minutes, stopped by early stopping (validation flat for 10 epochs) inside "
-            "the 30-minute cap that ode_rnn.hopper_10pct got too; the best-on-validation "
-            "weights, from epoch 103",
-            limitations=[
-                "Converged by this recipe's rule (validation flat for 10 epochs), at 100 units "
-                "where the reference uses 300.",
-                "Ahead of its ODE-RNN baseline in this sparse setting (ode_rnn.hopper_10pct: "
-                "3.621e-3, 1.35x its MSE, zoo card): the paper's extrapolation claim, reproduced "
-                "at this fraction. With every point observed the ODE-RNN wins instead "
-                "(latent_ode.hopper against ode_rnn.hopper).",
-                "The loss covers only the scored second half, so the first half's reconstruction "
-                "is untrained.",
-                "The paper's Hopper figures are not quoted: they were not checked against its "
-                "table here.",
-            ],
+            "latent_ode.hopper_10pct",
         ),
     }
 )

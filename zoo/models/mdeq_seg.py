@@ -237,14 +237,6 @@ _SCENES = dict(
     task="semantic-segmentation",
     dataset="fashion_scenes",
     datamodule="fashion_scenes",
-    data_note="Fashion scenes are 64x64 layouts of 2-5 real Fashion-MNIST garments (zoo.data."
-    "fashion_scenes), not street scenes: the Cityscapes figures are context from a different "
-    "dataset, task difficulty and model size, not a like-for-like comparison.",
-    train_split="19,000 of the 20,000 train scenes (1,000 held out, seed 0), built from "
-    "Fashion-MNIST train images only",
-    test_split="the 2,000 test scenes (seed 2), built from Fashion-MNIST test images only",
-    selection="the last weights of the recipe ship, as its rule says; the held-out scenes were "
-    "only logged",
     input_size=[1, 64, 64],
     mean=[0.2860],
     std=[0.3530],
@@ -268,62 +260,18 @@ register_pretrained(
         "mdeq_seg_tiny.fashion_scenes": dict(
             **{
                 **_SCENES,
-                "selection": "the held-out scenes chose the GPU run's last weights (53.09% mIoU "
-                "on them) over the CPU stages' best, stage 4 (51.8%), by the rule the GPU recipe "
-                "wrote down before it ran; no early stopping",
             },
             tags=["deep-equilibrium-models"],
             paper=_MDEQ_PAPER,
-            recipe="recipes/mdeq_seg/mdeq_seg_tiny_fashion_scenes_gpu.yaml",  # with gpu_pair.py
-            card="model_cards/mdeq_seg_tiny.fashion_scenes.md",
-            compute="one NVIDIA H200, from scratch, shared with the explicit baseline's training "
-            "at the same time (recipes/mdeq_seg/gpu_pair.py): 3,000 steps of batch 128 (20.2 "
-            "epochs) in 3.6 minutes of training (72.9 ms a step) inside a 5-minute budget, fp32 "
-            "with TF32 convolutions. Version 1 (stages 1-4 of HISTORY.md) had 166 minutes of one "
-            "CPU thread",
-            limitations=[
-                "Misses the issue's 80% mIoU target by far (20 epochs). Starting from the "
-                "classifier mdeq_tiny.fashion_mnist's backbone (CPU stage 5) did worse than from "
-                "scratch (HISTORY.md: 40.38% held-out mIoU after 2,200 steps).",
-                "At the same wall time on the same GPU and at the same size it loses to its "
-                "explicit baseline hrnet_seg_tiny.fashion_scenes by 8.95 points (52.09% against "
-                "61.04% test mIoU, `zoo card` of each), at 0.65x its peak training memory (116.2 "
-                "against 179.4 MiB at batch 32, `python bench/segmentation.py --device cuda`). "
-                "An MDEQ step costs 8 cell calls, so it took 3,000 steps where the baseline took 3,900, "
-                "and step for step it is behind too (held-out mIoU 44.0% at step 1,499 against "
-                "the baseline's 52.2% at 974; their cosine schedules differ in length).",
-                "The weights include an auxiliary 1x1 classifier on the 1/2-resolution branch "
-                "(275 parameters, a training loss only; predictions never use it).",
-                "Its training solves (8 Anderson iterations) do not meet tol 1e-3; a full solve at "
-                "test time scores lower than the shipped 12 iterations (the curve above).",
-                "Trained and tested on synthetic layouts of 28x28 garments: a benchmark for "
-                "comparing models here, not a street-scene segmenter.",
-            ],
-            paper_results=_CITYSCAPES_PAPER,
+            recipe="recipes/mdeq_seg/mdeq_seg_tiny.fashion_scenes.yaml",  # with gpu_pair.py
         ),
         "hrnet_seg_tiny.fashion_scenes": dict(
             **{
                 **_SCENES,
-                "selection": "the held-out scenes chose the GPU run's last weights (62.62% mIoU "
-                "on them) over version 1's (57.45%), by the rule the GPU recipe wrote down "
-                "before it ran; no early stopping",
             },
             tags=[],
             paper="Baseline of " + _MDEQ_PAPER + " (HRNet-style: Wang et al., TPAMI 2020)",
-            recipe="recipes/mdeq_seg/hrnet_seg_tiny_fashion_scenes_gpu.yaml",  # with gpu_pair.py
-            card="model_cards/hrnet_seg_tiny.fashion_scenes.md",
-            compute="one NVIDIA H200, from scratch, shared with the MDEQ's training at the same "
-            "time (recipes/mdeq_seg/gpu_pair.py): 3,900 steps of batch 128 (26.3 epochs) in 3.7 "
-            "minutes of training (57.7 ms a step) inside a 5-minute budget, fp32 with TF32 "
-            "convolutions. Version 1 had 44 minutes of one CPU thread (2,800 steps of batch 32)",
-            limitations=[
-                "Misses the 80% mIoU the issue asks of the MDEQ too: 26 epochs from scratch.",
-                "The weights include an auxiliary 1x1 classifier on the 1/2-resolution branch "
-                "(275 parameters, a training loss only; predictions never use it).",
-                "Trained and tested on synthetic layouts of 28x28 garments: a benchmark for "
-                "comparing models here, not a street-scene segmenter.",
-            ],
-            paper_results=[],
+            recipe="recipes/mdeq_seg/hrnet_seg_tiny.fashion_scenes.yaml",  # with gpu_pair.py
         ),
     }
 )

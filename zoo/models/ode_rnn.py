@@ -228,147 +228,37 @@ register_pretrained(
         "ode_rnn.physionet": series_entry(
             PHYSIONET_1MIN,
             "ode_rnn.physionet",
-            "ode_rnn_physionet_1min_cpu",
-            compute="1 CPU thread beside other jobs: 12,800 steps of batch 50 (the paper's 100 "
-            "epochs) in about 66 minutes",
-            limitations=[
-                "The baseline of latent_ode.physionet: the same protocol, optimizer and "
-                "schedule on the 1-minute grid. Version 2 (2026-12-03); version 1 was a "
-                "3.5-epoch run on the 0.1 h grid (recipes/latent_ode/ode_rnn_physionet_gpu.yaml).",
-                "Validation is the test split, as in the reference code; nothing is selected on it.",
-                "The paper's ODE-RNN PhysioNet figure is not quoted here: it was not checked "
-                "against the paper's table in this environment.",
-                "Its reference-average MSE (1.19e-2) is 3.6x its over-points MSE (3.30e-3): it "
-                "predicts each point from the state before it, so a variable's first observation "
-                "in a series is unseen (test MSE 2.01e-2 there, 2.03e-3 on later points, the "
-                "lowest of the three PhysioNet models), and 21.6% of the average's (series, "
-                "variable) cells hold a single point. `python "
-                "recipes/latent_ode/first_observation_mse.py ode_rnn.physionet` shows the split.",
-            ],
+            "ode_rnn.physionet",
         ),
         "rnn_vae.physionet": series_entry(
             PHYSIONET_1MIN,
             "rnn_vae.physionet",
-            "rnn_vae_physionet_1min_cpu",
-            compute="2 CPU cores, one thread beside other jobs, resumed session by session "
-            "from its Lightning state: 12,800 steps of batch 50 (the paper's 100 epochs) in "
-            "8 h 45 min of training wall time (Lightning's cumulative timer)",
-            limitations=[
-                "The baseline of latent_ode.physionet: the same protocol, optimizer, schedule "
-                "and KL warm-up, the reference's PhysioNet sizes (20 latents, 40 recognition "
-                "units, 50 GRU units).",
-                "Validation is the test split, as in the reference code; nothing is selected on it.",
-                "Beats the paper's RNN-VAE figure (3.19e-3 against 5.930e-3, zoo card) and stays "
-                "behind latent_ode.physionet (2.375e-3) on the same protocol: the paper's "
-                "ordering of the two.",
-            ],
-            paper_results=[
-                {
-                    "metric": "mse",
-                    "value": 5.930e-3,
-                    "source": "Latent ODE paper, PhysioNet interpolation, RNN-VAE, 1-minute grid",
-                }
-            ],
+            "rnn_vae.physionet",
         ),
         "rnn_vae.physionet_extrap": series_entry(
             PHYSIONET_1MIN_EXTRAP,
             "rnn_vae.physionet_extrap",
-            "rnn_vae_physionet_extrap_1min_cpu",
-            compute="1 CPU thread beside other jobs, resumed across four sessions from its "
-            "Lightning state: 12,800 steps of batch 50 (the paper's 100 epochs) in 6 h 27 min "
-            "of training wall time (Lightning's cumulative timer)",
-            limitations=[
-                "The baseline of latent_ode.physionet_extrap: the same protocol, optimizer, "
-                "schedule and KL warm-up, rnn_vae.physionet's sizes.",
-                "Validation is the test split, as in the reference code; nothing is selected on it.",
-                "Posterior collapse: the predicted mean is one constant per variable, the same "
-                "for every patient (the figure: heart rate at 0.285 in all three series), so the "
-                "extrapolation MSE (3.797e-3, zoo card) is that of a per-variable mean, 1.67x "
-                "latent_ode.physionet_extrap's 2.268e-3 on the same protocol. The logged test "
-                "MSE stayed at 3.79e-3 to 3.85e-3 from the first epoch to the last.",
-                "The paper's RNN-VAE extrapolation figure is not quoted here: it was not checked "
-                "against the paper's table in this environment.",
-            ],
+            "rnn_vae.physionet_extrap",
         ),
         "ode_rnn.hopper": series_entry(
             HOPPER_CONVERGE,
             "ode_rnn.hopper",
-            "ode_rnn_hopper_converge_cpu",
-            selection="the 800 held-out validation trajectories chose the weights (the best epoch, 85 of 87) and would have stopped the run after 10 flat epochs; the test split chose nothing",
-            compute="1 CPU thread beside another training run: 87 epochs of 144 steps of batch "
-            "50 in 30 minutes (the time cap both Hopper models got); the best-on-validation "
-            "weights, from epoch 85",
-            limitations=[
-                "The baseline of latent_ode.hopper, with the same data, wall-time cap, "
-                "optimizer and schedule. Stopped by the cap, not converged: the validation MSE "
-                "was still falling slowly (1.55e-3 at epoch 71, 1.47e-3 at 85).",
-                "All time points observed (obs_frac 1.0): the paper's Hopper table subsamples "
-                "10-50% of them, so its columns are not this setting and are not quoted.",
-            ],
+            "ode_rnn.hopper",
         ),
         "ode_rnn.hopper_10pct": series_entry(
             HOPPER_10PCT,
             "ode_rnn.hopper_10pct",
-            "ode_rnn_hopper_10pct_cpu",
-            selection="the 800 held-out validation trajectories chose the weights (the best "
-            "epoch, 37 of 48) and stopped the run after 10 flat epochs; the test split chose "
-            "nothing",
-            compute="1 CPU thread beside another training run: 48 epochs of 144 steps of batch "
-            "50 in 6 minutes, stopped by early stopping (validation flat for 10 epochs) inside "
-            "the 30-minute cap that latent_ode.hopper_10pct got too; the best-on-validation "
-            "weights, from epoch 37",
-            limitations=[
-                "The baseline of latent_ode.hopper_10pct, with the same data, cap, optimizer "
-                "and schedule; converged by the recipe's rule (validation flat for 10 epochs).",
-                "Behind the latent ODE here (3.621e-3 against latent_ode.hopper_10pct's "
-                "2.689e-3, zoo card): seeing 10% of the first half, it carries less into the "
-                "unobserved second half. With every point observed it is ahead (ode_rnn.hopper).",
-                "The paper's Hopper figures are not quoted: they were not checked against its "
-                "table here.",
-            ],
+            "ode_rnn.hopper_10pct",
         ),
         "gru_delta_t.hopper_10pct": series_entry(
             HOPPER_10PCT,
             "gru_delta_t.hopper_10pct",
-            "gru_delta_t_hopper_10pct_cpu",
-            selection="the 800 held-out validation trajectories chose the weights (the best "
-            "epoch, 111 of 122) and stopped the run after 10 flat epochs; the test split chose "
-            "nothing",
-            compute="1 CPU thread beside two or three other jobs: 122 epochs of 144 steps of "
-            "batch 50 in 13 minutes, stopped by early stopping (validation flat for 10 epochs) "
-            "inside the 30-minute cap both ODE models got; the best-on-validation weights, from "
-            "epoch 111",
-            limitations=[
-                "The classic RNN baseline of latent_ode.hopper_10pct and ode_rnn.hopper_10pct: "
-                "the same data, cap, optimizer and schedule; converged by the recipe's rule "
-                "(validation flat for 10 epochs), as both ODE models did.",
-                "The weakest of the three at this fraction (zoo card, the same 2,000 test "
-                "trajectories): 4.107e-3 against latent_ode.hopper_10pct's 2.689e-3 and "
-                "ode_rnn.hopper_10pct's 3.621e-3, the paper's ordering at extrapolation (latent "
-                "ODE, then ODE-RNN, then the RNN).",
-                "The paper's Hopper figures are not quoted: they were not checked against its "
-                "table here.",
-            ],
+            "gru_delta_t.hopper_10pct",
         ),
         "gru_delta_t.hopper": series_entry(
             HOPPER_CONVERGE,
             "gru_delta_t.hopper",
-            "gru_delta_t_hopper_converge_cpu",
-            selection="the 800 held-out validation trajectories chose the weights (the best epoch, 84 of 95) and stopped the run after 10 flat epochs; the test split chose nothing",
-            compute="1 CPU thread, beside one to three other jobs for its first 18 minutes "
-            "and alone after: 95 epochs of 144 steps of batch 50 in 28 minutes, stopped by early "
-            "stopping (validation flat for 10 epochs) inside the 30-minute cap both other "
-            "Hopper models got; the best-on-validation weights, from epoch 84",
-            limitations=[
-                "The classic RNN baseline of latent_ode.hopper and ode_rnn.hopper: same data, "
-                "wall-time cap, optimizer and schedule. Converged (early stopping), unlike the "
-                "two ODE models, which were still improving at the cap.",
-                "The weakest of the three at this budget (zoo card, the same 2,000 test "
-                "trajectories): 2.377e-3 against latent_ode.hopper's 1.964e-3 and "
-                "ode_rnn.hopper's 1.618e-3.",
-                "All time points observed (obs_frac 1.0): the paper's Hopper table subsamples "
-                "10-50% of them, so its columns are not this setting and are not quoted.",
-            ],
+            "gru_delta_t.hopper",
         ),
     }
 )

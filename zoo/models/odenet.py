@@ -298,12 +298,6 @@ _FASHION = dict(
     tags=["neural-ode"],
     dataset="fashion_mnist",
     datamodule="fashion_mnist",
-    train_split="55,000 of the 60,000 training images (5,000 held out, seed 0, logged only)",
-    test_split="the 10,000 test images",
-    selection="none: the last weights ship (the rule in the recipe, written before it ran); "
-    "the held-out images were only logged",
-    data_note="Their figures are on MNIST, not Fashion-MNIST (a harder dataset), after about 160 "
-    "epochs: quoted for scale, not comparable.",
     input_size=[1, 28, 28],
     mean=[0.2860],
     std=[0.3530],
@@ -317,49 +311,12 @@ register_pretrained(
         "odenet.fashion_mnist": dict(
             _FASHION,
             **_GRID_SWEEP,
-            recipe="recipes/odenet/odenet_fashion_mnist_cpu.yaml",
-            card="model_cards/odenet.fashion_mnist.md",
-            compute="1 CPU thread beside two other jobs: 1,311 steps of batch 128 (3.05 epochs) "
-            "in the recipe's 25-minute wall-time budget",
-            limitations=[
-                "Under-trained: the 25-minute budget ran out at 3.05 of the recipe's 6 epochs (it "
-                "assumed ~0.5 s a step; beside two other jobs a step took ~1.1 s), with the "
-                "learning rate still about half its peak; validation fell from 86.8% after epoch "
-                "2 to 83.1% at the stop (recipes/odenet/HISTORY.md).",
-                "Trained on a fixed grid of 2 RK4 steps; accuracy is flat from 1 to 8 steps. An "
-                "adaptive solve is available (`zoo.load(name, grid_steps=0, rtol=1e-3, "
-                "atol=1e-3)`) but was not trained.",
-            ],
-            paper_results=[
-                {
-                    "metric": "top1",
-                    "value": 99.58,
-                    "source": "Chen et al. Table 1: ODE-Net, 0.42% test error on MNIST (not "
-                    "Fashion-MNIST), 0.22M parameters",
-                }
-            ],
+            recipe="recipes/odenet/odenet.fashion_mnist.yaml",
         ),
         "resnet_small.fashion_mnist": dict(
             _FASHION,
             tags=[],
-            recipe="recipes/odenet/resnet_small_fashion_mnist_cpu.yaml",
-            card="model_cards/resnet_small.fashion_mnist.md",
-            compute="1 CPU thread beside one other job: 3,085 steps of batch 128 (7.2 epochs) in "
-            "the recipe's 25-minute wall-time budget",
-            limitations=[
-                "The budget ran out at 7.2 of the recipe's 12 epochs, before the cosine schedule "
-                "ended (recipes/odenet/HISTORY.md).",
-                "One residual block: the ODE-Net's parameter count, not Chen et al.'s 6-block "
-                "0.60M ResNet.",
-            ],
-            paper_results=[
-                {
-                    "metric": "top1",
-                    "value": 99.59,
-                    "source": "Chen et al. Table 1: ResNet (6 residual blocks), 0.41% test error "
-                    "on MNIST (not Fashion-MNIST), 0.60M parameters",
-                }
-            ],
+            recipe="recipes/odenet/resnet_small.fashion_mnist.yaml",
         ),
     }
 )
@@ -368,77 +325,29 @@ _CIFAR = dict(
     tags=["neural-ode"],
     dataset="cifar10_jpeg",
     datamodule="cifar10_jpeg",
-    train_split="45,000 of the 50,000 JPEG training images (5,000 held out, seed 0, logged only)",
-    test_split="the 10,000 JPEG test images",
-    selection="none: the last weights ship (the rule in the recipe, written before it ran); "
-    "the held-out images were only logged",
-    data_note="Theirs: the original CIFAR-10 PNGs, no augmentation, ~172K parameters, trained to "
-    "convergence; ours: a lossy JPEG copy, no augmentation, a 30-minute CPU budget.",
     input_size=[3, 32, 32],
     mean=[0.4914, 0.4822, 0.4465],
     std=[0.2470, 0.2435, 0.2616],
     license="apache-2.0",
     paper=_CHEN,
 )
-_MDEQ_TABLE = "the MDEQ paper (Bai et al. 2020), CIFAR-10 without augmentation, ~172K parameters"
 register_pretrained(
     {
         "odenet.cifar10": dict(
             _CIFAR,
             **_GRID_SWEEP,
-            recipe="recipes/odenet/odenet_cifar10_cpu.yaml",
-            card="model_cards/odenet.cifar10.md",
-            compute="1 CPU thread beside two other jobs: 1,007 steps of batch 128 (2.87 epochs) "
-            "in the recipe's 30-minute wall-time budget",
-            limitations=[
-                "Under-trained: the 30-minute budget ran out at 2.87 of the recipe's 4 epochs, "
-                "before the cosine schedule ended; validation was still rising (48.7%, 59.3%, "
-                "64.3%) (recipes/odenet/HISTORY.md).",
-                "Trained and tested on a lossy JPEG copy of CIFAR-10, not the original PNGs.",
-            ],
-            paper_results=[
-                {"metric": "top1", "value": 53.7, "source": f"Neural ODE in {_MDEQ_TABLE}"},
-                {
-                    "metric": "top1",
-                    "value": 60.6,
-                    "source": f"augmented Neural ODE in {_MDEQ_TABLE}",
-                },
-            ],
+            recipe="recipes/odenet/odenet.cifar10.yaml",
         ),
         "odenet_reg.cifar10": dict(
             _CIFAR,
             **_GRID_SWEEP,
             tags=["neural-ode", "rnode"],
-            recipe="recipes/odenet/odenet_reg_cifar10_cpu.yaml",
-            card="model_cards/odenet_reg.cifar10.md",
-            compute="1 CPU thread beside one other job: 1,007 steps of batch 128 (2.87 epochs, "
-            "where odenet.cifar10's budget stopped it), ~1.2 s a step",
-            limitations=[
-                "odenet.cifar10's recipe plus RNODE's kinetic and Jacobian terms (0.01 each), "
-                "stopped at the same step on the same learning-rate path. Solved adaptively "
-                "(dopri5, rtol = atol = 1e-3) it needs 20.0 test NFE at 53.86% against "
-                "odenet.cifar10's 29.9 at 62.95% (`python bench/odenet_nfe.py`): issue #21's "
-                "target (2x fewer NFE within 1 point) is missed on both counts "
-                "(recipes/odenet/HISTORY.md).",
-                "Under-trained, as odenet.cifar10: 2.87 of the schedule's 4 epochs.",
-                "Trained and tested on a lossy JPEG copy of CIFAR-10, not the original PNGs.",
-            ],
-            paper_results=[],
+            recipe="recipes/odenet/odenet_reg.cifar10.yaml",
         ),
         "resnet_small.cifar10": dict(
             _CIFAR,
             tags=[],
-            recipe="recipes/odenet/resnet_small_cifar10_cpu.yaml",
-            card="model_cards/resnet_small.cifar10.md",
-            compute="1 CPU thread beside two other jobs: 2,050 steps of batch 128 (5.84 epochs) "
-            "in the recipe's 30-minute wall-time budget",
-            limitations=[
-                "The budget ran out at 5.84 of the recipe's 9 epochs, before the cosine schedule "
-                "ended (recipes/odenet/HISTORY.md).",
-                "148,510 parameters against the ODE-Net's 171,318 (no augmented or time "
-                "channels); trained and tested on a lossy JPEG copy of CIFAR-10.",
-            ],
-            paper_results=[],
+            recipe="recipes/odenet/resnet_small.cifar10.yaml",
         ),
     }
 )

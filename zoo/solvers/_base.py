@@ -123,7 +123,7 @@ class FixedPointSolver(abc.ABC):
             and it returns ``g(z)`` of the iterate whose worst sample is lowest. For maps whose
             "samples" are coupled (the DEQ-Transformer's positions attend to each other), the
             per-sample rule returns a mix of iterations whose joint residual can exceed the
-            ``tol`` each sample met on its own (README, issue #24's targets). A map may
+            ``tol`` each sample met on its own. A map may
             declare that only consecutive blocks of its rows are coupled (``g.group``: rows
             per block, e.g. one sequence's positions); the decision is then one per block,
             and with ``compact`` a stopped block's rows are no longer evaluated. Without

@@ -262,16 +262,29 @@ class TaskSpec:
         raise NotImplementedError
 
     # ----- model cards ----------------------------------------------------------------------
-    def describe(self, model, info: dict) -> str:
-        """The card's first words: the model class's ``description``, e.g. "A Multiscale Deep
-        Equilibrium Model"."""
-        return getattr(model, "description", "") or f"A `{info['architecture']}` model"
+    # A card is rendered from its data file (``zoo.cards``): the hooks below get ``facts``, what
+    # ``zoo card`` recorded about the model (``card_facts``), never the model itself.
+    def card_facts(self, name: str, model, info: dict) -> dict:
+        """What the card says about the model itself, recorded by ``zoo card``: its
+        description, parameter count and shipped test-time budget (a task adds its own)."""
+        facts = {
+            "parameters": model.num_params(),
+            "description": getattr(model, "description", "") or f"A `{info['architecture']}` model",
+        }
+        if model.inference_budget():
+            facts["budget"] = model.inference_budget()
+        return facts
 
-    def card_use(self, name: str, model, info: dict) -> list[str]:
-        """Extra lines inside the card's "Use it" code block."""
+    def describe(self, facts: dict, info: dict) -> str:
+        """The card's first words, e.g. "A Multiscale Deep Equilibrium Model"."""
+        return facts.get("description") or f"A `{info['architecture']}` model"
+
+    def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
+        """The lines after ``model = zoo.load(name)`` in the card's "Use it" block: a complete
+        program from input to prediction (every card's block runs in the tests)."""
         return []
 
-    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+    def card_after_use(self, name: str, facts: dict, info: dict) -> list[str]:
         """Lines after the "Use it" code block (inputs, shell commands)."""
         return []
 
@@ -299,16 +312,20 @@ class TaskSpec:
         """Extra figures for the card beyond the solver-budget curve: ``(title, path)``."""
         return []
 
-    def card_extra(self, name: str, model, info: dict) -> list[str]:
+    def card_extra(self, name: str, facts: dict, info: dict) -> list[str]:
         """Extra card sections (markdown lines), e.g. a generated sample."""
         return []
 
     def comparison_note(self, info: dict) -> list[str]:
-        """Bullets after the papers' numbers saying how comparable they are."""
-        return [
-            "- Different data, size or budget from ours: the figures are context, not a "
-            "like-for-like comparison."
-        ]
+        """Lines after the comparison table saying how comparable the figures are."""
+        if info.get("comparison"):
+            return [info["comparison"]]
+        if info.get("papers"):
+            return [
+                "The papers' figures come from other data, sizes or budgets: context, not a "
+                "like-for-like comparison."
+            ]
+        return []
 
     # ----- leaderboard ----------------------------------------------------------------------
     def units(self) -> str:
@@ -334,8 +351,8 @@ class TaskSpec:
         ]
         for r in rows:
             papers = "; ".join(
-                f"{p['value']} {p['metric']} ({p['source']})"
-                for p in infos[r["name"]].get("paper_results", [])
+                f"{p['value']} {p['metric']} ({p['setup']})"
+                for p in infos[r["name"]].get("papers") or []
             )
             k = r["primary_metric"]
             lines.append(

@@ -206,14 +206,25 @@ class ImageClassificationSpec(TaskSpec):
     def smoke_inputs(self, model):
         return (torch.randn(2, model.in_chans, 32, 32),), (2, model.num_classes)
 
-    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+    def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
+        lines = [
+            "x, y = zoo.example_batch(model, 8)  # 8 test images of the shipped sample, normalized",
+            "pred = model(x).argmax(-1)  # class ids",
+            'print(f"{(pred == y).sum()} of {len(y)} right")',
+        ]
+        if facts.get("budget"):
+            lines += [
+                f'fast = zoo.load("{name}", max_iter=4)  # a smaller test-time budget, same weights',
+                "print((fast(x).argmax(-1) == pred).float().mean())  # agreement with the shipped budget",
+            ]
+        return lines
+
+    def card_after_use(self, name: str, facts: dict, info: dict) -> list[str]:
         return [
             f"Inputs: `{info['input_size']}` tensors normalized with mean `{info['mean']}` and "
-            f"std `{info['std']}` (`model.pretrained_cfg`).",
+            f"std `{info['std']}` (`model.pretrained_cfg`); with timm: "
+            f'`timm.create_model("{name}", pretrained=True)` after `import zoo`.',
         ]
-
-    def comparison_note(self, info: dict) -> list[str]:
-        return [f"- {info['data_note']}"] if info.get("data_note") else []
 
 
 register_task(ImageClassificationSpec())

@@ -189,33 +189,38 @@ class DensityEstimationSpec(TaskSpec):
         np.savez_compressed(out, x=x.numpy())
         return f"{len(x)} {'points' if x.dim() == 2 else 'images'}"
 
-    def card_use(self, name: str, model, info: dict) -> list[str]:
-        fast = f'fast = zoo.load("{name}", rtol=1e-3, atol=1e-3)  # looser solve: fewer NFE'
-        if len(getattr(model, "input_shape", ())) == 3:  # an image flow: pixels in, pixels out
-            shape = ", ".join(str(s) for s in model.input_shape)
+    def card_facts(self, name: str, model, info: dict) -> dict:
+        facts = super().card_facts(name, model, info)
+        if getattr(model, "input_shape", None) is not None:
+            facts["input_shape"] = list(model.input_shape)
+        return facts
+
+    def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
+        if len(facts.get("input_shape") or ()) == 3:  # an image flow: pixels in, pixels out
+            shape = ", ".join(str(s) for s in facts["input_shape"])
             return [
-                fast,
-                "import math, torch",
-                f"logp = model.log_prob(x)   # x: uint8 pixels (batch, {shape}); nats per image",
-                "bpd = -logp / (x[0].numel() * math.log(2))   # bits/dim, 256-level scale",
-                "imgs = model.sample(16, generator=torch.Generator().manual_seed(0))  # [0, 256)",
+                "import math",
+                "",
+                f"x = zoo.example_batch(model, 2)  # uint8 pixels (2, {shape}) of the shipped sample",
+                "logp = model.log_prob(x)  # nats per image",
+                "print(-logp / (x[0].numel() * math.log(2)))  # bits/dim, 256-level scale",
             ]
         return [
-            fast,
             "import torch",
-            "logp = model.log_prob(x)          # nats per sample, x: (batch, dim)",
-            "x_new = model.sample(1000, generator=torch.Generator().manual_seed(0))",
+            "",
+            "x = zoo.example_batch(model, 500)  # 500 test points of the shipped sample",
+            "logp = model.log_prob(x)  # nats per point",
+            'print(f"test NLL {-logp.mean():.3f} nats")',
+            "x_new = model.sample(100, generator=torch.Generator().manual_seed(0))",
+            f'fast = zoo.load("{name}", rtol=1e-3, atol=1e-3)  # a looser solve: fewer NFE',
         ]
 
-    def comparison_note(self, info: dict) -> list[str]:
-        return []
-
-    def card_extra(self, name: str, model, info: dict) -> list[str]:
-        if not info.get("entropy_floor"):
+    def card_extra(self, name: str, facts: dict, info: dict) -> list[str]:
+        if not info.get("floor"):
             return []
         return [
             "## The floor",
-            f"The test NLL above is to be read against {info['entropy_floor']}. A loose solve's "
+            f"The test NLL above is to be read against {info['floor']}. A loose solve's "
             "NLL is not a density's: its solver error can put it below the floor (see the "
             "tolerance rows), which is no better model.",
             "",

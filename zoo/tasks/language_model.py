@@ -307,15 +307,31 @@ class LanguageModelingSpec(TaskSpec):
     def options(self, cfg: dict) -> dict:
         return {"prompt": cfg.get("card_prompt", "The")}
 
-    def card_after_use(self, name: str, model, info: dict) -> list[str]:
-        return [f'From the shell: `zoo generate {name} --prompt "{self.options(info)["prompt"]}"`.']
+    _GENERATE = dict(max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
 
-    def card_extra(self, name: str, model, info: dict) -> list[str]:
+    def card_facts(self, name: str, model, info: dict) -> dict:
         from ..text import generate_text
 
+        facts = super().card_facts(name, model, info)
+        facts["sample_text"] = generate_text(model, self.options(info)["prompt"], **self._GENERATE)
+        return facts
+
+    def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
         prompt = self.options(info)["prompt"]
-        args = dict(max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
-        text = generate_text(model, prompt, **args)
+        return [
+            "from zoo.text import generate_text",
+            "",
+            f'print(generate_text(model, "{prompt}", max_new_tokens=8, seed=0))',
+        ]
+
+    def card_after_use(self, name: str, facts: dict, info: dict) -> list[str]:
+        return [f'From the shell: `zoo generate {name} --prompt "{self.options(info)["prompt"]}"`.']
+
+    def card_extra(self, name: str, facts: dict, info: dict) -> list[str]:
+        text = facts.get("sample_text")
+        if text is None:
+            return []
+        prompt = self.options(info)["prompt"]
         return [
             "## A generated sample",
             f'`zoo generate {name} --prompt "{prompt}" --max-new-tokens 40 --temperature 0.8 '
@@ -328,7 +344,7 @@ class LanguageModelingSpec(TaskSpec):
     def figures(self, name, model, rows, info, out_dir, data_dir=None):
         """Validation perplexity (or bits per character) against training tokens, from the
         run's log (``training_log.json``, written by ``zoo export``), with the checkpoint's
-        declared ``pair`` (its DEQ or explicit counterpart) on the same axes."""
+        declared ``baseline`` (its explicit counterpart) on the same axes."""
         import json
 
         from ..models import checkpoint_dir, list_models
@@ -336,7 +352,7 @@ class LanguageModelingSpec(TaskSpec):
         # a config is data: the pair must be a registered checkpoint, never a path
         shipped = set(list_models(pretrained=True))
         curves = {}
-        for who in (name, info.get("pair")):
+        for who in (name, info.get("baseline")):
             log = checkpoint_dir() / who / "training_log.json" if who in shipped else None
             if log is not None and log.is_file():
                 pts = json.loads(log.read_text()).get("val/ppl")

@@ -267,14 +267,14 @@ class SegmentationSpec(TaskSpec):
         np.savez_compressed(out, x=x[:k].numpy(), y=y[:k].numpy())
         return f"{min(k, len(y))} scenes"
 
-    def card_use(self, name: str, model, info: dict) -> list[str]:
-        c, h, w = info.get("input_size", [model.in_chans, 64, 64])
+    def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
         return [
-            f"logits = model(x)                 # x: (batch, {c}, H, W) normalized images",
-            "mask = logits.argmax(1)           # (batch, H, W) class ids",
+            "x, y = zoo.example_batch(model, 4)  # 4 test scenes of the shipped sample, normalized",
+            "mask = model(x).argmax(1)  # (4, H, W) class ids",
+            'print(f"pixel accuracy {(mask == y).float().mean():.1%}")',
         ]
 
-    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+    def card_after_use(self, name: str, facts: dict, info: dict) -> list[str]:
         names = self.protocol(info).options.get("class_names")
         lines = [
             f"Inputs: `{info['input_size']}` tensors normalized with mean `{info['mean']}` and "
@@ -293,9 +293,6 @@ class SegmentationSpec(TaskSpec):
             lines.append("|---" * len(per) + "|")
             lines.append("| " + " | ".join(f"{v:g}" for v in per.values()) + " |")
         return lines
-
-    def comparison_note(self, info: dict) -> list[str]:
-        return [f"- {info['data_note']}"] if info.get("data_note") else []
 
     def figures(self, name, model, rows, info, out_dir, data_dir=None):
         png = out_dir / f"{name}.scenes.png"

@@ -314,10 +314,15 @@ class TimeSeriesSpec(TaskSpec):
         )  # fmt: skip
         return f"{b.values.shape[0]} series"
 
-    def card_use(self, name: str, model, info: dict) -> list[str]:
-        return ["mean, samples = model.predict(times, values, mask, query_times)"]
+    def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
+        return [
+            "b = zoo.example_batch(model, 4)  # 4 test series of the shipped sample",
+            "# the mean and 3 samples at the observed times, given the observations",
+            "mean, samples = model.predict(b.times, b.values, b.mask, b.times, n_samples=3)",
+            "print(mean.shape, samples.shape)  # (4, T, D) and (3, 4, T, D)",
+        ]
 
-    def card_after_use(self, name: str, model, info: dict) -> list[str]:
+    def card_after_use(self, name: str, facts: dict, info: dict) -> list[str]:
         return ["", f"Protocol: {self.protocol_note(self.protocol(info))}."]
 
     def leaderboard_section(self, dataset: str, rows: list[dict], infos: dict) -> list[str]:
@@ -333,12 +338,12 @@ class TimeSeriesSpec(TaskSpec):
         for r in rows:
             info = infos[r["name"]]
             ours = r["metrics"].get(self.primary)
-            paper = [p for p in info.get("paper_results", []) if p.get("metric") == self.primary]
+            paper = [p for p in info.get("papers") or [] if p.get("metric") == self.primary]
             ratio = "-"
             if paper and ours is not None:
                 x = ours / paper[0]["value"]
                 ratio = f"{x:.2f}x ({'met' if x <= 1 else 'missed'})"
-            theirs = f"{paper[0]['value']:.4g} ({paper[0]['source']})" if paper else "-"
+            theirs = f"{paper[0]['value']:.4g} ({paper[0]['setup']})" if paper else "-"
             lines.append(
                 f"| {r['name']} | {_protocol_words(info)} | "
                 f"{'-' if ours is None else f'{ours:.4g}'} | {theirs} | {ratio} | "
