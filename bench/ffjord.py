@@ -15,7 +15,7 @@
    of each shipped Fashion-MNIST flow, single-scale and multi-resolution field, by its own
    objective: forward NFE and seconds per iteration measured here; the steps its recipe's 2 hours
    bought (its shipped training log) and its test bits/dim and solve NFE (its card's
-   ``model_cards/results/NAME.json``, from ``zoo card``) read from the files.
+   ``model_cards/NAME.yaml``, from ``zoo card``) read from the files.
 4. ``adjoint``: one training step of the 8gaussians flow with the adjoint against direct
    backprop through dopri5: activations saved for the backward (``saved_tensors_hooks``, exact),
    peak memory and seconds, each in a fresh process.
@@ -142,6 +142,7 @@ def _image_rows(quick: bool) -> list[dict]:
     import numpy as np
 
     import zoo
+    from zoo.cards import shipped_row
     from zoo.nn import flow_matching_loss
 
     root = Path(__file__).resolve().parents[1]
@@ -175,9 +176,8 @@ def _image_rows(quick: bool) -> list[dict]:
         log = root / "checkpoints" / name / "training_log.json"
         if log.is_file():
             row["steps_in_budget"] = int(json.loads(log.read_text())["train/loss"][-1][0]) + 1
-        res = root / "model_cards" / "results" / f"{name}.json"
-        if res.is_file():
-            card = json.loads(res.read_text())[0]
+        card = shipped_row(name)
+        if card is not None:
             row |= {"test_bpd (zoo card)": card["metrics"]["bpd"], "test_nfe": card["nfe_mean"]}
         rows.append(row)
         print(row, flush=True)
