@@ -662,11 +662,19 @@ def _grad(name, **kw):
     return get_grad(name, **kw)
 
 
+class _TanhCell(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, z, x):
+        return torch.tanh(self.lin(z) + x)
+
+
 def _deq():
     from zoo.nn import DEQ
 
-    lin = torch.nn.Linear(4, 4)
-    return DEQ(lambda z, x: torch.tanh(lin(z) + x))
+    return DEQ(_TanhCell())
 
 
 def _ode(**kw):

@@ -114,7 +114,7 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
 
     # timm returns the zoo's weights once zoo is imported
     code = (
-        "import zoo, timm; m = timm.create_model('mdeq_tiny', pretrained=True); "
+        "import zoo, timm; m = timm.create_model('mdeq_tiny.fashion_mnist', pretrained=True); "
         "print(m.pretrained_cfg['name'], m.pretrained_cfg['source'])"
     )
     import os
@@ -168,9 +168,11 @@ def test_fit_export_eval_card_leaderboard(tmp_path, monkeypatch, capsys):
     assert [r["budget"] for r in stored] == [2, 12, "full solve (4 it, tol 0.001)"]
     assert "top1" in zoo.load("mdeq_tiny.fashion_mnist").pretrained_cfg["metrics"]
 
-    assert main(["leaderboard", "--sample", "--limit", "40", "--out", str(tmp_path / "lb.md")]) == 0
+    # offline, with one checkpoint here: the others are listed as not measured (exit 1)
+    assert main(["leaderboard", "--sample", "--limit", "40", "--out", str(tmp_path / "lb.md")]) == 1
     lb = (tmp_path / "lb.md").read_text()
     assert "mdeq_tiny.fashion_mnist" in lb and "papers' own figures" in lb
+    assert "- odenet.cifar10: the Hub repository 'implicit-zoo/odenet.cifar10'" in lb
     # one table per dataset, with the parameter count of each model beside its metric
     assert "### fashion_mnist (image-classification" in lb and "| parameters |" in lb
 

@@ -218,3 +218,25 @@ def test_latent_ode_grid_decoder_matches_adaptive_solve_and_backprops():
     assert grid.decoder_ode.nfe_forward == 4 * 64 + 1
     with pytest.raises(ValueError, match="adjoint"):
         LatentODE(input_dim=2, latent_dim=3, decoder_steps=8, adjoint=True)
+
+
+def test_odeblock_takes_what_torchdiffeq_takes_and_returns_the_trajectory():
+    """A plain function as the field, the state at every requested time (torchdiffeq's odeint
+    semantics), float64 against the analytic solution; the adjoint refuses a function."""
+    import math
+
+    from zoo.nn import ODEBlock, odeint
+
+    t = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    y0 = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    traj = odeint(lambda t, y: -0.5 * y, y0, t)
+    assert traj.shape == (4, 2)
+    exact = y0 * torch.exp(-0.5 * t)[:, None]
+    torch.testing.assert_close(traj, exact, rtol=1e-6, atol=1e-8)
+    block = ODEBlock(lambda t, y: -0.5 * y, t=t, rtol=1e-9, atol=1e-9)
+    assert abs(float(block(y0)[0]) - math.exp(-1.0)) < 1e-7 and block.nfe_forward > 0
+    with pytest.raises(TypeError, match="adjoint=True needs func as an nn.Module"):
+        ODEBlock(lambda t, y: -y, adjoint=True)
+    w = torch.nn.Parameter(torch.ones(()))
+    with pytest.warns(UserWarning, match="does not register"):
+        ODEBlock(lambda t, y: -w * y)

@@ -259,3 +259,27 @@ def test_push_of_a_shipped_checkpoint_uploads_its_eval_results(tmp_path, monkeyp
     entries = yaml.safe_load(uploaded[".eval_results/zalando-datasets_fashion_mnist.yaml"])
     top1 = cards.shipped_row("odenet.fashion_mnist")["metrics"]["top1"]
     assert [e["value"] for e in entries if e["metric"]["name"] == "top-1 %"] == [top1]
+
+
+@pytest.mark.parametrize("status", [401, 403, 405])
+def test_a_refused_push_is_one_clear_line(status, monkeypatch, capsys):
+    """A read-only server, a bad token or a repo the token may not write: exit 2, one line."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from zoo.cli import main
+
+    def refuse(self, repo_id, **kw):
+        request = httpx2.Request("POST", "http://127.0.0.1:9/api/repos/create")
+        raise HfHubHTTPError("refused", response=httpx2.Response(status, request=request))
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    monkeypatch.setattr("zoo.models._registry._endpoint_reachable", lambda timeout=None: True)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert main(["push", "odenet.fashion_mnist", "--repo-id", "me/m"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"HTTP {status}" in err and "Traceback" not in err
+    assert ("token" in err) if status in (401, 403) else "refused the upload" in err

@@ -99,3 +99,18 @@ def test_timm_data_pipeline_reproduces_zoo_eval(name, tmp_path):
     ours = evaluate(name, sample=True)["metrics"]["top1"]
     assert n == len(data["y"])
     assert 100.0 * right / n == pytest.approx(ours, abs=1e-9)
+
+
+def test_a_limited_evaluation_is_a_stated_stratified_subset():
+    """CIFAR-10's test split is sorted by class: --limit 20 must not score 20 airplanes."""
+    import torch
+
+    from zoo.evaluate import evaluate
+    from zoo.tasks._spec import stratified_subset
+
+    labels = torch.arange(10).repeat_interleave(50)  # sorted by class, as the folders are
+    keep = stratified_subset(labels, 20)
+    assert torch.bincount(labels[keep], minlength=10).tolist() == [2] * 10
+    assert torch.equal(keep, stratified_subset(labels, 20))  # fixed: seeded
+    res = evaluate("odenet.fashion_mnist", sample=True, limit=30)
+    assert res["num_samples"] == 30 and "class-stratified" in res["subset"]

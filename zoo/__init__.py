@@ -44,7 +44,7 @@ def model_info(name: str) -> dict:
 
 
 def example_batch(model, n: int = 8):
-    """The first ``n`` test units of a pretrained model's shipped sample, ready for the model.
+    """``n`` test units of a pretrained model's shipped sample, ready for the model.
 
     See :func:`zoo.evaluate.example_batch`.
     """

@@ -229,12 +229,15 @@ def _budget_plot(name: str, rows: list[dict], metric, unit: str, out: Path) -> N
 def _limited(main: dict) -> str:
     """How much of the test split a row saw: empty for all of it."""
     n = main.get("limit")
-    return f"only the first {n:,} test {main.get('unit', 'point')}s (`--limit {n}`)" if n else ""
+    if not n:
+        return ""
+    which = main.get("subset") or f"the first {n:,} test {main.get('unit', 'point')}s"
+    return f"only {which} (`--limit {n}`)"
 
 
 def _source_name(main: dict) -> str:
     part = _limited(main)
-    return f"zoo card ({part}, not the full test set)" if part else "zoo card (the full test set)"
+    return f"zoo card ({part}: part of the test split)" if part else "zoo card (the full test set)"
 
 
 def _dataset(info: dict) -> dict:

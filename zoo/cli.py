@@ -15,13 +15,16 @@ def _cmd_list(args) -> int:
     from zoo.models import architectures, model_info
 
     if not args.archs:
+        from zoo.models import weights_location
+
         names = zoo.list_models(args.pattern, pretrained=True)
         head = "checkpoint (zoo.load NAME)"
         w = max([len(head), *map(len, names)])  # the longest name sets the column
-        print(f"{head:{w}s} {'task':24s} dataset")
+        print(f"{head:{w}s} {'task':24s} {'dataset':18s} weights")
         for n in names:
             info = model_info(n)
-            print(f"{n:{w}s} {info.get('task', ''):24s} {info.get('dataset', '')}")
+            where = weights_location(n) or "Hub (downloaded on first load)"
+            print(f"{n:{w}s} {info.get('task', ''):24s} {info.get('dataset', ''):18s} {where}")
         if not names:
             print(f"(no pretrained checkpoint matches {args.pattern!r})")
     if args.archs or args.all:
@@ -251,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         "--limit",
         type=_positive_int,
         default=None,
-        help="evaluate the first N units only: images, tokens or series, by task (the JSON's "
-        "'unit')",
+        help="evaluate N units only: images, tokens or series, by task (the JSON's 'unit'); "
+        "a fixed subset, stated in the output (class-stratified, seed 0, for image "
+        "classification; else the first N)",
     )
     s.add_argument(
         "--max-iter",

@@ -88,8 +88,9 @@ def evaluate(
         name: ``arch.tag``, ``hf-hub:org/name`` or a local checkpoint folder.
         data_dir: Dataset root (default ``$ZOO_DATA_DIR``).
         split: One of the task's evaluation splits (``test`` by default).
-        limit: Evaluate only the first N units (images, tokens or series: the task's unit,
-            recorded as ``unit`` in the result).
+        limit: Evaluate only N units (images, tokens or series: the task's unit, recorded as
+            ``unit``); which ones is fixed and stated in the result's ``subset`` (image
+            classification: a class-stratified subset drawn with seed 0; else the first N).
         max_iter, tol: Test-time budget (solver iterations / tolerance; for ODE models grid
             steps / rtol and atol). An explicit model refuses a budget.
         batch_size: Images per batch (image tasks).
@@ -119,6 +120,7 @@ def evaluate(
         "num_samples": res.num_samples,
         "unit": protocol.unit,
         "limit": limit,
+        "subset": spec.subset_note(limit) if limit else None,
         "nfe_mean": res.nfe_mean,
         "params": model.num_params(),
         "latency_ms_per_sample": round(1000 * res.seconds / max(res.num_samples, 1), 4),
@@ -155,8 +157,48 @@ def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample, b
             f"{name} does not run under bf16 autocast: {model.bf16_note}; evaluate it in fp32"
         )
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-        res = spec.evaluate(model, batches, protocol, dev, _Clock(dev))
+        with _solver_warnings_summarized(name):
+            res = spec.evaluate(model, batches, protocol, dev, _Clock(dev))
     return model, spec, protocol, res
+
+
+class _solver_warnings_summarized:
+    """A budget-limited solve warns each time it stops short of its tolerance: in an
+    evaluation at the shipped budget that is expected and the user cannot act on it per batch.
+    The warnings are held back and reported once, with their count."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self.caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import warnings
+
+        from .solvers import ConvergenceWarning
+        from .solvers._grad import GradientWarning
+
+        ours = (ConvergenceWarning, GradientWarning)
+        held = [w for w in self.caught if issubclass(w.category, ours)]
+        others = [w for w in self.caught if not issubclass(w.category, ours)]
+        self._ctx.__exit__(*exc)
+        for w in others:  # anything else is the caller's to see, unchanged
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if held and exc[0] is None:
+            first = str(held[0].message)
+            warnings.warn(
+                f"{self.name}: {len(held)} solve(s) of this evaluation stopped at their budget "
+                f"before the tolerance, e.g.: {first} The metrics are those of the returned "
+                "iterates; a larger budget (--max-iter/--tol) changes them.",
+                held[0].category,
+                stacklevel=3,
+            )
 
 
 def _data_source(protocol, data_dir) -> str:
@@ -177,11 +219,13 @@ def print_results(results: list[dict]) -> None:
             f"{r['name']:30s} {r['task']:22s} {r['split'][:22]:22s} {k + ' ' + str(r['metrics'][k]):>14s} "
             f"{nfe:>6s} {r['latency_ms_per_sample']:>10.2f}"
         )
+        if r.get("subset"):
+            print(f"  ({r['name']}: measured on {r['subset']}, not the whole split)")
 
 
 def example_batch(model, n: int = 8):
-    """The first ``n`` units of a pretrained model's shipped evaluation sample, as the model
-    takes them: ``(images, labels)`` normalized for a classifier or a segmenter, a float tensor
+    """``n`` units of a pretrained model's shipped evaluation sample (the subset ``--limit n``
+    scores), as the model takes them: ``(images, labels)`` normalized for a classifier or a segmenter, a float tensor
     of points or uint8 pixels for a flow, an ``IrregularBatch`` of irregularly sampled series.
     Needs no dataset.
 
@@ -217,7 +261,8 @@ def leaderboard(
 ) -> list[dict]:
     """Evaluate every pretrained model; write a markdown table and ``<out>.json`` (the results).
 
-    A model whose dataset is not on this machine is skipped, not fatal: the others are still
+    A model whose dataset is not on this machine, or whose weights are neither here nor
+    reachable on the Hub, is skipped, not fatal: the others are still
     measured, and the skipped ones are listed (with the missing path and the fix) under the
     markdown's tables, on stderr and, given a ``skipped`` list, appended to it as ``name`` and
     ``reason``. Only when every model is skipped does the first error propagate.
@@ -234,7 +279,7 @@ def leaderboard(
             results.append(
                 evaluate(name, data_dir=data_dir, limit=limit, sample=sample, device=device)
             )
-        except MissingDataError as e:
+        except (MissingDataError, ConnectionError) as e:  # no data, or weights out of reach
             if not results and len(missed) == len(names) - 1:
                 raise  # nothing could be measured: the error itself is the answer
             missed.append({"name": name, "reason": str(e)})
@@ -243,7 +288,7 @@ def leaderboard(
     print_results(results)
     lines = leaderboard_markdown(results, sample=sample, device=device)
     if missed:
-        lines += ["", f"Not measured here ({len(missed)}: their data was not found):"]
+        lines += ["", f"Not measured here ({len(missed)}: their data or weights were not found):"]
         lines += [f"- {m['name']}: {m['reason']}" for m in missed]
     out = Path(out)
     out.write_text("\n".join(lines) + "\n")
@@ -253,8 +298,9 @@ def leaderboard(
         skipped.extend(missed)
     if missed:
         print(
-            f"zoo leaderboard: {len(missed)} of {len(names)} models skipped (data not found; "
-            "listed in the markdown). Set ZOO_DATA_DIR or --data-dir, or use --sample.",
+            f"zoo leaderboard: {len(missed)} of {len(names)} models skipped (data or weights not "
+            "found; listed in the markdown with the reason). Set ZOO_DATA_DIR or --data-dir, or "
+            "use --sample; weights download from the Hub unless HF_HUB_OFFLINE is set.",
             file=sys.stderr,
         )
     return results

@@ -31,6 +31,22 @@ def push(name: str, repo_id: str, private: bool = False) -> str:
         raise FileNotFoundError(
             f"{name!r} has no model card (model_cards/{name}.md); write it before pushing"
         )
-    return str(
-        model.push_to_hub(repo_id, private=private, commit_message=f"Upload {name} (implicit-zoo)")
-    )
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return str(
+            model.push_to_hub(
+                repo_id, private=private, commit_message=f"Upload {name} (implicit-zoo)"
+            )
+        )
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        why = {
+            401: "the Hub did not accept your token (HF_TOKEN, or `hf auth login`)",
+            403: f"your token may not write to {repo_id!r} (its owner, or a write token)",
+        }.get(status, "the Hub refused the upload")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PermissionError(
+            f"cannot push {name!r} to {repo_id!r} at {constants.ENDPOINT}: {why} "
+            f"(HTTP {status or '?'}: {first})"
+        ) from None

@@ -26,7 +26,7 @@ def protocols() -> dict[str, tuple]:
     from .tasks import get_task
 
     out: dict[str, tuple] = {}
-    for name in list_pretrained(available=False):
+    for name in list_pretrained():
         info = model_info(name)
         spec = get_task(info["task"])
         p = spec.protocol({**info, "name": name})

@@ -18,6 +18,7 @@ from ._registry import (
     model_info,
     register_model,
     register_pretrained,
+    weights_location,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "default_pretrained",
     "list_models",
     "list_pretrained",
+    "weights_location",
     "load",
     "model_info",
     "register_model",

@@ -24,6 +24,7 @@ __all__ = [
     "register_pretrained",
     "list_models",
     "list_pretrained",
+    "weights_location",
     "load",
     "create_model",
     "checkpoint_dir",
@@ -123,26 +124,28 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     _ensure_loaded()
     if not pretrained:
         return sorted(n for n in _ENTRYPOINTS if fnmatch.fnmatch(n, pattern))
-    return sorted(n for n in _PRETRAINED if fnmatch.fnmatch(n, pattern) and _available(n))
+    return sorted(n for n in _PRETRAINED if fnmatch.fnmatch(n, pattern))
 
 
-def _available(name: str) -> bool:
-    """Shipped in checkpoints/ or already in the HF cache (no network)."""
+def weights_location(name: str) -> str | None:
+    """Where ``zoo.load(name)`` finds the weights without a download: ``"checkpoints"`` (the
+    repository's, or ``$ZOO_CHECKPOINTS``), ``"HF cache"``, or ``None`` (the first load
+    downloads them from the Hub)."""
+    _ensure_loaded()
+    _check_name(name, _PRETRAINED)
     if (checkpoint_dir() / name / "model.safetensors").is_file():
-        return True
+        return "checkpoints"
     from huggingface_hub import try_to_load_from_cache
 
     hit = try_to_load_from_cache(_PRETRAINED[name]["hf_hub_id"], "model.safetensors")
-    return isinstance(hit, str)
+    return "HF cache" if isinstance(hit, str) else None
 
 
-def list_pretrained(pattern: str = "*", available: bool = True) -> list[str]:
-    """Pretrained names; ``available=False`` also lists table entries whose weights are not
-    shipped or cached yet (to cut their samples before they ship)."""
-    if available:
-        return list_models(pattern, pretrained=True)
-    _ensure_loaded()
-    return sorted(n for n in _PRETRAINED if fnmatch.fnmatch(n, pattern))
+def list_pretrained(pattern: str = "*", available: bool = False) -> list[str]:
+    """Pretrained names: every published checkpoint, or with ``available=True`` only those whose
+    weights are here already (the repository's ``checkpoints/`` or the HF cache)."""
+    names = list_models(pattern, pretrained=True)
+    return [n for n in names if weights_location(n)] if available else names
 
 
 def model_info(name: str) -> dict[str, Any]:
@@ -248,9 +251,11 @@ def _from_hub(repo_id: str) -> tuple[Path, Path, str]:
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         pass
     offline_msg = (
-        f"{repo_id!r} is not in the HF cache and the Hub is unreachable "
-        f"({'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else constants.ENDPOINT}); "
-        "download it once online, or copy its folder into checkpoints/"
+        f"the Hub repository {repo_id!r} is not in the HF cache and the Hub is unreachable "
+        f"(HF_ENDPOINT {constants.ENDPOINT}"
+        f"{'; HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else ''}); download it once "
+        "online (unset HF_HUB_OFFLINE), or put its folder (config.json + model.safetensors) "
+        f"under a directory named by ZOO_CHECKPOINTS (now {checkpoint_dir()})"
     )
     if constants.HF_HUB_OFFLINE or not _endpoint_reachable():
         raise ConnectionError(offline_msg)
@@ -258,7 +263,8 @@ def _from_hub(repo_id: str) -> tuple[Path, Path, str]:
         return Path(get("config.json", False)), Path(get("model.safetensors", False)), "Hub"
     except RepositoryNotFoundError as e:
         raise FileNotFoundError(
-            f"Hub repository {repo_id!r} not found (HTTP {_status(e)})"
+            f"Hub repository {repo_id!r} not found at {constants.ENDPOINT} (HTTP {_status(e)}); "
+            "check HF_ENDPOINT, or put its folder under ZOO_CHECKPOINTS"
         ) from None
     except LocalEntryNotFoundError:
         raise ConnectionError(offline_msg) from None
@@ -311,6 +317,14 @@ def load(name: str, pretrained: bool = True, **overrides):
                 f"checkpoint {name!r} names an unknown architecture {arch!r}; a config names a "
                 "registered architecture (zoo.list_models()), never an import path"
             )
+        # timm's fine-tuning arguments: the checkpoint loads as trained, then its head and
+        # stem are adapted (a new head keeps the pretrained body)
+        from ._classifier import TimmClassifier
+
+        adapt = {}
+        cls = _model_class(arch)
+        if cls is not None and issubclass(cls, TimmClassifier):
+            adapt = {k: overrides.pop(k) for k in ("num_classes", "in_chans") if k in overrides}
         args = {**_checked_model_args(arch, cfg.get("model_args"), name), **overrides}
         model = _build(arch, args, name)
         pcfg = dict(cfg.get("pretrained_cfg") or {})
@@ -328,6 +342,10 @@ def load(name: str, pretrained: bool = True, **overrides):
             static["card_path"] = str(w_path.parent / "README.md")
         model.pretrained_cfg = {**pcfg, **static, "name": pcfg.get("name", name), "source": where}
         model.tokenizer = cfg.get("tokenizer")
+        if "num_classes" in adapt and adapt["num_classes"] != model.num_classes:
+            model.reset_classifier(adapt["num_classes"])
+        if "in_chans" in adapt and adapt["in_chans"] != model.in_chans:
+            model.set_in_chans(adapt["in_chans"])
     model.eval()
     if budget:
         model.set_inference_budget(**budget)

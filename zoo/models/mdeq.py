@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from ..nn import DEQ
 from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
 from ._base import ImplicitModelMixin, ZooModel, check_images
+from ._classifier import TimmClassifier
+from ._classifier import check_rate as _check_rate
 from ._mdeq_cell import MDEQCell
 from ._registry import register_model, register_pretrained
 
@@ -123,7 +125,7 @@ class _MDEQBackbone(ImplicitModelMixin, ZooModel):
         return self.deq(xs, z0)
 
 
-class MDEQClassifier(_MDEQBackbone):
+class MDEQClassifier(TimmClassifier, _MDEQBackbone):
     """MDEQ image classifier.
 
     Args:
@@ -141,6 +143,7 @@ class MDEQClassifier(_MDEQBackbone):
         grad: Gradient mode (object or spec dict).
         jac_reg_samples: Hutchinson probes for Jacobian regularization (0 = off).
         pretrain_depth: Unrolled depth used while ``pretraining`` is on.
+        drop_rate: Dropout before the final linear layer (timm's ``drop_rate``).
 
     Example:
         >>> import torch
@@ -171,6 +174,7 @@ class MDEQClassifier(_MDEQBackbone):
         grad: GradMode | dict[str, Any] | None = None,
         jac_reg_samples: int = 0,
         pretrain_depth: int = 10,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         solver = solver or dict(DEFAULT_SOLVER)
@@ -206,22 +210,27 @@ class MDEQClassifier(_MDEQBackbone):
             nn.BatchNorm2d(final_channels),
             nn.ReLU(),
         )
+        self.head_drop = nn.Dropout(_check_rate(drop_rate))
         self.classifier = nn.Linear(final_channels, num_classes)
 
-    def forward_head(self, z: list[Tensor]) -> Tensor:
+    def _head_linear(self) -> tuple[nn.Module, str]:
+        return self, "classifier"
+
+    def _pool(self, z: list[Tensor]) -> Tensor:
         y = self.incre[0](z[0])
         for i, down in enumerate(self.downs):
             y = self.incre[i + 1](z[i + 1]) + down(y)
-        y = self.final(y)
-        return self.classifier(y.mean(dim=(2, 3)))
+        return self.final(y).mean(dim=(2, 3))
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The equilibrium: one feature map per resolution branch, finest first."""
         return self.equilibrium(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == 0:
             self._check_input(x)
-            return x.new_zeros(0, self.classifier.out_features, dtype=self.classifier.weight.dtype)
+            width = self.num_classes or self.num_features
+            return x.new_zeros(0, width, dtype=self.final[0].weight.dtype)
         return self.forward_head(self.equilibrium(x))
 
 

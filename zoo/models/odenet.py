@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..nn import ODEBlock
 from ..nn._regularizers import sample_noise
 from ._base import ZooModel, _check_budget, check_images
+from ._classifier import TimmClassifier, check_rate
 from ._registry import register_model, register_pretrained
 
 __all__ = ["ConvODEFunc", "ODENet", "ResNetSmall"]
@@ -94,10 +95,12 @@ def _stem(in_chans: int, channels: int) -> nn.Sequential:
     )
 
 
-class _ImageClassifier(ZooModel):
+class _ImageClassifier(TimmClassifier, ZooModel):
     """Shared input checks, stem and head of ``odenet`` and ``resnet_small``."""
 
-    def _build_io(self, in_chans: int, num_classes: int, channels: int, head_in: int) -> None:
+    def _build_io(
+        self, in_chans: int, num_classes: int, channels: int, head_in: int, drop_rate: float = 0.0
+    ) -> None:
         for k, v in (("in_chans", in_chans), ("num_classes", num_classes), ("channels", channels)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -107,6 +110,13 @@ class _ImageClassifier(ZooModel):
             _norm(head_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(head_in, num_classes),
         )  # fmt: skip
+        self.head_drop = nn.Dropout(check_rate(drop_rate))
+
+    def _head_linear(self) -> tuple[nn.Module, int]:
+        return self.head, len(self.head) - 1
+
+    def _pool(self, features: Tensor) -> Tensor:
+        return self.head[:-1](features)
 
     def _check(self, x: Tensor) -> Tensor:
         return check_images(self, x, min_size=8)
@@ -115,8 +125,8 @@ class _ImageClassifier(ZooModel):
         """Logits ``(B, num_classes)``."""
         x = self._check(x)
         if x.shape[0] == 0:
-            return x.new_zeros(0, self.num_classes)
-        return self.head(self.forward_features(x))
+            return x.new_zeros(0, self.num_classes or self.num_features)
+        return self.forward_head(self.forward_features(x))
 
 
 class ODENet(_ImageClassifier):
@@ -165,6 +175,7 @@ class ODENet(_ImageClassifier):
         max_num_steps: int = 1000,
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self._capture(locals())
@@ -174,7 +185,7 @@ class ODENet(_ImageClassifier):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
         width = channels + augment_dim
-        self._build_io(in_chans, num_classes, channels, width)
+        self._build_io(in_chans, num_classes, channels, width, drop_rate)
         self.augment_dim = augment_dim
         self.kinetic_weight, self.jacobian_weight = float(kinetic_weight), float(jacobian_weight)
         if isinstance(grid_steps, bool) or not isinstance(grid_steps, int) or grid_steps < 0:
@@ -236,6 +247,7 @@ class ResNetSmall(_ImageClassifier):
         num_classes: Classes.
         channels: Width of the stem and of the blocks.
         depth: Residual blocks (1: the ODE-Net's parameter count, less its time channels).
+        drop_rate: Dropout before the final linear layer (timm's ``drop_rate``).
 
     Example:
         >>> import torch
@@ -248,7 +260,12 @@ class ResNetSmall(_ImageClassifier):
     description = "A small ResNet (the ODE-Net's explicit baseline)"
 
     def __init__(
-        self, in_chans: int = 3, num_classes: int = 10, channels: int = 64, depth: int = 1
+        self,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        channels: int = 64,
+        depth: int = 1,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self._capture(locals())
@@ -256,7 +273,7 @@ class ResNetSmall(_ImageClassifier):
             raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
         from timm.models.resnet import BasicBlock
 
-        self._build_io(in_chans, num_classes, channels, channels)
+        self._build_io(in_chans, num_classes, channels, channels, drop_rate)
         norm = partial(nn.GroupNorm, math.gcd(32, channels))
         self.blocks = nn.Sequential(
             # the stem ends in a conv: the first block's input is pre-activation, as the ODE's

@@ -5,7 +5,7 @@ from ._cnf import CNF, exact_trace
 from ._deq import DEQ, DEQInfo
 from ._dropout import VariationalDropout
 from ._flow_matching import cfm_target, flow_matching_loss, ot_pairing
-from ._ode import ODEBlock, ODEBudgetError, grid_solve
+from ._ode import ODEBlock, ODEBudgetError, grid_solve, odeint
 from ._ragged import integrate_intervals
 from ._regularizers import jacobian_frobenius, kinetic_energy, sample_noise
 from ._state import Packer
@@ -22,6 +22,7 @@ __all__ = [
     "exact_trace",
     "flow_matching_loss",
     "grid_solve",
+    "odeint",
     "integrate_intervals",
     "jacobian_frobenius",
     "kinetic_energy",

@@ -306,7 +306,7 @@ def _hidden_parameters(fn) -> list[str]:
     ]
 
 
-def _warn_unregistered_parameters(cell) -> None:
+def _warn_unregistered_parameters(cell, what: str = "DEQ's cell") -> None:
     import warnings
 
     if isinstance(cell, nn.Module):
@@ -314,10 +314,10 @@ def _warn_unregistered_parameters(cell) -> None:
     hidden = _hidden_parameters(cell)
     if hidden:
         warnings.warn(
-            f"DEQ's cell is a plain function that uses parameters it does not register: "
-            f"{', '.join(hidden)}. deq.parameters() does not include them, so an optimizer "
-            "built from it leaves them untrained. Make the cell an nn.Module (a forward(z, x) "
-            "that uses self.<module>), or build the optimizer from a module that holds them.",
+            f"{what} is a plain function that uses parameters it does not register: "
+            f"{', '.join(hidden)}. The layer's parameters() do not include them, so an "
+            "optimizer built from it leaves them untrained. Make it an nn.Module (whose "
+            "forward uses self.<module>), or build the optimizer from a module that holds them.",
             UserWarning,
             stacklevel=3,
         )

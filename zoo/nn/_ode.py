@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ODEBlock", "ODEBudgetError", "grid_solve"]
+__all__ = ["ODEBlock", "ODEBudgetError", "grid_solve", "odeint"]
 
 _ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
 
@@ -28,11 +28,25 @@ class _Counted(nn.Module):
         return self.func(t, z)
 
 
+class _FunctionField(nn.Module):
+    """A plain function ``f(t, z)`` as a vector field module (no parameters of its own)."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, t, z):
+        return self.fn(t, z)
+
+
 class ODEBlock(nn.Module):
     """Integrate ``dz/dt = func(t, z)`` with torchdiffeq, counting function evaluations.
 
     Args:
-        func: ``nn.Module`` called as ``func(t, z)``; ``z`` may be a tensor or a tuple.
+        func: Called as ``func(t, z)``; ``z`` may be a tensor or a tuple. An ``nn.Module`` (its
+            parameters are registered and trained), or a plain function as torchdiffeq accepts
+            one (a warning names parameters it closes over, which the block cannot see; the
+            adjoint needs a module, and refuses a function).
         t: Integration times (at least two, increasing or decreasing); default ``[0, 1]``.
         method: Any torchdiffeq method (``"dopri5"``, ``"rk4"``, ``"euler"``, ...).
         rtol: Relative tolerance of adaptive methods.
@@ -61,6 +75,9 @@ class ODEBlock(nn.Module):
         >>> block = ODEBlock(Decay(), method="dopri5", rtol=1e-8, atol=1e-8)
         >>> round(float(block(torch.ones(1, 1))), 5)  # exp(-1)
         0.36788
+        >>> traj = block(torch.ones(1, 1), t=torch.linspace(0, 1, 3), return_all=True)
+        >>> traj.shape  # torchdiffeq's odeint: the state at every time
+        torch.Size([3, 1, 1])
     """
 
     def __init__(
@@ -101,7 +118,19 @@ class ODEBlock(nn.Module):
         if grid_steps and adjoint:
             raise ValueError("grid_steps > 0 backpropagates through the grid; set adjoint=False")
         if not isinstance(func, nn.Module):
-            raise TypeError("func must be an nn.Module (the adjoint needs its parameters)")
+            if not callable(func):
+                raise TypeError(
+                    f"func must be an nn.Module or a function (t, z) -> dz/dt, got {func!r}"
+                )
+            if adjoint:
+                raise TypeError(
+                    "adjoint=True needs func as an nn.Module: the adjoint integrates the "
+                    "gradients of its parameters, which a plain function does not declare"
+                )
+            from ._deq import _warn_unregistered_parameters
+
+            _warn_unregistered_parameters(func, what="ODEBlock's func")
+            func = _FunctionField(func)
         self.counted = _Counted(func)
         t = torch.tensor([0.0, 1.0]) if t is None else torch.as_tensor(t, dtype=torch.float32)
         if t.dim() != 1 or t.numel() < 2:
@@ -178,6 +207,33 @@ class ODEBlock(nn.Module):
         if self.grid_steps:
             return f"grid_steps={self.grid_steps} (RK4 + cubic Hermite)"
         return f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, adjoint={self.adjoint}"
+
+
+def odeint(
+    func,
+    y0,
+    t,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    adjoint: bool = False,
+    options: dict | None = None,
+    max_num_steps: int = 10_000,
+):
+    """torchdiffeq's ``odeint(func, y0, t)`` on the zoo's :class:`ODEBlock`: the solution at
+    every time in ``t`` (shape ``(len(t), *y0.shape)``, or a tuple for a tuple state), with the
+    same defaults as torchdiffeq, a step budget (:class:`ODEBudgetError`) and NFE counting.
+
+    Example:
+        >>> import torch
+        >>> y = odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0, 2.0]))
+        >>> [round(float(v), 4) for v in y[:, 0]]
+        [1.0, 0.3679, 0.1353]
+    """
+    block = ODEBlock(func, t=t, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
+                     options=options, max_num_steps=max_num_steps)  # fmt: skip
+    return block(y0, t=torch.as_tensor(t), return_all=True)
 
 
 def grid_solve(func, z0: Tensor, t: Tensor, steps: int) -> Tensor:

@@ -5,6 +5,7 @@ Importing this package registers the built-in task specs; :func:`get_task` finds
 name, and a third-party family registers its own with :func:`register_task`.
 """
 
+from ._finetune import from_pretrained
 from ._spec import (
     EvalProtocol,
     EvalResult,
@@ -33,6 +34,7 @@ __all__ = [
     "TaskSpec",
     "TimeSeries",
     "TimeSeriesSpec",
+    "from_pretrained",
     "get_task",
     "list_tasks",
     "load_sample",

@@ -26,6 +26,29 @@ class ZooTask(pl.LightningModule):
     def configure_model(self) -> None:
         self._apply_init_from()
 
+    def _show_solver_warnings_once(self) -> None:
+        # a budget-limited solve warns whenever it stops short of its tolerance: in training
+        # that is every step, and the solver statistics are logged (SolverStatsCallback); show
+        # each such warning once per run
+        import warnings
+
+        from ..solvers import ConvergenceWarning
+        from ..solvers._grad import GradientWarning
+
+        self._warnings_once = warnings.catch_warnings()
+        self._warnings_once.__enter__()
+        for category in (ConvergenceWarning, GradientWarning):
+            warnings.filterwarnings("once", category=category)
+
+    def on_fit_end(self) -> None:
+        ctx = getattr(self, "_warnings_once", None)
+        if ctx is not None:
+            self._warnings_once = None
+            ctx.__exit__(None, None, None)
+
+    def on_exception(self, exception: BaseException) -> None:
+        self.on_fit_end()
+
     def _apply_init_from(self) -> None:
         # runs in configure_model, before Lightning restores a resumed run, so --ckpt_path wins
         source = self.hparams.get("init_from")
@@ -205,6 +228,7 @@ class ZooTask(pl.LightningModule):
         # saved position. Drop it: the fit loop rebuilds it after the restore, so a run killed
         # mid-epoch resumes at the batch where it stopped (zoo.data._image.ResumableLoader).
         self.trainer.fit_loop._combined_loader = None
+        self._show_solver_warnings_once()
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         scheduler.step_update(num_updates=self.global_step)

@@ -139,6 +139,25 @@ def register_sample_dir(path: str | Path) -> None:
         _SAMPLE_DIRS.append(p)
 
 
+def stratified_subset(labels, limit: int, seed: int = 0):
+    """Indices of a fixed subset of ``limit`` items, as balanced over ``labels`` as the counts
+    allow: each class's items in a seeded random order, then taken round-robin. A test split
+    sorted by class (CIFAR-10's folders) gives every class its share, not the first N."""
+    import torch
+
+    labels = torch.as_tensor(labels).reshape(len(labels), -1)[:, 0]
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g)
+    per_class = [order[labels[order] == c] for c in torch.unique(labels)]
+    picked, i = [], 0
+    while len(picked) < min(limit, len(labels)):
+        for idx in per_class:
+            if i < len(idx) and len(picked) < limit:
+                picked.append(int(idx[i]))
+        i += 1
+    return torch.tensor(sorted(picked), dtype=torch.long)
+
+
 def sample_path(sample: str) -> Path:
     """The evaluation sample ``<sample>.npz``: shipped as package data (``zoo/_samples``) or in
     a folder a family registered; where a new one is written when none exists yet."""
@@ -241,6 +260,10 @@ class TaskSpec:
     def evaluate(self, model, batches: Iterable, protocol: EvalProtocol, device, clock):
         """Score ``model`` on ``batches``; model calls run inside ``with clock:``."""
         raise NotImplementedError
+
+    def subset_note(self, limit: int) -> str:
+        """How ``--limit N`` picks its units (stated in the result and on a card)."""
+        return f"the first {limit:,} {self.units()} of the split"
 
     def protocol_note(self, protocol: EvalProtocol) -> str:
         """One line describing how the metrics are computed (cards and JSON)."""

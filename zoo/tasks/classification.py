@@ -11,7 +11,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
+from ._spec import (
+    EvalResult,
+    MetricSpec,
+    TaskSpec,
+    load_sample,
+    register_task,
+    stratified_subset,
+)
 
 __all__ = ["ImageClassification", "ImageClassificationSpec"]
 
@@ -158,7 +165,8 @@ class ImageClassificationSpec(TaskSpec):
         else:
             x_all, y_all = dm.eval_split(split)
         if limit:
-            x_all, y_all = x_all[:limit], y_all[:limit]
+            keep = stratified_subset(y_all, limit)
+            x_all, y_all = x_all[keep], y_all[keep]
         return [
             (dm.normalize(x_all[i : i + batch_size]), y_all[i : i + batch_size])
             for i in range(0, len(y_all), batch_size)
@@ -205,6 +213,9 @@ class ImageClassificationSpec(TaskSpec):
 
     def smoke_inputs(self, model):
         return (torch.randn(2, model.in_chans, 32, 32),), (2, model.num_classes)
+
+    def subset_note(self, limit: int) -> str:
+        return f"a class-stratified subset of {limit:,} images, drawn with seed 0"
 
     def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
         lines = [
