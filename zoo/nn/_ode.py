@@ -209,21 +209,12 @@ class ODEBlock(nn.Module):
         return f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, adjoint={self.adjoint}"
 
 
-def odeint(
-    func,
-    y0,
-    t,
-    *,
-    method: str = "dopri5",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
-    adjoint: bool = False,
-    options: dict | None = None,
-    max_num_steps: int = 10_000,
-):
+def odeint(func, y0, t, **options):
     """torchdiffeq's ``odeint(func, y0, t)`` on the zoo's :class:`ODEBlock`: the solution at
-    every time in ``t`` (shape ``(len(t), *y0.shape)``, or a tuple for a tuple state), with the
-    same defaults as torchdiffeq, a step budget (:class:`ODEBudgetError`) and NFE counting.
+    every time in ``t`` (shape ``(len(t), *y0.shape)``, or a tuple for a tuple state), with
+    torchdiffeq's default tolerances (``rtol=1e-7``, ``atol=1e-9``), a step budget
+    (:class:`ODEBudgetError`) and NFE counting. ``options`` are :class:`ODEBlock`'s arguments
+    (``method``, ``rtol``, ``atol``, ``adjoint``, ``options``, ``max_num_steps``, ...).
 
     Example:
         >>> import torch
@@ -231,8 +222,7 @@ def odeint(
         >>> [round(float(v), 4) for v in y[:, 0]]
         [1.0, 0.3679, 0.1353]
     """
-    block = ODEBlock(func, t=t, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
-                     options=options, max_num_steps=max_num_steps)  # fmt: skip
+    block = ODEBlock(func, t=t, **{"rtol": 1e-7, "atol": 1e-9, **options})
     return block(y0, t=torch.as_tensor(t), return_all=True)
 
 
