@@ -30,8 +30,17 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
-docs: $(STAMP)   # the cards, the README's table, the leaderboard page and bench/RESULTS.md, from data
+DOCS_STAMP := $(VENV)/.docs-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+# the cards, the README's table, the leaderboard page and bench/RESULTS.md from the stored data,
+# then the site (its tutorials run as it builds) into site/
+docs: $(DOCS_STAMP)
 	$(VENV)/bin/zoo docs
+	$(VENV)/bin/mkdocs build --strict
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -54,8 +54,9 @@ def test_the_readme_stays_short_and_speaks_to_its_reader():
         *sorted(cards.CARDS.glob("*.md")),
         *sorted((ROOT / "docs").glob("*.md")),
     ]:
+        text = "\n".join(ln for ln in f.read_text().splitlines() if not ln.startswith("```"))
         words = re.findall(r"\b(?:issue #?\d+|issues?\b|sessions?\b|levers?\b|20\d\d-\d\d-\d\d)",
-                           f.read_text(), flags=re.I)  # fmt: skip
+                           text, flags=re.I)  # fmt: skip
         assert not words, f"{f.relative_to(ROOT)} speaks of our process: {words[:5]}"
 
 

@@ -144,7 +144,7 @@ def test_a_shrunk_state_resumes_to_nearly_the_uninterrupted_weights(tmp_path):
     assert killed.returncode == -9, killed.stderr[-2000:]
     last = tmp_path / "cut" / "ckpt" / "last.ckpt"
     full = torch.load(last, weights_only=True)
-    assert main(["shrink-state", str(last), str(last)]) == 0
+    assert main(["shrink-state", str(last), str(last), "--in-place"]) == 0
     small = torch.load(last, weights_only=True)
     assert small["zoo_shrunk_state"]["moments"] == "bfloat16"
     for k, v in full["state_dict"].items():

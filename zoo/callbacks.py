@@ -73,7 +73,8 @@ class SaveLastOnTrainEnd(pl.Callback):
     ``ModelCheckpoint(every_n_train_steps=N, save_last=True)`` only saves every N steps, so the
     final steps of a run would be missing from ``last.ckpt``; this closes that gap. A run that
     stopped mid-epoch (``max_time``, ``max_steps``) is saved as mid-epoch, so that
-    ``--ckpt_path last`` finishes that epoch instead of skipping the rest of it.
+    ``--ckpt_path last`` finishes that epoch instead of skipping the rest of it. A
+    ``fast_dev_run`` saves nothing.
 
     Args:
         dirpath: The checkpoint folder; by default the ModelCheckpoint's folder (``zoo fit``
@@ -86,6 +87,8 @@ class SaveLastOnTrainEnd(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         from pathlib import Path
 
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return  # a dry run never replaces a real state (Lightning saves none then either)
         folder = self.dirpath
         if folder is None:  # the ModelCheckpoint's folder, else <default_root_dir>/checkpoints
             cb = trainer.checkpoint_callback

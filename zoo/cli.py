@@ -46,10 +46,21 @@ def _cmd_fit(argv: list[str], debug: bool = False) -> int:
     """LightningCLI; a user error (a bad recipe value, a refused checkpoint, a missing file)
     ends in one line and exit status 2, as for the other commands (``zoo --debug fit`` shows
     the traceback)."""
+    import pickle
+
     from zoo.training import run_cli
 
     try:
         run_cli(["fit", *argv])
+    except pickle.UnpicklingError:
+        if debug:
+            raise
+        print(
+            "zoo fit: error: a checkpoint (--ckpt_path) was refused: it does not load with "
+            "weights_only=True (tensors and plain data only; pickled code is never run)",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         if debug:
             raise
@@ -103,7 +114,9 @@ def _cmd_leaderboard(args) -> int:
 def _cmd_export(args) -> int:
     from zoo.training import export_checkpoint
 
-    out = export_checkpoint(args.ckpt, args.name, out_dir=args.out_dir, recipe=args.recipe)
+    out = export_checkpoint(
+        args.ckpt, args.name, out_dir=args.out_dir, recipe=args.recipe, force=args.force
+    )
     print(f"exported {args.ckpt} -> {out}")
     return 0
 
@@ -111,7 +124,7 @@ def _cmd_export(args) -> int:
 def _cmd_shrink_state(args) -> int:
     from zoo.training import shrink_state
 
-    sizes = shrink_state(args.src, args.dst, moments=args.moments)
+    sizes = shrink_state(args.src, args.dst, moments=args.moments, in_place=args.in_place)
     print(
         f"{args.src} ({sizes['before'] / 1e6:.1f} MB) -> {args.dst} ({sizes['after'] / 1e6:.1f} "
         f"MB): optimizer moments in {args.moments}; resume from it as from any last.ckpt"
@@ -120,7 +133,27 @@ def _cmd_shrink_state(args) -> int:
 
 
 def _cmd_card(args) -> int:
+    import os
+    from pathlib import Path
+
+    import zoo
+    from zoo import cards
     from zoo.cards import write_card
+
+    if args.name not in zoo.list_models(pretrained=True):
+        raise ValueError(
+            f"zoo card measures the zoo's registered checkpoints (zoo list), and {args.name!r} is "
+            "not one; for your own checkpoint folder use `zoo eval FOLDER --json out.json`"
+        )
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        cards.CARDS = out
+    cards.CARDS.mkdir(parents=True, exist_ok=True)
+    if not os.access(cards.CARDS, os.W_OK):
+        raise PermissionError(f"zoo card: cannot write in {cards.CARDS}")
 
     try:
         budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
@@ -289,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("export", help="turn a Lightning checkpoint into checkpoints/<name>/")
     s.add_argument("ckpt")
-    s.add_argument("--name", required=True, help="arch.tag")
-    s.add_argument("--out-dir", default=None)
+    s.add_argument("--name", required=True, help="arch.tag (a folder name, never a path)")
+    s.add_argument("--out-dir", default=None, help="the folder to write (default checkpoints/NAME)")
     s.add_argument("--recipe", default=None)
+    s.add_argument(
+        "--force", action="store_true", help="replace an existing checkpoint folder of that name"
+    )
 
     s = sub.add_parser(
         "shrink-state",
@@ -301,11 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("src", help="a Lightning checkpoint, e.g. runs/<run>/checkpoints/last.ckpt")
     s.add_argument("dst", help="where to write the smaller state, e.g. resume/<run>_last.ckpt")
     s.add_argument("--moments", default="bfloat16", choices=["bfloat16"])
+    s.add_argument(
+        "--in-place", action="store_true", help="allow DST to be SRC (replaces the full state)"
+    )
 
     s = sub.add_parser(
         "card", help="measure a checkpoint (a solver-budget sweep for DEQs); write its model card"
     )
-    s.add_argument("name")
+    s.add_argument("name", help="a registered checkpoint (zoo list)")
+    s.add_argument(
+        "--out",
+        default=None,
+        help="the folder for NAME.yaml, NAME.md and the figures (default model_cards/)",
+    )
     s.add_argument("--budgets", default="2,4,6,8,12", help="comma-separated max_iter values")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--limit", type=int, default=None)
@@ -367,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
         return 0
-    except (ValueError, FileNotFoundError, ConnectionError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, PermissionError) as e:
         if args.debug:
             raise
         print(f"zoo {args.cmd}: error: {e}", file=sys.stderr)

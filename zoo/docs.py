@@ -48,8 +48,10 @@ def _reference(info: dict, key: str) -> str:
     return "-"
 
 
-def checkpoint_table() -> list[str]:
-    """The README's table: one line per shipped checkpoint."""
+def checkpoint_table(names: list[str] | None = None, cards_at: str = "model_cards/") -> list[str]:
+    """The checkpoint table (the README's, and the site's zoo and family pages): one line per
+    shipped checkpoint in ``names`` (default all), its name linking to its card under
+    ``cards_at``."""
     from . import cards
     from .tasks import get_task
 
@@ -57,7 +59,7 @@ def checkpoint_table() -> list[str]:
         "| checkpoint | task | dataset | ours (test) | params | NFE | to compare |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in _shipped():
+    for name in names if names is not None else _shipped():
         info = cards.card_info(name)
         row = cards.shipped_row(name)
         key = row["primary_metric"]
@@ -66,12 +68,43 @@ def checkpoint_table() -> list[str]:
         nfe = "-" if row.get("nfe_mean") is None else f"{row['nfe_mean']:g}"
         params = (cards.read_data(name).get("measured") or {}).get("parameters", row.get("params"))
         lines.append(
-            f"| [{name}](model_cards/{name}.md) | {info['task']} | "
+            f"| [{name}]({cards_at}{name}.md) | {info['task']} | "
             f"{(info.get('dataset_card') or {}).get('name', info['dataset'])} | "
             f"{label} {_value(row['metrics'][key])} | {params / 1e3:,.0f}K | {nfe} | "
             f"{_reference(info, key)} |"
         )
     return lines
+
+
+def family_checkpoints(family: str) -> list[str]:
+    """The shipped checkpoints of a model family (``@register_model(family=...)``)."""
+    from .models import architectures
+
+    archs = {a for a, meta in architectures().items() if meta.get("family") == family}
+    return [n for n in _shipped() if n.split(".")[0] in archs]
+
+
+def zoo_page() -> str:
+    """The site's model-zoo page: every checkpoint, then one section per family with its
+    cards linked (rendered from the data files, at build time)."""
+    from .models import architectures
+
+    families = sorted({meta.get("family") for meta in architectures().values()})
+    lines = [
+        "# Model zoo",
+        "",
+        "Every shipped checkpoint, measured on its full test split at its shipped test-time "
+        "budget (`zoo card NAME`). A checkpoint's card has its results at other budgets, how "
+        "it was trained, its limitations and the papers' figures.",
+        "",
+        *checkpoint_table(cards_at="cards/"),
+        "",
+    ]
+    for fam in families:
+        names = family_checkpoints(fam)
+        if names:
+            lines += [f"## {fam}", "", *checkpoint_table(names, cards_at="cards/"), ""]
+    return "\n".join(lines)
 
 
 def leaderboard_page() -> str:

@@ -91,8 +91,9 @@ def evaluate(
         limit: Evaluate only N units (images, tokens or series: the task's unit, recorded as
             ``unit``); which ones is fixed and stated in the result's ``subset`` (image
             classification: a class-stratified subset drawn with seed 0; else the first N).
-        max_iter, tol: Test-time budget (solver iterations / tolerance; for ODE models grid
-            steps / rtol and atol). An explicit model refuses a budget.
+        max_iter: Test-time budget: solver iterations (DEQs) or fixed-grid steps (ODE models).
+            An explicit model refuses a budget.
+        tol: Test-time tolerance: the solver's (DEQs) or rtol = atol (adaptive ODE models).
         batch_size: Images per batch (image tasks).
         sample: Use the small evaluation sample shipped with the package instead of the data.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; the latency is that device's.
@@ -272,6 +273,7 @@ def leaderboard(
     import zoo
     from zoo.data._common import MissingDataError
 
+    md, js = leaderboard_paths(out)  # both outputs decided and checked before any measuring
     results, missed = [], []
     names = zoo.list_models(pretrained=True)
     for name in names:
@@ -290,10 +292,9 @@ def leaderboard(
     if missed:
         lines += ["", f"Not measured here ({len(missed)}: their data or weights were not found):"]
         lines += [f"- {m['name']}: {m['reason']}" for m in missed]
-    out = Path(out)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out} and {out.with_suffix('.json')}")
+    md.write_text("\n".join(lines) + "\n")
+    js.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {md} and {js}")
     if skipped is not None:
         skipped.extend(missed)
     if missed:
@@ -304,6 +305,27 @@ def leaderboard(
             file=sys.stderr,
         )
     return results
+
+
+def leaderboard_paths(out: str | Path) -> tuple[Path, Path]:
+    """The markdown and JSON files ``zoo leaderboard --out OUT`` writes: ``OUT`` (or
+    ``OUT/leaderboard.md`` for a folder, ``OUT`` with ``.md`` for a ``.json`` name) and its
+    ``.json`` twin; never one path for both. Refuses a destination it cannot write."""
+    import os
+
+    out = Path(out)
+    md = out / "leaderboard.md" if out.is_dir() else out
+    if md.suffix == ".json":
+        md = md.with_suffix(".md")
+    js = md.with_suffix(".json")
+    for f in (md, js):
+        if f.is_dir():
+            raise ValueError(f"zoo leaderboard: {f} is a folder; give a file name for --out")
+    if not md.parent.is_dir():
+        raise FileNotFoundError(f"zoo leaderboard: the folder {md.parent} does not exist")
+    if not os.access(md.parent, os.W_OK):
+        raise PermissionError(f"zoo leaderboard: cannot write in {md.parent}")
+    return md, js
 
 
 def leaderboard_markdown(

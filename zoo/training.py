@@ -194,7 +194,9 @@ def init_weights_from(model, source: str | Path) -> dict[str, list[str]]:
     }
 
 
-def shrink_state(src: str | Path, dst: str | Path, moments: str = "bfloat16") -> dict[str, int]:
+def shrink_state(
+    src: str | Path, dst: str | Path, moments: str = "bfloat16", in_place: bool = False
+) -> dict[str, int]:
     """Store a Lightning state's optimizer moments in ``moments`` precision, to resume from later.
 
     A resumable state holds the weights plus the optimizer's per-parameter moments: for Adam,
@@ -216,7 +218,19 @@ def shrink_state(src: str | Path, dst: str | Path, moments: str = "bfloat16") ->
             f"moments={moments!r}: only 'bfloat16' is offered (float16's range flushes Adam's "
             "small second moments to zero)"
         )
+    import os
+
     src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve() and not in_place:
+        raise ValueError(
+            f"{dst} is the source itself: shrinking in place replaces the only full-precision "
+            "state; write elsewhere, or pass --in-place"
+        )
+    if dst.is_dir():
+        raise ValueError(f"{dst} is a folder: give a file name, e.g. {dst / src.name}")
+    parent = next((p for p in [dst.parent, *dst.parent.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write {dst}: {parent} is not writable")
     state = load_lightning_checkpoint(src)
     before = src.stat().st_size
     opts = state.get("optimizer_states") or []
@@ -232,8 +246,11 @@ def shrink_state(src: str | Path, dst: str | Path, moments: str = "bfloat16") ->
     state["zoo_shrunk_state"] = {"moments": moments, "tensors": n}
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(dst)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
     return {"before": before, "after": dst.stat().st_size}
 
 
@@ -247,17 +264,58 @@ def _completed_epochs(state: dict) -> int:
         return int(state.get("epoch", 0))
 
 
+NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)?"
+
+
+def check_checkpoint_name(name: str) -> str:
+    """A checkpoint name is ``arch`` or ``arch.tag``: letters, digits, ``_`` and ``-``, one dot
+    at most; never a path (no ``/``, no ``..``, not empty)."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(NAME_RULE, name):
+        raise ValueError(
+            f"checkpoint name {name!r} is not arch.tag (letters, digits, '_' and '-', one dot, "
+            "e.g. my_mdeq.fashion_mnist): it names a folder under checkpoints/, never a path"
+        )
+    return name
+
+
+def _check_writable_dir(out: Path, force: bool, what: str) -> None:
+    """``out`` will be (re)filled: refuse an existing non-empty folder without ``force``, a file
+    in its place, or a parent that cannot be written, before any work is done."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{what}: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FileExistsError(
+            f"{what}: {out} already holds a checkpoint; pass --force to replace it, or choose "
+            "another name"
+        )
+    parent = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{what}: cannot write under {parent}")
+
+
 def export_checkpoint(
-    ckpt: str | Path, name: str, out_dir: str | Path | None = None, recipe: str | None = None
+    ckpt: str | Path,
+    name: str,
+    out_dir: str | Path | None = None,
+    recipe: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``checkpoints/<name>/{config.json, model.safetensors}`` from a Lightning checkpoint.
 
     The task's ``arch``/``model_args`` hyperparameters rebuild the model (by registered name).
     The static pretrained config of ``name`` (dataset, paper, recipe, ...) stays in the family's
-    pretrained table; config.json records the training steps (and ``zoo card`` the metrics).
+    pretrained table; config.json records the training steps. ``name`` must be ``arch.tag``; an
+    existing folder (a shipped checkpoint among them) is replaced only with ``force``.
     """
     from .models import checkpoint_dir, create_model, model_info
 
+    check_checkpoint_name(name)
+    out = Path(out_dir) if out_dir else checkpoint_dir() / name
+    _check_writable_dir(out, force, "zoo export")
     state = load_lightning_checkpoint(ckpt)
     hp = state.get("hyper_parameters") or {}
     if not isinstance(hp.get("arch"), str):
@@ -268,6 +326,16 @@ def export_checkpoint(
         margs["solver"] = {**margs["solver"], "max_iter": int(hp["eval_max_iter"])}
     model = create_model(hp["arch"], **margs)
     sd = {k[len("model.") :]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or extra or shapes:
+        raise ValueError(
+            f"{ckpt} does not hold a {hp['arch']} with these model_args: "
+            f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+            f"extra {extra[:8]}{' ...' if len(extra) > 8 else ''}, "
+            f"other shapes {shapes[:8]}{' ...' if len(shapes) > 8 else ''}"
+        )
     model.load_state_dict(sd, strict=True)
     model.tokenizer = state.get("tokenizer")  # text models: the training split's vocabulary
     try:
@@ -286,7 +354,6 @@ def export_checkpoint(
     if "current_model_state" in state:
         # saved by a WeightAveraging callback (e.g. EMA): state_dict holds the averaged weights
         model.pretrained_cfg["averaged_weights"] = True
-    out = Path(out_dir) if out_dir else checkpoint_dir() / name
     out.mkdir(parents=True, exist_ok=True)
     model._save_pretrained(out)
     curve = training_curve(Path(ckpt))

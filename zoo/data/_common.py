@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["MissingDataError", "data_root", "cache_root", "cached_file", "check_positive"]
@@ -16,11 +17,26 @@ def check_positive(owner: str, minimum: int = 1, **values) -> None:
 
 
 class MissingDataError(FileNotFoundError):
-    """Raised when dataset files are missing; the message names the path and the fix."""
+    """Raised when dataset files are missing; the message names the path and the fix.
+
+    Example:
+        >>> from zoo.data import FashionMNISTDataModule, MissingDataError
+        >>> try:
+        ...     FashionMNISTDataModule(data_dir="/nonexistent").eval_split("test")
+        ... except MissingDataError as e:
+        ...     print("missing:", "not found" in str(e))
+        missing: True
+    """
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$ZOO_DATA_DIR``, else ``~/.cache/implicit-zoo/data``."""
+    """``data_dir`` if given, else ``$ZOO_DATA_DIR``, else ``~/.cache/implicit-zoo/data``.
+
+    Example:
+        >>> from zoo.data import data_root
+        >>> str(data_root("/some/where"))
+        '/some/where'
+    """
     if data_dir is not None:
         return Path(data_dir).expanduser()
     env = os.environ.get("ZOO_DATA_DIR")
@@ -33,6 +49,11 @@ def cache_root() -> Path:
     """Writable cache for extracted archives and processed tensors (never beside raw data).
 
     ``$ZOO_CACHE_DIR`` or ``$XDG_CACHE_HOME/implicit-zoo`` (default ``~/.cache/implicit-zoo``).
+
+    Example:
+        >>> from zoo.data import cache_root
+        >>> cache_root().is_dir()
+        True
     """
     env = os.environ.get("ZOO_CACHE_DIR")
     if env:
@@ -40,8 +61,51 @@ def cache_root() -> Path:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
         root = Path(xdg) / "implicit-zoo"
-    root.mkdir(parents=True, exist_ok=True)
+    where = "ZOO_CACHE_DIR" if env else "the default cache folder"
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"{where} {root} is a file, not a folder: point ZOO_CACHE_DIR at a writable folder"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(
+            f"cannot create the cache folder {root} ({where}): {e.strerror}; point "
+            "ZOO_CACHE_DIR at a writable folder"
+        ) from None
+    if not os.access(root, os.W_OK):
+        raise PermissionError(f"the cache folder {root} ({where}) is not writable")
     return root
+
+
+class CorruptDataError(ValueError):
+    """A data file that exists but cannot be read: truncated, empty, or not what it should be."""
+
+
+@contextmanager
+def open_tar(path: Path, what: str, how: str):
+    """``tarfile.open(path)`` for reading, with a clear error naming the file (and the member)
+    when the archive is empty, truncated or not a gzip'd tar, at open or while reading."""
+    import tarfile
+    import zlib
+
+    bad = (tarfile.TarError, EOFError, zlib.error, OSError)
+    path = Path(path)
+    try:
+        tf = tarfile.open(path, "r:gz")
+    except bad as e:
+        size = path.stat().st_size if path.is_file() else 0
+        raise CorruptDataError(
+            f"{what}: {path} cannot be read as a .tar.gz ({size:,} bytes; {e}). The file is "
+            f"empty, truncated or of another format: {how}"
+        ) from None
+    try:
+        with tf:
+            yield tf
+    except bad as e:
+        raise CorruptDataError(
+            f"{what}: {path} is truncated or damaged ({type(e).__name__}: {e}): {how}"
+        ) from None
 
 
 def missing(what: str, expected: Path, how: str) -> MissingDataError:

@@ -21,6 +21,15 @@ def register_datamodule(cls: type, name: str | None = None) -> type:
     """Register a LightningDataModule under ``name`` (default: its ``name`` attribute).
 
     Third-party families call this for their own data modules; usable as a decorator.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> from zoo.data import datamodule_class, register_datamodule
+        >>> @register_datamodule
+        ... class MyPoints(pl.LightningDataModule):
+        ...     name = "my_points"
+        >>> datamodule_class("my_points") is MyPoints
+        True
     """
     key = name or getattr(cls, "name", None)
     if not key or not isinstance(key, str):
@@ -32,6 +41,13 @@ def register_datamodule(cls: type, name: str | None = None) -> type:
 
 
 def list_datamodules() -> list[str]:
+    """The registered data-module names, sorted.
+
+    Example:
+        >>> from zoo.data import list_datamodules
+        >>> "physionet2012" in list_datamodules()
+        True
+    """
     _import_data_files()
     return sorted(_DATAMODULES)
 
@@ -44,6 +60,11 @@ def datamodule_class(name: str) -> type:
 
     Raises:
         ValueError: for any other name, listing the registered ones.
+
+    Example:
+        >>> from zoo.data import datamodule_class
+        >>> datamodule_class("fashion_mnist").__name__
+        'FashionMNISTDataModule'
     """
     if not isinstance(name, str):
         raise ValueError(f"a data module is named by a string, got {type(name).__name__}")
@@ -103,7 +124,13 @@ def check_args(target: str, params: inspect.Signature, args: Any, what: str) -> 
 
 def build_datamodule(name: str, args: dict | None = None, **extra):
     """Construct the registered data module ``name`` with validated ``args`` (plus trusted
-    ``extra`` keyword arguments from the caller, e.g. ``data_dir``, kept only if accepted)."""
+    ``extra`` keyword arguments from the caller, e.g. ``data_dir``, kept only if accepted).
+
+    Example:
+        >>> from zoo.data import build_datamodule
+        >>> type(build_datamodule("periodic", {"n": 20})).__name__
+        'PeriodicDataModule'
+    """
     cls = datamodule_class(name)
     params = init_params(cls)
     kwargs = check_args(name, params, args, "datamodule_args")

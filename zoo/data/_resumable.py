@@ -27,6 +27,14 @@ class ResumableLoader:
         shuffle: Permute every epoch.
         collate_fn: Builds a batch from a list of items (default: ``dataset[index_tensor]``).
         drop_last: Drop an incomplete last batch.
+
+    Example:
+        >>> import torch
+        >>> from zoo.data import ResumableLoader
+        >>> ds = torch.utils.data.TensorDataset(torch.arange(10))
+        >>> first = [b[0].tolist() for b in ResumableLoader(ds, batch_size=5, seed=0)]
+        >>> first == [b[0].tolist() for b in ResumableLoader(ds, batch_size=5, seed=0)]
+        True
     """
 
     def __init__(

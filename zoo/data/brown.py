@@ -9,9 +9,8 @@ else to training (80/10/10).
 from __future__ import annotations
 
 import re
-import tarfile
 
-from ._common import data_root, missing
+from ._common import data_root, missing, open_tar
 from ._text import LMDataModule, Vocab
 
 __all__ = ["BrownDataModule", "brown_split"]
@@ -25,7 +24,13 @@ def brown_split(index_in_genre: int) -> str:
 
 
 class BrownDataModule(LMDataModule):
-    """Brown corpus language modelling (tags stripped, lower-cased, one ``<eos>`` per sentence line)."""
+    """Brown corpus language modelling (tags stripped, lower-cased, one ``<eos>`` per sentence line).
+
+    Example:
+        >>> from zoo.data import BrownDataModule
+        >>> BrownDataModule(data_dir="/nonexistent", vocab_size=5000).vocab_size
+        5000
+    """
 
     name = "brown"
     source = "text/brown.tar.gz"
@@ -37,7 +42,9 @@ class BrownDataModule(LMDataModule):
                 "Brown corpus", tar, "Set ZOO_DATA_DIR to the folder holding text/brown.tar.gz"
             )
         by_genre: dict[str, list[tuple[str, bytes]]] = {}
-        with tarfile.open(tar, "r:gz") as tf:
+        with open_tar(
+            tar, "the Brown corpus archive", "replace it with a good copy (text/brown.tar.gz)"
+        ) as tf:
             for m in tf.getmembers():
                 name = m.name.rsplit("/", 1)[-1]
                 mm = _FILE.match(name)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import io
 import pickle
-import tarfile
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import cache_root, cached_file, data_root, missing
+from ._common import CorruptDataError, cache_root, cached_file, data_root, missing, open_tar
 from ._image import InMemoryImageDataModule
 
 __all__ = ["CIFAR10DataModule", "CIFAR10JPEGDataModule", "CIFAR10_CLASSES"]
@@ -44,6 +43,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     Args:
         download: Download with torchvision when the files are missing (needs internet).
         **kwargs: See :class:`InMemoryImageDataModule`.
+
+    Example:
+        >>> from zoo.data import CIFAR10DataModule
+        >>> CIFAR10DataModule(data_dir="/nonexistent").num_classes
+        10
     """
 
     mean, std, name = CIFAR10_MEAN, CIFAR10_STD, "cifar10"
@@ -117,11 +121,16 @@ def load_cifar10_jpeg(data_dir, split: str) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image
+def _decode(data: bytes, name: str = "an image") -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise CorruptDataError(
+            f"{name} is not a readable image ({e}): remove or replace that file"
+        ) from None
 
 
 def _collect(items) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +138,8 @@ def _collect(items) -> tuple[np.ndarray, np.ndarray]:
 
     items = sorted(items, key=lambda t: t[0])
     xs, ys = [], []
-    for _, label, data in tqdm(items, desc="decoding JPEGs", unit="img", mininterval=2):
-        xs.append(_decode(data))
+    for name, label, data in tqdm(items, desc="decoding JPEGs", unit="img", mininterval=2):
+        xs.append(_decode(data, name))
         ys.append(label)
     x = np.stack(xs).transpose(0, 3, 1, 2).copy()
     return x, np.asarray(ys, dtype=np.int64)
@@ -138,7 +147,8 @@ def _collect(items) -> tuple[np.ndarray, np.ndarray]:
 
 def _decode_tar(tar_path, split: str):
     items = []
-    with tarfile.open(tar_path, "r:gz") as tf:
+    how = "replace it with a good copy of the CIFAR-10 JPEG archive"
+    with open_tar(tar_path, "the CIFAR-10 JPEG archive", how) as tf:
         for m in tf:
             if not m.isfile() or not m.name.lower().endswith((".jpg", ".jpeg", ".png")):
                 continue
@@ -158,6 +168,12 @@ def _decode_tar(tar_path, split: str):
 def _decode_tree(root):
     items = []
     for ci, cls in enumerate(CIFAR10_CLASSES):
-        for f in sorted((root / cls).glob("*")):
+        files = sorted(f for f in (root / cls).glob("*") if f.is_file())
+        if not files:
+            raise CorruptDataError(
+                f"the class folder {root / cls} holds no images: every CIFAR-10 class needs its "
+                "<split>/<class>/*.jpg files"
+            )
+        for f in files:
             items.append((str(f), ci, f.read_bytes()))
     return _collect(items)

@@ -67,6 +67,11 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
     Args:
         download: Fetch the IDX files into a cache folder when missing (needs internet).
         **kwargs: See :class:`InMemoryImageDataModule`.
+
+    Example:
+        >>> from zoo.data import FashionMNISTDataModule
+        >>> FashionMNISTDataModule(data_dir="/nonexistent").num_classes
+        10
     """
 
     mean, std, name = (0.2860,), (0.3530,), "fashion_mnist"

@@ -28,6 +28,11 @@ class ImageNetDataModule(pl.LightningDataModule):
         batch_size: Per-device batch size.
         num_workers: DataLoader workers.
         auto_augment: timm auto-augment policy string (e.g. ``"rand-m9-mstd0.5"``) or None.
+
+    Example:
+        >>> from zoo.data import ImageNetDataModule
+        >>> ImageNetDataModule(data_dir="/nonexistent", img_size=160).img_size
+        160
     """
 
     mean, std, name, num_classes = IMAGENET_MEAN, IMAGENET_STD, "imagenet", 1000

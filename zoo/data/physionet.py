@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import math
-import tarfile
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -31,7 +30,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._common import cache_root, cached_file, check_positive, data_root, missing
+from ._common import (
+    CorruptDataError,
+    cache_root,
+    cached_file,
+    check_positive,
+    data_root,
+    missing,
+    open_tar,
+)
 from ._resumable import ResumableLoader
 
 __all__ = ["PHYSIONET_PARAMS", "PhysioNet2012DataModule", "collate_irregular", "IrregularBatch"]
@@ -140,7 +147,11 @@ def load_records(
                 "Set ZOO_DATA_DIR to the folder holding physionet-2012/ (../shared/data here), "
                 "or download set-a/set-b from physionet.org/content/challenge-2012/1.0.0/.",
             )
-        with tarfile.open(tar, "r:gz") as tf:
+        with open_tar(
+            tar,
+            f"PhysioNet 2012 set-{s}",
+            "download set-a/set-b again from physionet.org/content/challenge-2012/1.0.0/",
+        ) as tf:
             members = sorted(
                 (m for m in tf.getmembers() if m.isfile() and m.name.endswith(".txt")),
                 key=lambda m: m.name,
@@ -153,6 +164,12 @@ def load_records(
                     skipped += 1
                     continue
                 recs.append(Record(rid, t, v, msk, labels.get(rid, math.nan)))
+    if not recs:
+        raise CorruptDataError(
+            f"PhysioNet 2012: no patient records in {', '.join(f'set-{s}.tar.gz' for s in sets)} "
+            f"under {root} (the archives hold no readable <id>.txt files): download them again "
+            "from physionet.org/content/challenge-2012/1.0.0/"
+        )
     recs.sort(key=lambda r: r.record_id)
     cache.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [len(r.times) for r in recs])
@@ -180,6 +197,14 @@ class IrregularBatch:
         values: ``(B, T, D)`` normalized values, 0 where unobserved.
         mask: ``(B, T, D)`` 1 where observed.
         labels: ``(B,)`` in-hospital death (nan when unknown).
+
+    Example:
+        >>> import torch
+        >>> from zoo.data import IrregularBatch
+        >>> b = IrregularBatch(torch.tensor([0.0, 0.5]), torch.zeros(3, 2, 4), torch.ones(3, 2, 4),
+        ...                    torch.zeros(3))
+        >>> tuple(b.values.shape)
+        (3, 2, 4)
     """
 
     times: Tensor
@@ -292,6 +317,12 @@ class PhysioNet2012DataModule(IrregularDataModule):
         normalization: ``"reference"`` (``(x - min) / max``, the paper's code) or ``"minmax"``.
         seed: Seed of the 80/20 split (42 in the paper).
         n_patients: Use only the first N patients (by record id) - smoke tests.
+
+    Example:
+        >>> from zoo.data import PhysioNet2012DataModule
+        >>> dm = PhysioNet2012DataModule(data_dir="/nonexistent", quantization=0.1)
+        >>> dm.quantization  # nothing is read until setup()
+        0.1
     """
 
     name = "physionet2012"

@@ -7,16 +7,20 @@ plays; anything else becomes ``<unk>``.
 
 from __future__ import annotations
 
-import tarfile
-
-from ._common import data_root, missing
+from ._common import data_root, missing, open_tar
 from ._text import LMDataModule
 
 __all__ = ["ShakespeareCharDataModule"]
 
 
 class ShakespeareCharDataModule(LMDataModule):
-    """Character-level Shakespeare; ``vocab_size`` is ignored (all training characters)."""
+    """Character-level Shakespeare; ``vocab_size`` is ignored (all training characters).
+
+    Example:
+        >>> from zoo.data import ShakespeareCharDataModule
+        >>> type(ShakespeareCharDataModule(data_dir="/nonexistent")).__name__
+        'ShakespeareCharDataModule'
+    """
 
     name = "shakespeare_char"
     source = "text/shakespeare.tar.gz"
@@ -33,7 +37,9 @@ class ShakespeareCharDataModule(LMDataModule):
                 tar,
                 "Set ZOO_DATA_DIR to the folder holding text/shakespeare.tar.gz",
             )
-        with tarfile.open(tar, "r:gz") as tf:
+        with open_tar(
+            tar, "the Shakespeare archive", "replace it with a good copy (text/shakespeare.tar.gz)"
+        ) as tf:
             plays = sorted(
                 (m.name, m)
                 for m in tf.getmembers()

@@ -9,9 +9,7 @@ the rest become ``<unk>``.
 
 from __future__ import annotations
 
-import tarfile
-
-from ._common import data_root, missing
+from ._common import data_root, missing, open_tar
 from ._text import LMDataModule, Vocab, word_tokenize
 
 __all__ = ["SOTUDataModule", "SOTU_SPLITS"]
@@ -20,7 +18,13 @@ SOTU_SPLITS = {"train": (1790, 2000), "val": (2001, 2010), "test": (2011, 2021)}
 
 
 class SOTUDataModule(LMDataModule):
-    """State of the Union language modelling. See the module docstring for the split."""
+    """State of the Union language modelling. See the module docstring for the split.
+
+    Example:
+        >>> from zoo.data import SOTUDataModule
+        >>> SOTUDataModule(data_dir="/nonexistent", bptt=64).bptt
+        64
+    """
 
     name = "sotu"
     source = "text/sotu.tar.gz"
@@ -36,7 +40,9 @@ class SOTUDataModule(LMDataModule):
             )
         lo, hi = SOTU_SPLITS[split]
         docs = []
-        with tarfile.open(tar, "r:gz") as tf:
+        with open_tar(
+            tar, "the State of the Union archive", "replace it with a good copy (text/sotu.tar.gz)"
+        ) as tf:
             for m in sorted(tf.getmembers(), key=lambda m: m.name):
                 name = m.name.rsplit("/", 1)[-1]
                 if not (m.isfile() and name.endswith(".txt") and name[:4].isdigit()):

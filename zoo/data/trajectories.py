@@ -163,6 +163,14 @@ class PeriodicDataModule(_DenseTrajectories):
         obs_frac: Fraction of each series' time points kept.
         seed: Seed of the generator, the subsampling and the split.
         val_frac: Fraction of the training series held out for validation (0: none).
+
+    Example:
+        >>> from zoo.data import PeriodicDataModule
+        >>> dm = PeriodicDataModule(n=20, n_points=10)
+        >>> dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> batch.values.shape[-1]
+        1
     """
 
     name = "periodic"
@@ -189,6 +197,11 @@ class HopperDataModule(_DenseTrajectories):
         seed: Seed of the subsampling and the split (the simulation uses 123, as the reference).
         val_frac: Fraction of the training trajectories held out for validation (0: none; the
             test split then doubles as validation, as in the reference code).
+
+    Example:
+        >>> from zoo.data import HopperDataModule
+        >>> HopperDataModule(n=100, steps=20).steps
+        20
     """
 
     name = "hopper"

@@ -74,7 +74,13 @@ class _PreTokenized(LMDataModule):
 
 class WikiText103DataModule(_PreTokenized):
     """WikiText-103 word level (267,735-token vocabulary in the original; keep it with
-    ``vocab_size=None``)."""
+    ``vocab_size=None``).
+
+    Example:
+        >>> from zoo.data import WikiText103DataModule
+        >>> type(WikiText103DataModule(data_dir="/nonexistent")).__name__
+        'WikiText103DataModule'
+    """
 
     name, folder = "wikitext103", "wikitext-103"
     files = {"train": "wiki.train.tokens", "val": "wiki.valid.tokens", "test": "wiki.test.tokens"}
@@ -82,7 +88,13 @@ class WikiText103DataModule(_PreTokenized):
 
 
 class PTBDataModule(_PreTokenized):
-    """Penn Treebank, Mikolov's preprocessed LM version (10k vocabulary)."""
+    """Penn Treebank, Mikolov's preprocessed LM version (10k vocabulary).
+
+    Example:
+        >>> from zoo.data import PTBDataModule
+        >>> type(PTBDataModule(data_dir="/nonexistent")).__name__
+        'PTBDataModule'
+    """
 
     name, folder = "ptb", "ptb"
     files = {"train": "ptb.train.txt", "val": "ptb.valid.txt", "test": "ptb.test.txt"}

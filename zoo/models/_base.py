@@ -89,6 +89,17 @@ def check_images(model, x, multiple: int = 1, min_size: int = 1):
         )
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{arch} images must be finite: NaN or inf found in the input")
+    if x.numel() and cfg.get("mean") and cfg.get("std"):
+        # normalized [0, 1] images lie within ((0 - mean) / std, (1 - mean) / std); raw 0-255
+        # pixels are about 100 times beyond it
+        reach = max(max(abs(-m / s), abs((1 - m) / s)) for m, s in zip(cfg["mean"], cfg["std"]))
+        top = float(x.detach().abs().amax())
+        if top > 4 * reach + 1:
+            raise ValueError(
+                f"{arch}: input values reach {top:g}, far outside normalized images (|x| <= "
+                f"{reach:.2g}): these look like raw 0-255 pixels. Scale them to [0, 1] and "
+                f"normalize them, {hint}"
+            )
     dtype = next(model.parameters()).dtype
     return x if x.dtype == dtype or torch.is_autocast_enabled() else x.to(dtype)
 
@@ -163,6 +174,21 @@ class ZooModel(
             )
         rtol = tol if rtol is None else rtol
         atol = tol if atol is None else atol
+        params = [p for p in self.parameters() if p.is_floating_point()]
+        if params and (rtol is not None or atol is not None):
+            eps = torch.finfo(params[0].dtype).eps / 10  # an order below machine epsilon
+            low = [
+                f"{k}={v:g}"
+                for k, v in (("rtol", rtol), ("atol", atol))
+                if v is not None and v < eps
+            ]
+            if low:
+                raise ValueError(
+                    f"{', '.join(low)} is below the precision of this {params[0].dtype} model "
+                    f"(a tenth of its machine epsilon: {eps:.2g}): an adaptive solve cannot meet it and would run "
+                    f"to its step budget. Use a tolerance >= {eps:.2g}, or cast the model to "
+                    "float64 first (model.double()) for tighter solves"
+                )
         for b in blocks:
             if b.grid_steps:
                 if rtol is not None or atol is not None:

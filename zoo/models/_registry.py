@@ -448,10 +448,44 @@ def _verify_sha(path: Path, expected: str | None, name: str) -> None:
         )
 
 
+def _check_tensors(model, path: Path, name: str) -> None:
+    """Refuse a weights file whose tensors would load silently wrong: an integer or bool tensor
+    for a floating-point parameter (its values would be cast), or non-finite values."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    own = model.state_dict()
+    wrong, nonfinite = [], []
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                t = f.get_tensor(key)
+                target = own.get(key)
+                if target is not None and target.is_floating_point() and not t.is_floating_point():
+                    wrong.append(f"{key} ({t.dtype}, the model's is {target.dtype})")
+                elif t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    nonfinite.append(f"{key} ({int((~torch.isfinite(t)).sum())} values)")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read weights of {name!r} from {path}: {e}") from None
+    if wrong:
+        raise ValueError(
+            f"checkpoint {name!r}: {len(wrong)} tensor(s) in {path.name} are not floating point "
+            f"where the model's are: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}; "
+            "a cast would change the model silently. Re-export the weights from the model"
+        )
+    if nonfinite:
+        raise ValueError(
+            f"checkpoint {name!r}: {len(nonfinite)} tensor(s) in {path.name} hold NaN or "
+            f"infinite values: {', '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''}; "
+            "the weights are broken (a diverged run, or a corrupted file)"
+        )
+
+
 def _load_weights(model, path: Path, name: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
+    _check_tensors(model, path, name)
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except (SafetensorError, OSError) as e:

@@ -216,7 +216,7 @@ class FFJORD(ZooModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples ``(n, dim)``: base normal draws carried back by the reverse ODE."""
-        check_sample_count(n)
+        check_sample_count(n, self.dim)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(
                 f"generator must be a torch.Generator (or None), got {type(generator).__name__}; "
@@ -234,9 +234,24 @@ class FFJORD(ZooModel):
         return summed_regs(self.blocks)
 
 
-def check_sample_count(n) -> None:
+def check_sample_count(n, per_sample: int = 1, bytes_per_value: int = 4) -> None:
+    """``n`` is a positive integer whose samples fit in memory (with the solver's working
+    copies, about 16 of them); else a clear error naming ``n``, before anything is allocated."""
+    import os
+
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (the number of samples) must be an integer >= 1, got {n!r}")
+    need = 16 * n * per_sample * bytes_per_value
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        return
+    if need > have:
+        raise ValueError(
+            f"sample(n={n:,}) needs about {need / 2**30:,.0f} GiB (the samples and the solver's "
+            f"working copies); this machine has {have / 2**30:,.0f} GiB. Draw them in chunks: "
+            "torch.cat([model.sample(k) for _ in range(n // k)])"
+        )
 
 
 def summed_regs(blocks) -> dict[str, Tensor]:

@@ -234,6 +234,12 @@ class ImageFFJORD(ZooModel):
                 f"images must be pixel values in [0, 256) (0-255 plus dequantization noise), got "
                 f"[{float(v.min()):g}, {float(v.max()):g}]: pass raw pixels, not normalized ones"
             )
+        if v.is_floating_point() and v[0].numel() > 1 and float(v.amax()) <= 1.0:
+            raise ValueError(
+                "these float images are all within [0, 1]: they look like images scaled to "
+                "[0, 1], which this flow would score as nearly black pixels (a meaningless "
+                "bits/dim). Pass pixel values 0-255: uint8, or floats in [0, 256) (x * 255)"
+            )
         return v
 
     def dequantize(self, v: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -326,7 +332,7 @@ class ImageFFJORD(ZooModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images ``(n, C, H, W)`` as float pixel values in [0, 256)."""
-        check_sample_count(n)
+        check_sample_count(n, self.dim)
         p = next(self.parameters())
         parts = [torch.randn(n, *s, generator=generator, dtype=p.dtype).to(p.device)
                  for s in self._shapes()]  # fmt: skip

@@ -18,7 +18,16 @@ __all__ = ["CNF"]
 
 
 def exact_trace(dz: Tensor, z: Tensor, create_graph: bool) -> Tensor:
-    """``tr(d dz / dz)`` per sample with one backward pass per dimension, shape ``(B,)``."""
+    """``tr(d dz / dz)`` per sample with one backward pass per dimension, shape ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import exact_trace
+        >>> z = torch.randn(3, 2, requires_grad=True)
+        >>> A = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
+        >>> exact_trace(z @ A.T, z, create_graph=False)  # the trace of A for every sample
+        tensor([4., 4., 4.])
+    """
     flat = dz.reshape(z.shape[0], -1)  # images: one backward pass per pixel and channel
     tr = dz.new_zeros(z.shape[0])
     for i in range(flat.shape[1]):

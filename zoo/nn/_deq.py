@@ -42,6 +42,14 @@ class DEQInfo:
             correction loss (earliest first, each with the fixed point's structure and a graph),
             else an empty list.
         correction_iters: The solver calls (1-based) whose outputs they start from.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import DEQ
+        >>> deq = DEQ(lambda z, x: 0.5 * torch.tanh(z) + x)
+        >>> _ = deq(torch.randn(2, 3))
+        >>> deq.info.stats.converged, deq.info.jac_loss is None
+        (True, True)
     """
 
     stats: SolverStats

@@ -33,6 +33,15 @@ class VariationalDropout(nn.Module):
     The cell draws the mask before each solve with ``reset(like)``, where ``like`` is the coming
     input (or just its shape). ``reset()`` with no argument clears it, and the next training
     call draws one for its own input. Identity in eval mode or at ``p=0``.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import VariationalDropout
+        >>> drop = VariationalDropout(p=0.5, shared_dims=(2, 3)).train()
+        >>> drop.reset(torch.ones(2, 4, 8, 8))
+        >>> a, b = drop(torch.ones(2, 4, 8, 8)), drop(torch.ones(2, 4, 8, 8))
+        >>> bool((a == b).all())  # one mask for every call until the next reset
+        True
     """
 
     def __init__(self, p: float = 0.0, shared_dims: Sequence[int] = (1,)) -> None:

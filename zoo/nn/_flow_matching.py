@@ -20,7 +20,16 @@ __all__ = ["ot_pairing", "cfm_target", "flow_matching_loss"]
 
 def ot_pairing(x: Tensor, z: Tensor) -> Tensor:
     """The permutation ``p`` minimizing ``sum_i ||x_i - z_p(i)||^2`` (exact minibatch OT with
-    uniform weights: an assignment problem). Returns indices into ``z``."""
+    uniform weights: an assignment problem). Returns indices into ``z``.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import ot_pairing
+        >>> x = torch.tensor([[0.0], [10.0]])
+        >>> z = torch.tensor([[9.0], [1.0]])
+        >>> ot_pairing(x, z)  # each point goes to its nearest noise sample
+        tensor([1, 0])
+    """
     from scipy.optimize import linear_sum_assignment
 
     if x.shape != z.shape or x.dim() < 2:
@@ -34,7 +43,16 @@ def ot_pairing(x: Tensor, z: Tensor) -> Tensor:
 
 
 def cfm_target(x: Tensor, z: Tensor, t: Tensor, T: float) -> tuple[Tensor, Tensor]:
-    """``(x_t, u_t)``: the point on the straight path at times ``t`` ``(B,)`` and its velocity."""
+    """``(x_t, u_t)``: the point on the straight path at times ``t`` ``(B,)`` and its velocity.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import cfm_target
+        >>> x, z, t = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4)
+        >>> point, velocity = cfm_target(x, z, t, T=1.0)
+        >>> tuple(point.shape), tuple(velocity.shape)
+        ((4, 2), (4, 2))
+    """
     s = (t / T).reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)  # (B, 1, ...) broadcasts
     return (1 - s) * x + s * z, (z - x) / T
 
@@ -44,7 +62,17 @@ def flow_matching_loss(
 ) -> Tensor:
     """Mean over the batch of ``||field(t, x_t) - u_t||^2``, with one uniform time per sample
     (``field`` takes times of shape ``(B,)``) and, with ``ot``, base samples paired to the data
-    by minibatch optimal transport."""
+    by minibatch optimal transport.
+
+    Example:
+        >>> import torch
+        >>> from zoo.models.ffjord import ConcatSquashMLP
+        >>> from zoo.nn import flow_matching_loss
+        >>> field = ConcatSquashMLP(2, (16,), "concatsquash", "tanh")
+        >>> loss = flow_matching_loss(field, torch.randn(64, 2), T=1.0)
+        >>> loss.backward(); bool(loss > 0)
+        True
+    """
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     if ot:
         z = z[ot_pairing(x, z)]

@@ -12,7 +12,18 @@ _ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
 
 class ODEBudgetError(RuntimeError):
     """An adaptive solve needed more than its ``max_num_steps``: the dynamics are too stiff for
-    the tolerances (training skips that step; at test time raise the budget or the tolerance)."""
+    the tolerances (training skips that step; at test time raise the budget or the tolerance).
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import ODEBlock, ODEBudgetError
+        >>> stiff = ODEBlock(lambda t, z: -1e6 * z, rtol=1e-9, atol=1e-9, max_num_steps=5)
+        >>> try:
+        ...     stiff(torch.ones(1, 1))
+        ... except ODEBudgetError as e:
+        ...     print("refused:", str(e)[:40])
+        refused: dopri5 needed more than max_num_steps=5
+    """
 
 
 class _Counted(nn.Module):
@@ -190,6 +201,13 @@ class ODEBlock(nn.Module):
                 else:
                     out = torchdiffeq.odeint(self.counted, z0, t, **kw)
             except AssertionError as e:
+                if "underflow in dt" in str(e):
+                    self.nfe_forward = self.counted.nfe
+                    raise ValueError(
+                        f"{self.method} could not take a step (step size underflow after "
+                        f"{self.counted.nfe} evaluations): the vector field returns NaN or inf "
+                        "values, or the dynamics are degenerate; check the weights and the inputs"
+                    ) from None
                 if "max_num_steps" not in str(e):
                     raise
                 self.nfe_forward = self.counted.nfe
@@ -219,8 +237,8 @@ def odeint(func, y0, t, **options):
     Example:
         >>> import torch
         >>> y = odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0, 2.0]))
-        >>> [round(float(v), 4) for v in y[:, 0]]
-        [1.0, 0.3679, 0.1353]
+        >>> print(*(round(float(v), 4) for v in y[:, 0]))
+        1.0 0.3679 0.1353
     """
     block = ODEBlock(func, t=t, **{"rtol": 1e-7, "atol": 1e-9, **options})
     return block(y0, t=torch.as_tensor(t), return_all=True)

@@ -19,6 +19,12 @@ def sample_noise(like: Tensor, kind: str = "gaussian") -> Tensor:
     Args:
         like: Tensor whose shape, dtype and device the noise copies.
         kind: ``"gaussian"`` or ``"rademacher"``.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import sample_noise
+        >>> sample_noise(torch.zeros(2, 3), kind="rademacher").abs().unique()
+        tensor([1.])
     """
     if kind == "gaussian":
         return torch.randn_like(like)
@@ -57,5 +63,12 @@ def jacobian_frobenius(
 
 
 def kinetic_energy(dz: Tensor) -> Tensor:
-    """Per-sample squared speed ``||dz/dt||^2``, shape ``(B,)``."""
+    """Per-sample squared speed ``||dz/dt||^2``, shape ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import kinetic_energy
+        >>> kinetic_energy(torch.tensor([[3.0, 4.0]]))
+        tensor([25.])
+    """
     return dz.pow(2).reshape(dz.shape[0], -1).sum(1)

@@ -15,6 +15,15 @@ class Packer:
 
     Args:
         like: A tensor or a list/tuple of tensors sharing the batch dimension 0.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import Packer
+        >>> state = [torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 2, 2)]
+        >>> p = Packer(state)
+        >>> flat = p.flat(state)
+        >>> tuple(flat.shape), [tuple(t.shape) for t in p.unflat(flat)]
+        ((2, 68), [(2, 3, 4, 4), (2, 5, 2, 2)])
     """
 
     def __init__(self, like: State) -> None:

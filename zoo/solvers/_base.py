@@ -23,7 +23,17 @@ _EPS = 1e-9
 
 
 class ConvergenceWarning(UserWarning):
-    """Issued (once per solve) when a solver stops at ``max_iter`` without reaching ``tol``."""
+    """Issued (once per solve) when a solver stops at ``max_iter`` without reaching ``tol``.
+
+    Example:
+        >>> import warnings, torch
+        >>> from zoo.solvers import Picard, ConvergenceWarning
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = Picard(tol=1e-12, max_iter=2)(lambda z: 0.5 * z + 1, torch.zeros(1, 1))
+        >>> caught[0].category is ConvergenceWarning
+        True
+    """
 
 
 @dataclass
@@ -51,6 +61,13 @@ class SolverStats:
             residuals these are: ``"step"``, ``g(z)`` (one more step, computed but never
             measured: its residual is not the reported one), or ``"iterate"``, ``z`` itself
             (the reported residual is exactly the returned state's).
+
+    Example:
+        >>> import torch
+        >>> from zoo.solvers import Picard
+        >>> _, stats = Picard(tol=1e-6, max_iter=100)(lambda z: 0.5 * z, torch.ones(2, 3))
+        >>> stats.converged, tuple(stats.trace.shape)[1], stats.nfe == stats.n_iter
+        (True, 2, True)
     """
 
     nfe: int = 0
@@ -136,6 +153,13 @@ class FixedPointSolver(abc.ABC):
             fixed point than reported; at tiny budgets it is the better prediction
             (``mdeq_tiny.cifar10`` at 2 iterations: 55% top-1 against 1%).
             ``SolverStats.returned`` says which.
+
+    Example:
+        >>> import torch
+        >>> from zoo.solvers import Anderson
+        >>> z, stats = Anderson(tol=1e-8)(lambda z: 0.5 * z + 1, torch.zeros(2, 3))
+        >>> round(float(z[0, 0]), 6), stats.converged
+        (2.0, True)
     """
 
     name = "base"

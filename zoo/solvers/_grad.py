@@ -24,7 +24,18 @@ __all__ = ["GradMode", "GradientWarning", "ImplicitGrad", "PhantomGrad", "Unroll
 
 
 class GradMode(abc.ABC):
-    """How gradients flow through an implicit layer."""
+    """How gradients flow through an implicit layer.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import DEQ
+        >>> from zoo.solvers import PhantomGrad
+        >>> deq = DEQ(lambda z, x: 0.5 * torch.tanh(z) + x, grad=PhantomGrad(steps=2))
+        >>> x = torch.randn(2, 3, requires_grad=True)  # any GradMode: implicit, phantom, unrolled
+        >>> deq(x).sum().backward()
+        >>> x.grad.shape
+        torch.Size([2, 3])
+    """
 
     name = "base"
 
@@ -162,7 +173,13 @@ class _ImplicitBackward(torch.autograd.Function):
 
 
 class GradientWarning(UserWarning):
-    """An implicit gradient that is not the exact gradient of what the forward computed."""
+    """An implicit gradient that is not the exact gradient of what the forward computed.
+
+    Example:
+        >>> from zoo.solvers import GradientWarning
+        >>> issubclass(GradientWarning, UserWarning)
+        True
+    """
 
 
 def _unsolved(grad: Tensor, fwd_ok: bool, fallback: str):

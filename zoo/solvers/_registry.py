@@ -53,6 +53,11 @@ def get_solver(name: str | dict | FixedPointSolver, **kwargs) -> FixedPointSolve
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
+
+    Example:
+        >>> from zoo.solvers import get_solver
+        >>> get_solver({"name": "anderson", "m": 5, "tol": 1e-4}).tol
+        0.0001
     """
     if isinstance(name, FixedPointSolver):
         return name.replace(**kwargs) if kwargs else name
@@ -67,6 +72,11 @@ def get_grad(name: str | dict | GradMode, **kwargs) -> GradMode:
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
+
+    Example:
+        >>> from zoo.solvers import get_grad
+        >>> type(get_grad({"name": "phantom", "steps": 2})).__name__
+        'PhantomGrad'
     """
     if isinstance(name, GradMode):
         # keyword arguments are applied, not dropped: rebuild from the object's config

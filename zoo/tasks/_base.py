@@ -191,6 +191,15 @@ class ZooTask(pl.LightningModule):
         from timm.scheduler import CosineLRScheduler
 
         hp = self.hparams
+        for key in ("lr", "min_lr"):
+            v = hp.get(key)
+            if v is not None and (
+                not math.isfinite(float(v)) or float(v) < 0 or (key == "lr" and not v)
+            ):
+                raise ValueError(
+                    f"{key}={v!r}: a learning rate is a positive finite number "
+                    f"({'> 0' if key == 'lr' else '>= 0'}), e.g. 1e-3"
+                )
         opt = create_optimizer_v2(
             self.model, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay
         )

@@ -35,7 +35,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One reported metric: its key in results, a readable name and its direction."""
+    """One reported metric: its key in results, a readable name and its direction.
+
+    Example:
+        >>> from zoo.tasks import MetricSpec
+        >>> MetricSpec("mse", "MSE", higher_is_better=False, hub_type="mse").higher_is_better
+        False
+    """
 
     key: str
     name: str
@@ -49,6 +55,14 @@ class EvalProtocol:
 
     Built by :meth:`TaskSpec.protocol` from a pretrained config; ``datamodule`` is a registered
     data-module name (``zoo.data.list_datamodules()``), never an import path.
+
+    Example:
+        >>> import zoo
+        >>> from zoo.tasks import get_task
+        >>> cfg = {**zoo.model_info("odenet.fashion_mnist"), "name": "odenet.fashion_mnist"}
+        >>> protocol = get_task(cfg["task"]).protocol(cfg)
+        >>> protocol.primary, protocol.unit
+        ('top1', 'image')
     """
 
     task: str
@@ -82,7 +96,13 @@ class EvalProtocol:
 
 @dataclass
 class EvalResult:
-    """What :meth:`TaskSpec.evaluate` measured (the orchestration adds who, where and how)."""
+    """What :meth:`TaskSpec.evaluate` measured (the orchestration adds who, where and how).
+
+    Example:
+        >>> from zoo.tasks import EvalResult
+        >>> EvalResult(metrics={"top1": 90.0}, num_samples=100, nfe_mean=None, seconds=1.5).metrics
+        {'top1': 90.0}
+    """
 
     metrics: dict[str, float]
     num_samples: int
@@ -95,7 +115,14 @@ _TASKS: dict[str, TaskSpec] = {}
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Register a task spec instance under ``spec.name``."""
+    """Register a task spec instance under ``spec.name``.
+
+    Example:
+        >>> from zoo.tasks import get_task, register_task
+        >>> spec = get_task("time-series")
+        >>> register_task(spec) is spec  # registering the same spec again is harmless
+        True
+    """
     if not spec.name or spec.name in _TASKS and type(_TASKS[spec.name]) is not type(spec):
         raise ValueError(f"task name {spec.name!r} is empty or taken")
     _TASKS[spec.name] = spec
@@ -113,7 +140,13 @@ def _ensure_builtin() -> None:
 
 
 def get_task(name: str) -> TaskSpec:
-    """The registered spec of ``name``; a ``ValueError`` lists the known ones."""
+    """The registered spec of ``name``; a ``ValueError`` lists the known ones.
+
+    Example:
+        >>> from zoo.tasks import get_task
+        >>> get_task("image-classification").name
+        'image-classification'
+    """
     if name not in _TASKS:
         _ensure_builtin()
         from ..models._registry import _ensure_loaded
@@ -125,6 +158,13 @@ def get_task(name: str) -> TaskSpec:
 
 
 def list_tasks() -> list[str]:
+    """The names of the registered task specs (the built-in ones and any plug-in's).
+
+    Example:
+        >>> from zoo.tasks import list_tasks
+        >>> "time-series" in list_tasks()
+        True
+    """
     _ensure_builtin()
     return sorted(_TASKS)
 
@@ -133,10 +173,43 @@ _SAMPLE_DIRS: list[Path] = [Path(__file__).resolve().parents[1] / "_samples"]
 
 
 def register_sample_dir(path: str | Path) -> None:
-    """Add a folder of ``<sample>.npz`` files (a third-party family's package data)."""
+    """Add a folder of ``<sample>.npz`` files (a third-party family's package data).
+
+    Example:
+        >>> import tempfile
+        >>> from zoo.tasks import register_sample_dir, sample_path
+        >>> register_sample_dir(tempfile.gettempdir())  # a plug-in family's samples folder
+        >>> sample_path("fashion_mnist").name
+        'fashion_mnist.npz'
+    """
     p = Path(path).resolve()
     if p not in _SAMPLE_DIRS:
         _SAMPLE_DIRS.append(p)
+
+
+class FiniteGuard:
+    """Counts non-finite values in a model's outputs over an evaluation; :meth:`check` raises
+    once it has seen any. NaN logits would otherwise score (argmax of NaN is class 0), and NaN
+    weights would give a number that looks like a result."""
+
+    def __init__(self, what: str = "outputs") -> None:
+        self.what, self.bad, self.total = what, 0, 0
+
+    def __call__(self, t) -> None:
+        import torch
+
+        t = t.detach()
+        self.total += t.numel()
+        if t.is_floating_point():
+            self.bad += int((~torch.isfinite(t)).sum())
+
+    def check(self, name: str) -> None:
+        if self.bad:
+            raise ValueError(
+                f"{name}: {self.bad:,} of the model's {self.total:,} {self.what} are NaN or "
+                "infinite; no metric is reported. The weights or the inputs are broken (check "
+                "for non-finite parameters and for inputs outside the model's declared range)"
+            )
 
 
 def stratified_subset(labels, limit: int, seed: int = 0):
@@ -160,7 +233,13 @@ def stratified_subset(labels, limit: int, seed: int = 0):
 
 def sample_path(sample: str) -> Path:
     """The evaluation sample ``<sample>.npz``: shipped as package data (``zoo/_samples``) or in
-    a folder a family registered; where a new one is written when none exists yet."""
+    a folder a family registered; where a new one is written when none exists yet.
+
+    Example:
+        >>> from zoo.tasks import sample_path
+        >>> sample_path("cifar10_jpeg").is_file()
+        True
+    """
     for d in _SAMPLE_DIRS:
         if (d / f"{sample}.npz").is_file():
             return d / f"{sample}.npz"
@@ -168,7 +247,16 @@ def sample_path(sample: str) -> Path:
 
 
 def load_sample(protocol: EvalProtocol) -> dict:
-    """The arrays of ``protocol.sample`` (a clear error when it was never built)."""
+    """The arrays of ``protocol.sample`` (a clear error when it was never built).
+
+    Example:
+        >>> import zoo
+        >>> from zoo.tasks import get_task, load_sample
+        >>> cfg = {**zoo.model_info("odenet.fashion_mnist"), "name": "odenet.fashion_mnist"}
+        >>> sample = load_sample(get_task(cfg["task"]).protocol(cfg))
+        >>> sample["x"].dtype.name, sample["x"].shape[1:]
+        ('uint8', (1, 28, 28))
+    """
     import numpy as np
 
     path = sample_path(protocol.sample)
@@ -184,6 +272,11 @@ def load_sample(protocol: EvalProtocol) -> dict:
 class TaskSpec:
     """Base class of a problem type's spec. Subclasses set the class attributes and implement
     :meth:`eval_batches`, :meth:`evaluate`, :meth:`build_sample`; the card hooks have defaults.
+
+    Example:
+        >>> from zoo.tasks import TaskSpec, list_tasks
+        >>> all(isinstance(name, str) for name in list_tasks()), TaskSpec.splits
+        (True, ('test',))
     """
 
     name: ClassVar[str] = ""

@@ -13,6 +13,7 @@ from ..models import create_model
 from ._base import ZooTask
 from ._spec import (
     EvalResult,
+    FiniteGuard,
     MetricSpec,
     TaskSpec,
     load_sample,
@@ -47,6 +48,12 @@ class ImageClassification(ZooTask):
             (``--ckpt_path``) still restores its own state.
         skip_unconverged: Skip the optimizer step of a batch whose forward solve did not
             converge (a non-finite loss is always skipped); ``train/skipped`` logs it.
+
+    Example:
+        >>> from zoo.tasks import ImageClassification
+        >>> task = ImageClassification(arch="resnet_small", model_args={"in_chans": 1, "channels": 8})
+        >>> task.model.num_classes
+        10
     """
 
     def __init__(
@@ -140,7 +147,14 @@ class ImageClassification(ZooTask):
 
 
 class ImageClassificationSpec(TaskSpec):
-    """Top-1/top-5 accuracy on a labelled image set; samples: the first images of each class."""
+    """Top-1/top-5 accuracy on a labelled image set; samples: the first images of each class.
+
+    Example:
+        >>> from zoo.tasks import get_task
+        >>> spec = get_task("image-classification")
+        >>> spec.primary, [m.key for m in spec.metrics]
+        ('top1', ['top1', 'top5'])
+    """
 
     name = "image-classification"
     title = "Image Classification"
@@ -173,6 +187,7 @@ class ImageClassificationSpec(TaskSpec):
         ]
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        guard = FiniteGuard("output logits")
         from tqdm import tqdm
 
         n_cls = model.num_classes
@@ -183,10 +198,12 @@ class ImageClassificationSpec(TaskSpec):
             x, y = x.to(device), y.to(device)
             with clock:
                 logits = model(x)
+            guard(logits)
             top1.update(logits, y)
             top5.update(logits, y)
             nfe += model.cost().nfe_forward * len(y)
             n += len(y)
+        guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         return EvalResult(
             metrics={
                 "top1": round(100 * float(top1.compute()), 2),

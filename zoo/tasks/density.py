@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
+from ._spec import EvalResult, FiniteGuard, MetricSpec, TaskSpec, load_sample, register_task
 
 __all__ = ["DensityEstimation", "DensityEstimationSpec"]
 
@@ -150,6 +150,7 @@ class DensityEstimationSpec(TaskSpec):
         return [x[i : i + step] for i in range(0, len(x), step)]
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        guard = FiniteGuard("log-densities")
         from tqdm import tqdm
 
         total, n, nfe = 0.0, 0, []
@@ -159,11 +160,13 @@ class DensityEstimationSpec(TaskSpec):
             with clock, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
                 logp = model.log_prob(x)
+            guard(logp)
             total += float(-logp.double().sum())
             n += x.shape[0]
             nfe.append(model.cost().nfe_forward)
         nll = total / max(n, 1)
         dim = getattr(model, "dim", 1)
+        guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         return EvalResult(
             metrics={"nll": round(nll, 4), "bpd": round(nll / (dim * math.log(2)), 4)},
             num_samples=n,

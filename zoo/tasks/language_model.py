@@ -10,7 +10,7 @@ from torchmetrics.text import Perplexity
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
+from ._spec import EvalResult, FiniteGuard, MetricSpec, TaskSpec, load_sample, register_task
 
 __all__ = ["LanguageModeling", "LanguageModelingSpec"]
 
@@ -48,7 +48,6 @@ class LanguageModeling(ZooTask):
             step without it skips its cost.
         jac_reg_increment: Add 0.1 to the weight every this many steps after pretraining
             (locuslab/deq's ``jac_incremental``; 0 = a constant weight).
-        grad_clip_norm: Gradient clipping (0 = off); Lightning's ``gradient_clip_val`` also works.
         eval_max_iter: Solver budget in validation/test.
         bf16: bfloat16 autocast for the forward.
         init_from: Start from these weights: a zoo name (``transformer_tiny.sotu``), a local
@@ -64,6 +63,13 @@ class LanguageModeling(ZooTask):
             ``model_args.correction_states``): the cross-entropy of the i-th of n intermediate
             states (earliest first) is added with weight ``gamma ** (n - i)``, the final
             state's loss keeping weight 1.
+
+    Example:
+        >>> from zoo.tasks import LanguageModeling
+        >>> task = LanguageModeling(arch="transformer_tiny", model_args={"vocab_size": 50, "d_model": 16,
+        ...                         "n_heads": 2, "d_ff": 32, "tgt_len": 8, "mem_len": 8})
+        >>> task.model is None  # built at setup, once the data module's vocabulary is known
+        True
     """
 
     def __init__(
@@ -218,7 +224,13 @@ class LanguageModeling(ZooTask):
 
 
 class LanguageModelingSpec(TaskSpec):
-    """Perplexity over a token stream, segment memory carried across segments."""
+    """Perplexity over a token stream, segment memory carried across segments.
+
+    Example:
+        >>> from zoo.tasks import get_task
+        >>> get_task("language-modeling").unit
+        'token'
+    """
 
     name = "language-modeling"
     title = "Language Modeling"
@@ -264,6 +276,7 @@ class LanguageModelingSpec(TaskSpec):
         return StreamSegments(stream, bs, model.tgt_len)
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        guard = FiniteGuard("output logits")
         from tqdm import tqdm
 
         ppl = Perplexity().to(device)
@@ -272,6 +285,7 @@ class LanguageModelingSpec(TaskSpec):
             x, y = x.to(device), y.to(device)
             with clock:
                 logits, mems = model(x, mems=mems, return_mems=True)
+            guard(logits)
             ppl.update(logits.float(), y)
             nfe.append(model.cost().nfe_forward)
         import math
@@ -281,6 +295,7 @@ class LanguageModelingSpec(TaskSpec):
         metrics = {"ppl": round(value, 2)}
         if protocol.primary == "bpc":  # log2 of the per-character perplexity
             metrics = {"bpc": round(math.log2(value), 4), "ppl": round(value, 3)}
+        guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         return EvalResult(
             metrics=metrics,
             num_samples=n,

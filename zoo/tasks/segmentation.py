@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, load_sample, register_task
+from ._spec import EvalResult, FiniteGuard, MetricSpec, TaskSpec, load_sample, register_task
 
 __all__ = ["Segmentation", "SegmentationSpec", "check_masks"]
 
@@ -201,6 +201,7 @@ class SegmentationSpec(TaskSpec):
         ]
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        guard = FiniteGuard("output logits")
         from tqdm import tqdm
 
         n_cls = model.num_classes
@@ -208,12 +209,14 @@ class SegmentationSpec(TaskSpec):
         iou = MulticlassJaccardIndex(n_cls, ignore_index=ignore, average="none").to(device)
         acc = MulticlassAccuracy(n_cls, average="micro", ignore_index=ignore).to(device)
         present = torch.zeros(n_cls, dtype=torch.bool, device=device)
-        nfe, n = 0, 0
+        nfe, n, scored = 0, 0, 0
         for x, y in tqdm(batches, desc="eval", unit="batch"):
             x = x.to(device)
             y = check_masks(x, y.to(device), n_cls, ignore)
+            scored += int((y != ignore).sum())
             with clock:
                 logits = model(x)
+            guard(logits)
             pred = logits.argmax(1)
             iou.update(pred, y)
             acc.update(pred, y)
@@ -222,12 +225,18 @@ class SegmentationSpec(TaskSpec):
             present |= torch.bincount(pred[valid], minlength=n_cls)[:n_cls] > 0
             nfe += model.cost().nfe_forward * len(y)
             n += len(y)
+        if n and not scored:
+            raise ValueError(
+                f"no scored pixels: every pixel of the {n} mask(s) is the ignore index {ignore}, "
+                "so mIoU and pixel accuracy are undefined (not 0); check the masks' labels"
+            )
         per_class = iou.compute()
         names = protocol.options.get("class_names") or [str(c) for c in range(n_cls)]
         class_iou = {
             str(names[c]): round(100 * float(per_class[c]), 2) for c in range(n_cls) if present[c]
         }
         miou = 100 * float(per_class[present].mean()) if bool(present.any()) else 0.0
+        guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         return EvalResult(
             metrics={
                 "miou": round(miou, 2),

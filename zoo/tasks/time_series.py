@@ -10,7 +10,7 @@ from torchmetrics import Metric
 
 from ..models import create_model
 from ._base import ZooTask
-from ._spec import EvalResult, MetricSpec, TaskSpec, _nfe, load_sample, register_task
+from ._spec import EvalResult, FiniteGuard, MetricSpec, TaskSpec, _nfe, load_sample, register_task
 
 __all__ = ["TimeSeries", "TimeSeriesSpec", "MaskedMSE", "split_masks", "eval_generator"]
 
@@ -120,6 +120,13 @@ class TimeSeries(ZooTask):
             (``--ckpt_path``) still restores its own state.
         skip_unconverged: Skip the optimizer step of a batch whose forward solve did not
             converge (a non-finite loss is always skipped); ``train/skipped`` logs it.
+
+    Example:
+        >>> from zoo.tasks import TimeSeries
+        >>> task = TimeSeries(arch="latent_ode", model_args={"input_dim": 1, "latent_dim": 3,
+        ...                   "rec_dims": 4, "units": 8})
+        >>> type(task.model).__name__
+        'LatentODE'
     """
 
     def __init__(
@@ -222,7 +229,13 @@ class TimeSeries(ZooTask):
 
 
 class TimeSeriesSpec(TaskSpec):
-    """Masked reconstruction MSE of irregular series, in interpolation or extrapolation."""
+    """Masked reconstruction MSE of irregular series, in interpolation or extrapolation.
+
+    Example:
+        >>> from zoo.tasks import get_task
+        >>> get_task("time-series").primary
+        'mse'
+    """
 
     name = "time-series"
     title = "Time Series Forecasting"
@@ -279,6 +292,7 @@ class TimeSeriesSpec(TaskSpec):
         return _first_series(batches, limit)
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        guard = FiniteGuard("predicted values")
         from tqdm import tqdm
 
         mse = MaskedMSE().to(device)
@@ -293,9 +307,11 @@ class TimeSeriesSpec(TaskSpec):
             cond, target = cond.to(device), target.to(device)
             with clock:
                 out = model.reconstruct(times, values, cond, target, n_samples=1)
+            guard(out["mean"])
             mse.update(out["mean"].mean(0), values, target)
             nfe.append(model.cost().nfe_forward)
             n += b.values.shape[0]
+        guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         return EvalResult(
             metrics={k: float(f"{float(v):.4g}") for k, v in mse.compute().items()},
             num_samples=n,
