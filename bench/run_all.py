@@ -33,6 +33,7 @@ SCRIPTS = [
     ("deq_lm_step", "DEQ-LM training step and warm starts across segments"),
     ("deq_lm_eval", "DEQ-LM evaluation: per-sequence solves against one joint solve"),
     ("import_time", "time to zoo.load in a fresh process"),
+    ("reversible", "reversible DEQs against the implicit gradient: memory and step time"),
 ]
 
 

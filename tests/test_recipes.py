@@ -211,8 +211,8 @@ def _tiny_seg_overrides(cfg: dict, data_dir: Path) -> list[str]:
 def _tiny_lm_overrides(cfg: dict, data_dir: Path) -> list[str]:
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
     margs.update(d_model=16, n_heads=2, d_ff=32, tgt_len=8, mem_len=min(margs.get("mem_len", 0), 8))
-    if "solver" in margs:
-        margs.update(solver={"name": "anderson", "max_iter": 2}, vocab_size=64)
+    if "solver" in margs:  # the recipe's solver kind, with a 2-iteration budget
+        margs.update(solver={**margs["solver"], "max_iter": 2}, vocab_size=64)
     else:
         margs.update(vocab_size=64)
     return [

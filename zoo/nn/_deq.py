@@ -18,6 +18,8 @@ from ..solvers import (
     GradMode,
     ImplicitGrad,
     PhantomGrad,
+    Reversible,
+    ReversibleGrad,
     SolverStats,
     UnrolledGrad,
     get_grad,
@@ -126,6 +128,19 @@ class DEQ(nn.Module):
         self.solver = get_solver(solver) if solver is not None else Anderson()
         self.grad = get_grad(grad) if grad is not None else ImplicitGrad()
         self.eval_solver = get_solver(eval_solver) if eval_solver is not None else None
+        if isinstance(self.grad, ReversibleGrad) and not all(
+            isinstance(s, Reversible) for s in (self.solver, self.eval_solver) if s is not None
+        ):
+            raise ValueError(
+                "grad=ReversibleGrad() differentiates a reversible solve: set "
+                "solver=Reversible(beta=..., tol=..., max_iter=...) (and any eval_solver too)"
+            )
+        if isinstance(self.grad, ReversibleGrad) and (self.correction_states or jac_reg_samples):
+            raise ValueError(
+                "ReversibleGrad trains through the exact reversible solve: the fixed-point "
+                "correction (correction_states) and the Jacobian term (jac_reg_samples) belong "
+                "to the implicit and phantom gradients; set both to 0"
+            )
         self.jac_reg_samples = int(jac_reg_samples)
         # a training task may switch the term off for a step (a jac_reg_freq schedule)
         self.jac_reg_enabled = True
@@ -201,7 +216,12 @@ class DEQ(nn.Module):
 
             f.rows = rows  # solvers with compact=True evaluate only the unconverged samples
         z0f = packer.flat(z0).detach()
-        if isinstance(self.grad, UnrolledGrad):
+        if isinstance(self.grad, ReversibleGrad) and torch.is_grad_enabled():
+            xs = list(x) if isinstance(x, (list, tuple)) else [x]
+            inputs = [*self.parameters(), *(t for t in xs if isinstance(t, Tensor))]
+            z_out, stats = self.grad.solve(f, z0f, solver, inputs)
+            self.info = DEQInfo(stats)
+        elif isinstance(self.grad, UnrolledGrad):
             z_out = self._unrolled(f, z0f, solver)
         else:
             correct = self.training and torch.is_grad_enabled() and self.correction_states > 0

@@ -7,6 +7,7 @@ from ._base import FixedPointSolver
 from ._broyden import Broyden
 from ._grad import GradMode, ImplicitGrad, PhantomGrad, UnrolledGrad
 from ._picard import Picard
+from ._reversible import Reversible, ReversibleGrad
 
 __all__ = ["SOLVERS", "GRADS", "get_solver", "get_grad"]
 
@@ -14,12 +15,14 @@ SOLVERS: dict[str, type[FixedPointSolver]] = {
     "picard": Picard,
     "anderson": Anderson,
     "broyden": Broyden,
+    "reversible": Reversible,
 }
 GRADS: dict[str, type[GradMode]] = {
     "implicit": ImplicitGrad,
     "phantom": PhantomGrad,
     "jfb": PhantomGrad,
     "unrolled": UnrolledGrad,
+    "reversible": ReversibleGrad,
 }
 
 
