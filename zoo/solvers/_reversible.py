@@ -213,7 +213,17 @@ class ReversibleGrad(GradMode):
         stats = tracker.finish(time.perf_counter() - t0)
         stats.nfe, stats.n_iter = 2 * steps + 1, steps
         stats.reconstruction_error = float("nan")  # set by the backward pass
-        solver.warn_unconverged(stats)
+        if solver.warn and not stats.converged:
+            import warnings
+
+            from ._base import ConvergenceWarning
+
+            warnings.warn(
+                f"Reversible did not reach tol={solver.tol:g} within {solver.max_iter} steps; "
+                "returning the last state (its gradient is exact for the steps that ran)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
         inputs = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
         out = _ReversibleFunction.apply(f_high, b, steps, stats, y, z, z0, *inputs)
