@@ -34,6 +34,7 @@ SCRIPTS = [
     ("deq_lm_eval", "DEQ-LM evaluation: per-sequence solves against one joint solve"),
     ("import_time", "time to zoo.load in a fresh process"),
     ("reversible", "reversible DEQs against the implicit gradient: memory and step time"),
+    ("parallel_sampling", "parallel-in-time sampling of the flow-matching flow: rounds, time"),
 ]
 
 

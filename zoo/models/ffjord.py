@@ -214,9 +214,29 @@ class FFJORD(ZooModel):
         return self.log_prob(x)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` samples ``(n, dim)``: base normal draws carried back by the reverse ODE."""
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        parallel=None,
+    ) -> Tensor:
+        """``n`` samples ``(n, dim)``: base normal draws carried back by the reverse ODE.
+
+        Args:
+            n: How many samples.
+            generator: The random draws' generator (seeded for reproducible samples).
+            steps: Integrate the reverse ODE with this many RK4 steps (a fixed grid) instead of
+                the adaptive solver.
+            parallel: With ``steps``, a fixed-point solver of the zoo (``Picard``,
+                ``Anderson``, ...) that solves the whole grid trajectory at once, every round
+                one batched evaluation of the field at all the steps' times
+                (:func:`zoo.nn.parallel_grid_nodes`); its rounds are in
+                ``model.last_sample_stats``.
+        """
         check_sample_count(n, self.dim)
+        if parallel is not None and steps is None:
+            raise ValueError("parallel=... solves a fixed grid: give the number of steps too")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(
                 f"generator must be a torch.Generator (or None), got {type(generator).__name__}; "
@@ -224,8 +244,31 @@ class FFJORD(ZooModel):
             )
         p = next(self.parameters())
         x = torch.randn(n, self.dim, generator=generator, dtype=p.dtype).to(p.device)
+        if steps is None:
+            for blk in reversed(self.blocks):
+                x, _ = blk(x, reverse=True)
+            return x
+        from ..nn import parallel_grid_nodes
+        from ..solvers import Picard
+
+        # a fixed grid from T down to 0; sequentially it is Picard with K rounds, run in order
+        self.last_sample_stats = []
         for blk in reversed(self.blocks):
-            x, _ = blk(x, reverse=True)
+            field = blk.dynamics.func
+            if parallel is None:
+                h = -blk.T / steps
+                for k in range(steps):
+                    t = torch.full((n,), blk.T + k * h, dtype=x.dtype, device=x.device)
+                    k1 = field(t, x)
+                    k2 = field(t + h / 2, x + h / 2 * k1)
+                    k3 = field(t + h / 2, x + h / 2 * k2)
+                    k4 = field(t + h, x + h * k3)
+                    x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            else:
+                solver = parallel if not isinstance(parallel, str) else Picard(max_iter=steps)
+                Z, stats = parallel_grid_nodes(field, x, blk.T, 0.0, steps, solver)
+                self.last_sample_stats.append(stats)
+                x = Z[-1]
         return x
 
     @property

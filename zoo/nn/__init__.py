@@ -6,6 +6,7 @@ from ._deq import DEQ, DEQInfo
 from ._dropout import VariationalDropout
 from ._flow_matching import cfm_target, flow_matching_loss, ot_pairing
 from ._ode import ODEBlock, ODEBudgetError, grid_solve, odeint
+from ._parallel import parallel_grid_nodes
 from ._ragged import integrate_intervals
 from ._regularizers import jacobian_frobenius, kinetic_energy, sample_noise
 from ._state import Packer
@@ -23,6 +24,7 @@ __all__ = [
     "flow_matching_loss",
     "grid_solve",
     "odeint",
+    "parallel_grid_nodes",
     "integrate_intervals",
     "jacobian_frobenius",
     "kinetic_energy",

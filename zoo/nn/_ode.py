@@ -73,6 +73,11 @@ class ODEBlock(nn.Module):
             cost no longer grows with the number of output times, and backpropagation goes
             through ``4 * grid_steps + 1`` evaluations instead of an adaptive solver's
             per-output bookkeeping: what makes thousands of irregular output times affordable.
+        parallel: With ``grid_steps``, a fixed-point solver of the zoo (``Picard``,
+            ``Anderson``, ...) that finds all the grid's states at once, each round one batched
+            evaluation of ``func`` at every step's time (``func`` must take a time per row);
+            Picard is exact after ``grid_steps`` rounds. The rounds are in
+            ``block.parallel_stats``. Forward only (no gradient through the rounds).
 
     Attributes:
         nfe_forward: Evaluations in the last forward solve.
@@ -102,6 +107,7 @@ class ODEBlock(nn.Module):
         options: dict | None = None,
         grid_steps: int = 0,
         max_num_steps: int = 10_000,
+        parallel=None,
     ) -> None:
         super().__init__()
         import math
@@ -128,6 +134,12 @@ class ODEBlock(nn.Module):
             raise ValueError(f"max_num_steps must be an integer >= 1, got {max_num_steps!r}")
         if grid_steps and adjoint:
             raise ValueError("grid_steps > 0 backpropagates through the grid; set adjoint=False")
+        if parallel is not None and not grid_steps:
+            raise ValueError(
+                "parallel=... solves a fixed grid as one fixed point: set grid_steps > 0 too"
+            )
+        self.parallel = parallel
+        self.parallel_stats = None
         if not isinstance(func, nn.Module):
             if not callable(func):
                 raise TypeError(
@@ -189,7 +201,11 @@ class ODEBlock(nn.Module):
         if self.method in _ADAPTIVE:
             opts.setdefault("max_num_steps", self.max_num_steps)
         kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts or None)
-        if self.grid_steps:
+        if self.grid_steps and self.parallel is not None:
+            out, self.parallel_stats = grid_solve(
+                self.counted, z0, t, self.grid_steps, self.parallel
+            )
+        elif self.grid_steps:
             out = grid_solve(self.counted, z0, t, self.grid_steps)
         else:
             try:
@@ -244,12 +260,17 @@ def odeint(func, y0, t, **options):
     return block(y0, t=torch.as_tensor(t), return_all=True)
 
 
-def grid_solve(func, z0: Tensor, t: Tensor, steps: int) -> Tensor:
+def grid_solve(func, z0: Tensor, t: Tensor, steps: int, parallel=None):
     """RK4 with ``steps`` equal steps from ``t[0]`` to ``t[-1]``; the states at every ``t``
     (sorted, increasing) by cubic Hermite interpolation between the grid nodes.
 
+    With ``parallel`` (a fixed-point solver of the zoo), the grid nodes are found as one fixed
+    point, every round evaluating ``func`` at all the steps' times as one batch
+    (:func:`zoo.nn.parallel_grid_nodes`; ``func`` then takes a time per row), and the solver's
+    stats are returned too.
+
     Returns:
-        ``(len(t), *z0.shape)``.
+        ``(len(t), *z0.shape)`` (and the solver's stats with ``parallel``).
 
     Example:
         >>> import torch
@@ -262,6 +283,14 @@ def grid_solve(func, z0: Tensor, t: Tensor, steps: int) -> Tensor:
         raise ValueError("grid_solve needs increasing times")
     t0, t1 = t[0], t[-1]
     h = (t1 - t0) / steps
+    if parallel is not None:  # every node at once, as one fixed point; then the slopes at once
+        from ._parallel import parallel_grid_nodes
+
+        Z, stats = parallel_grid_nodes(func, z0, t0, t1, steps, parallel)
+        nodes = t0 + h * torch.arange(steps + 1, dtype=z0.dtype, device=z0.device)
+        tt = nodes.repeat_interleave(z0.shape[0])
+        F = func(tt, Z.reshape(-1, *z0.shape[1:])).reshape(Z.shape)
+        return _hermite(Z, F, t, t0, h, steps), stats
     zs, fs = [z0], []
     z = z0
     for k in range(steps):
@@ -274,7 +303,12 @@ def grid_solve(func, z0: Tensor, t: Tensor, steps: int) -> Tensor:
         z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         zs.append(z)
     fs.append(func(t1, z))
-    Z, F = torch.stack(zs), torch.stack(fs)  # (steps + 1, ...)
+    return _hermite(torch.stack(zs), torch.stack(fs), t, t0, h, steps)
+
+
+def _hermite(Z: Tensor, F: Tensor, t: Tensor, t0, h, steps: int) -> Tensor:
+    """Cubic Hermite interpolation of the grid nodes ``Z`` with slopes ``F`` at the times ``t``."""
+    z0 = Z[0]
     pos = (t - t0) / h if float(h) > 0 else torch.zeros_like(t)
     idx = pos.floor().long().clamp(0, steps - 1)
     s = (pos - idx).view(-1, *([1] * z0.dim()))
