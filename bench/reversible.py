@@ -108,8 +108,9 @@ def run(name: str, batch: int, iters, repeats: int) -> list[dict]:
 def main(argv=None) -> list[dict]:
     p = parser(__doc__, "reversible.json")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--iters", type=int, nargs="+", default=None, help="forward iterations K")
     a = setup(p.parse_args(argv))
-    iters = (4, 8) if a.quick else (4, 8, 16, 32)
+    iters = tuple(a.iters) if a.iters else ((4, 8) if a.quick else (4, 8, 16, 32))
     batch_img, batch_txt, repeats = (4, 1, 1) if a.quick else (32, 4, a.repeats)
     warnings.simplefilter("ignore")
     rows = run("mdeq_tiny.cifar10", batch_img, iters, repeats)

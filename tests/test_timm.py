@@ -114,3 +114,29 @@ def test_a_limited_evaluation_is_a_stated_stratified_subset():
     assert torch.equal(keep, stratified_subset(labels, 20))  # fixed: seeded
     res = evaluate("odenet.fashion_mnist", sample=True, limit=30)
     assert res["num_samples"] == 30 and "class-stratified" in res["subset"]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_timm_fine_tuning_arguments(name):
+    """num_classes, in_chans and drop_rate through timm; reset_classifier, get_classifier,
+    forward_features and forward_head as timm models have them; the body keeps its weights."""
+    import torch
+
+    ref = zoo.load(name).state_dict()
+    c = zoo.model_info(name)["input_size"][0]
+    new_c = 3 if c == 1 else 1
+    m = timm.create_model(name, pretrained=True, num_classes=5, in_chans=new_c, drop_rate=0.2)
+    assert m.get_classifier().out_features == 5 and m.head_drop.p == 0.2
+    kept = [k for k, v in m.state_dict().items() if k in ref and v.shape == ref[k].shape]
+    assert all(torch.equal(m.state_dict()[k], ref[k]) for k in kept)
+    h, w = zoo.model_info(name)["input_size"][1:]
+    x = torch.randn(2, new_c, h, w)
+    m.eval()
+    with torch.no_grad():
+        feats = m.forward_features(x)
+        assert m.forward_head(feats).shape == (2, 5)
+        assert m.forward_head(feats, pre_logits=True).shape == (2, m.num_features)
+        m.reset_classifier(3)
+        assert m(x).shape == (2, 3) and m.get_classifier().out_features == 3
+        m.reset_classifier(0)  # timm's convention: no head, pooled features out
+        assert m(x).shape == (2, m.num_features)
