@@ -448,23 +448,26 @@ def _verify_sha(path: Path, expected: str | None, name: str) -> None:
         )
 
 
-def _check_tensors(model, path: Path, name: str) -> None:
-    """Refuse a weights file whose tensors would load silently wrong: an integer or bool tensor
-    for a floating-point parameter (its values would be cast), or non-finite values."""
-    import torch
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_TORCH_NAMES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32",
+                "I64": "int64", "U16": "uint16", "U32": "uint32", "U64": "uint64"}  # fmt: skip
+
+
+def _check_dtypes(model, path: Path, name: str) -> None:
+    """Refuse an integer or bool tensor for a floating-point parameter (its values would be cast
+    silently). Reads only the file's header."""
     from safetensors import SafetensorError, safe_open
 
     own = model.state_dict()
-    wrong, nonfinite = [], []
+    wrong = []
     try:
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                t = f.get_tensor(key)
                 target = own.get(key)
-                if target is not None and target.is_floating_point() and not t.is_floating_point():
-                    wrong.append(f"{key} ({t.dtype}, the model's is {target.dtype})")
-                elif t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                    nonfinite.append(f"{key} ({int((~torch.isfinite(t)).sum())} values)")
+                dtype = f.get_slice(key).get_dtype()
+                if target is not None and target.is_floating_point() and dtype not in _FLOAT_DTYPES:
+                    torch_name = f"torch.{_TORCH_NAMES.get(dtype, dtype.lower())}"
+                    wrong.append(f"{key} ({torch_name}, the model's is {target.dtype})")
     except (SafetensorError, OSError) as e:
         raise ValueError(f"cannot read weights of {name!r} from {path}: {e}") from None
     if wrong:
@@ -473,11 +476,22 @@ def _check_tensors(model, path: Path, name: str) -> None:
             f"where the model's are: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}; "
             "a cast would change the model silently. Re-export the weights from the model"
         )
-    if nonfinite:
+
+
+def _check_finite(model, path: Path, name: str) -> None:
+    """Refuse loaded weights with NaN or infinite values, naming the tensors."""
+    import torch
+
+    bad = [
+        f"{k} ({int((~torch.isfinite(v)).sum())} values)"
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
         raise ValueError(
-            f"checkpoint {name!r}: {len(nonfinite)} tensor(s) in {path.name} hold NaN or "
-            f"infinite values: {', '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''}; "
-            "the weights are broken (a diverged run, or a corrupted file)"
+            f"checkpoint {name!r}: {len(bad)} tensor(s) in {path.name} hold NaN or infinite "
+            f"values: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; the weights are "
+            "broken (a diverged run, or a corrupted file)"
         )
 
 
@@ -485,7 +499,7 @@ def _load_weights(model, path: Path, name: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    _check_tensors(model, path, name)
+    _check_dtypes(model, path, name)
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except (SafetensorError, OSError) as e:
@@ -501,3 +515,4 @@ def _load_weights(model, path: Path, name: str) -> None:
             f"  missing keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
             f"  unexpected keys: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
         )
+    _check_finite(model, path, name)
