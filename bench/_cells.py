@@ -13,6 +13,7 @@ from torch import nn
 from zoo.models._mdeq_cell import MDEQCell
 from zoo.nn import Packer
 from zoo.nn._state import index_rows
+from zoo.solvers import FixedPointMap
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
@@ -75,10 +76,10 @@ class Counted:
 
     def __init__(self, f) -> None:
         self.f, self.n, self.seconds, self.samples = f, 0, 0.0, 0
-        if hasattr(f, "rows"):  # the subset map of per-sample compaction, counted alike
-            self.rows = lambda z, idx: self._timed(f.rows, z, idx)
-        if hasattr(f, "group"):  # rows per coupled block (joint solves decide per block)
-            self.group = f.group
+        fmap = f if isinstance(f, FixedPointMap) else FixedPointMap(f)
+        # the subset map of per-sample compaction is counted alike; the coupled blocks kept
+        rows = None if fmap.rows is None else (lambda z, idx: self._timed(fmap.rows, z, idx))
+        self.fixed_point_map = FixedPointMap(self, rows=rows, group=fmap.group)
 
     def _timed(self, fn, *args):
         self.n += 1
@@ -157,8 +158,7 @@ def trained_mdeq_problem(batch: int = 64, name: str = "mdeq_tiny.fashion_mnist")
         sub = packer.with_batch(zf.shape[0])
         return sub.flat(cell(sub.unflat(zf), index_rows(xs, idx)))
 
-    f.rows = rows
-    return cell, f, packer.flat(z0), xs, packer
+    return cell, FixedPointMap(f, rows=rows), packer.flat(z0), xs, packer
 
 
 def trained_lm_problem(batch: int = 16, name: str = "deq_transformer_tiny.sotu"):
@@ -188,14 +188,12 @@ def trained_lm_problem(batch: int = 16, name: str = "deq_transformer_tiny.sotu")
     def f(zf):  # zf: (batch * tgt_len, d_model), u: (batch, tgt_len, d_model)
         return cell(zf, u)
 
-    f.coupled = True  # the solver's samples (positions) see each other: joint rows apply
-    # ... but only within a sequence: a joint solve decides per sequence (the model's own
-    # declaration), and compaction drops finished sequences
-    f.group = cell.coupled_rows(u)
+    # the solver's samples (positions) see each other, but only within a sequence: a joint
+    # solve decides per sequence (the model's own declaration), and compaction drops finished
+    # sequences
     subset = cell.row_subset(u, joint=True)
-    f.rows = lambda zf, idx: cell(zf, subset(idx))
-
-    return cell, f, u.new_zeros(batch * t, u.shape[-1]), u, None
+    fmap = FixedPointMap(f, rows=lambda zf, idx: cell(zf, subset(idx)), group=cell.coupled_rows(u))
+    return cell, fmap, u.new_zeros(batch * t, u.shape[-1]), u, None
 
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:

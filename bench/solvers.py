@@ -28,7 +28,7 @@ import torch
 from _cells import PROBLEMS, Counted, rel_residual, report, time_call
 from _harness import parser, setup
 
-from zoo.solvers import Anderson, Broyden, Picard
+from zoo.solvers import Anderson, Broyden, FixedPointMap, Picard
 
 
 def ours(kind, m, tol, max_iter, compact=False, compile=False, joint=False, returns="step"):
@@ -38,7 +38,7 @@ def ours(kind, m, tol, max_iter, compact=False, compile=False, joint=False, retu
         tol=tol, max_iter=max_iter, stop_mode="rel", warn=False, compact=compact, joint=joint,
         returns=returns, **kw,
     )  # fmt: skip
-    return lambda f, z0: solver(f, z0)[0]
+    return lambda f, z0: solver(f.fixed_point_map if isinstance(f, Counted) else f, z0)[0]
 
 
 def theirs(kind, m, tol, max_iter):
@@ -70,8 +70,9 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 # itself returned instead of one more step
                 solves["implicit-zoo compiled"] = ours(kind, m, tol, 50, compile=True)
                 solves["implicit-zoo iterate"] = ours(kind, m, tol, 50, returns="iterate")
-            coupled = getattr(f, "coupled", False)  # samples see each other
-            if hasattr(f, "rows") and kind == "anderson" and not coupled:  # compaction
+            coupled = isinstance(f, FixedPointMap) and f.group is not None  # rows see each other
+            subsets = isinstance(f, FixedPointMap) and f.rows is not None
+            if subsets and kind == "anderson" and not coupled:  # compaction
                 solves["implicit-zoo compact"] = ours(kind, m, tol, 50, compact=True)
                 solves["implicit-zoo compact iterate"] = ours(
                     kind, m, tol, 50, compact=True, returns="iterate"
@@ -83,7 +84,7 @@ def run(problem: str, configs, repeats: int, quick: bool) -> list[dict]:
                 solves["implicit-zoo compiled joint"] = ours(
                     kind, m, tol, 50, joint=True, compile=True
                 )
-                if hasattr(f, "rows"):
+                if subsets:
                     solves["implicit-zoo compact joint"] = ours(
                         kind, m, tol, 50, compact=True, joint=True
                     )

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.nn import DEQ
+from zoo.nn import DEQ, DEQCell
 from zoo.solvers import get_grad, get_solver
 
 D = torch.float64
 
 
-class _Cell(nn.Module):
+class _Cell(DEQCell):
     """z -> tanh(s_i W z + x): per-sample contraction s_i, so samples converge at different
     iterations; a two-tensor state with a None in the injection exercises the structures."""
 
@@ -106,21 +106,21 @@ def test_the_solver_state_shrinks_to_the_unconverged_rows(solver, monkeypatch):
     Jacobian) to the unconverged rows, so their algebra runs on fewer rows too: the states they
     pass to the map
     get smaller as samples converge, and the solve is the one that keeps full-size state."""
-    from zoo.solvers import _base
+    from zoo.solvers._compaction import Compaction
 
     sizes: list[int] = []
-    call = _base._Compacted.__call__
+    call = Compaction.__call__
 
     def spy(self, z):
         sizes.append(z.shape[0])
         return call(self, z)
 
-    monkeypatch.setattr(_base._Compacted, "__call__", spy)
-    monkeypatch.setattr(_base._Compacted, "shrink_at", 0.0)  # never shrinks
+    monkeypatch.setattr(Compaction, "__call__", spy)
+    monkeypatch.setattr(Compaction, "shrink_at", 0.0)  # never shrinks
     z_ref, g_ref, st_ref = _run(solver, "implicit", compact=True)
     assert set(sizes) == {9}
     sizes.clear()
-    monkeypatch.setattr(_base._Compacted, "shrink_at", 0.75)
+    monkeypatch.setattr(Compaction, "shrink_at", 0.75)
     z, g, st = _run(solver, "implicit", compact=True)
     assert sizes[0] == 9 and min(sizes) < 9 and sizes == sorted(sizes, reverse=True)
     assert torch.allclose(z_ref, z, atol=1e-12, rtol=0)

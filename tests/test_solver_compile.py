@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import zoo.solvers._anderson as anderson_mod
-from zoo.nn import DEQ
-from zoo.solvers import Anderson, get_solver
+from zoo.nn import DEQ, DEQCell
+from zoo.solvers import Anderson, FixedPointMap, get_solver
 
 D = torch.float64
 
@@ -48,7 +48,7 @@ def test_compiled_iterations_equal_the_eager_ones(kw):
 
 
 def test_compiled_iterations_with_batch_compaction():
-    class Cell(torch.nn.Module):
+    class Cell(DEQCell):
         batch_independent = True
 
         def __init__(self):
@@ -94,7 +94,7 @@ def test_compiled_joint_solves_equal_the_eager_ones(blocks):
 
     f, z0, _, _ = _blocks_map()
     if not blocks:
-        del f.group, f.rows  # the whole batch is one block
+        f = FixedPointMap(f.fn)  # the whole batch is one block
     for max_iter, tol in ((80, 1e-7), (9, 1e-12)):  # blocks stop apart / none converges
         for compact in (False, True):
             kw = dict(m=5, tol=tol, max_iter=max_iter, joint=True, compact=compact)
@@ -122,7 +122,7 @@ def test_many_settings_share_one_compiled_iteration():
     def g(z):
         return rows(z, torch.arange(z.shape[0]))
 
-    g.rows, z0 = rows, torch.zeros(12, 40, dtype=D)
+    g, z0 = FixedPointMap(g, rows=rows), torch.zeros(12, 40, dtype=D)
     for tol in (1e-4, 1e-6, 1e-8):
         for stop_mode in ("rel", "abs"):
             for returns in ("step", "iterate"):

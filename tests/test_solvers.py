@@ -1,5 +1,6 @@
 """Fixed-point solvers: convergence, per-sample stopping, robustness (float64)."""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -9,6 +10,7 @@ from zoo.solvers import (
     Anderson,
     Broyden,
     ConvergenceWarning,
+    FixedPointMap,
     ImplicitGrad,
     Picard,
     get_grad,
@@ -295,9 +297,12 @@ def _blocks_map(n_blocks=4, rows=3, d=5):
     def f(z):
         return on_rows(z, torch.arange(z.shape[0]))
 
-    f.group = rows
-    f.rows = on_rows
-    return f, torch.zeros(n_blocks * rows, d, dtype=torch.float64), n_blocks, rows
+    return (
+        FixedPointMap(f, rows=on_rows, group=rows),
+        torch.zeros(n_blocks * rows, d, dtype=torch.float64),
+        n_blocks,
+        rows,
+    )
 
 
 @pytest.mark.parametrize("solver_cls", [Picard, Anderson, Broyden])
@@ -329,7 +334,7 @@ def test_joint_blocks_each_get_the_joint_solve_they_get_alone(solver_cls, compac
 
 def test_joint_blocks_fixed_budget_equals_the_early_exit_solve():
     f, z0, _, _ = _blocks_map()
-    del f.rows
+    f = dataclasses.replace(f, rows=None)
     z, stats = Anderson(tol=1e-7, max_iter=80, joint=True, warn=False)(f, z0)
     zg, sg = Anderson(tol=1e-7, max_iter=80, joint=True, cuda_graph=True, warn=False)(f, z0)
     assert sg.nfe == 80 and sg.converged
@@ -338,6 +343,6 @@ def test_joint_blocks_fixed_budget_equals_the_early_exit_solve():
 
 def test_a_group_that_does_not_divide_the_batch_is_refused():
     f, z0, _, _ = _blocks_map()
-    f.group = 5
+    f = dataclasses.replace(f, group=5)
     with pytest.raises(ValueError, match="divides the batch of 12 rows"):
         Picard(joint=True, warn=False)(f, z0)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from ..nn import VariationalDropout
+from ..nn import DEQCell, VariationalDropout
 
 __all__ = ["MDEQCell"]
 
@@ -72,7 +72,7 @@ class _Up(nn.Sequential):
         )
 
 
-class MDEQCell(nn.Module):
+class MDEQCell(DEQCell):
     """``f(z, x)`` of MDEQ, on a list of per-resolution states.
 
     Args:
@@ -134,9 +134,6 @@ class MDEQCell(nn.Module):
     def reset_dropout(self, states: list[Tensor]) -> None:
         for blk, s in zip(self.blocks, states):
             blk.drop.reset(s)
-
-    def init_state(self, x: list[Tensor]) -> list[Tensor]:
-        return [torch.zeros_like(t) for t in x]
 
     def forward(self, z: list[Tensor], x: list[Tensor]) -> list[Tensor]:
         y = [blk(zi, xi) for blk, zi, xi in zip(self.blocks, z, x)]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..nn import DEQ
+from ..nn import DEQ, DEQCell
 from ..solvers import FixedPointSolver, GradMode, get_grad, get_solver
 from ._base import ImplicitModelMixin, ZooModel
 from ._registry import register_model, register_pretrained
@@ -191,7 +191,7 @@ class _LMBase(ZooModel):
         return torch.cat([ids, *new], dim=1)
 
 
-class _PerPosition(nn.Module):
+class _PerPosition(DEQCell):
     """Presents the state as ``(B*T, d)`` so the solver mixes and stops per position.
 
     Anderson's mixing weights are computed per solver "sample". With whole sequences as
@@ -206,6 +206,10 @@ class _PerPosition(nn.Module):
 
     def forward(self, z: Tensor, u: Tensor) -> Tensor:
         return self.cell(z.view_as(u), u).reshape(z.shape)
+
+    def init_state(self, u: Tensor) -> Tensor:
+        """Zeros, one row per position: ``(B * T, d)``."""
+        return u.new_zeros(u.shape[0] * u.shape[1], u.shape[2])
 
     def coupled_rows(self, u: Tensor) -> int:
         """Rows per coupled block: a sequence's positions attend to each other, sequences do

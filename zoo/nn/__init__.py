@@ -1,6 +1,7 @@
 """Implicit layers: :class:`DEQ`, :class:`ODEBlock`, :class:`CNF`, their regularizers, and
 :class:`VariationalDropout` (one dropout mask per solve)."""
 
+from ._cell import DEQCell, EquilibriumCell
 from ._cnf import CNF, exact_trace
 from ._deq import DEQ, DEQInfo
 from ._dropout import VariationalDropout
@@ -14,7 +15,9 @@ from ._state import Packer
 __all__ = [
     "CNF",
     "DEQ",
+    "DEQCell",
     "DEQInfo",
+    "EquilibriumCell",
     "ODEBlock",
     "ODEBudgetError",
     "Packer",

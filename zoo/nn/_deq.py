@@ -14,20 +14,20 @@ from torch.nn.utils import parametrize
 
 from ..solvers import (
     Anderson,
+    Equilibrium,
+    FixedPointMap,
     FixedPointSolver,
     GradMode,
     ImplicitGrad,
     PhantomGrad,
-    Reversible,
-    ReversibleGrad,
     SolverStats,
-    UnrolledGrad,
     get_grad,
     get_solver,
 )
+from ._cell import EquilibriumCell, capabilities, check_declared
 from ._graphs import GraphedSolve
 from ._regularizers import jacobian_frobenius
-from ._state import Packer, State, check_finite, index_rows
+from ._state import Packer, State, check_finite
 
 __all__ = ["DEQ", "DEQInfo"]
 
@@ -65,8 +65,10 @@ class DEQ(nn.Module):
 
     Args:
         cell: Module called as ``cell(z, x)``; ``z`` is a tensor or a list of tensors (e.g. one
-            per resolution) and the output must have the same structure and shapes. If the
-            cell has ``init_state(x)``, it gives the default ``z0``; otherwise zeros like ``x``.
+            per resolution) and the output must have the same structure and shapes. A cell
+            that subclasses :class:`~zoo.nn.DEQCell` (the :class:`~zoo.nn.EquilibriumCell`
+            protocol) declares its initial state, its coupled rows and whether it can run on a
+            subset of the batch (compaction); any other cell starts from zeros like ``x``.
         solver: Forward solver (object, or name resolved by :func:`zoo.solvers.get_solver`).
         grad: Gradient mode (object or name).
         jac_reg_samples: Probe vectors for the Jacobian regularization term, computed in
@@ -114,32 +116,33 @@ class DEQ(nn.Module):
         correction_states: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(correction_states, bool) or not isinstance(correction_states, int):
-            raise ValueError(
-                f"correction_states must be an integer >= 0, got {correction_states!r}"
-            )
-        if correction_states < 0:
-            raise ValueError(f"correction_states must be an integer >= 0, got {correction_states}")
+        for name, v in (
+            ("correction_states", correction_states),
+            ("jac_reg_samples", jac_reg_samples),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         self.correction_states = correction_states
         if not callable(cell):
             raise TypeError(f"cell must be an nn.Module or a function (z, x) -> z, got {cell!r}")
+        check_declared(cell)
         _warn_unregistered_parameters(cell)
         self.cell = cell
         self.solver = get_solver(solver) if solver is not None else Anderson()
         self.grad = get_grad(grad) if grad is not None else ImplicitGrad()
         self.eval_solver = get_solver(eval_solver) if eval_solver is not None else None
-        if isinstance(self.grad, ReversibleGrad) and not all(
-            isinstance(s, Reversible) for s in (self.solver, self.eval_solver) if s is not None
-        ):
+        need = self.grad.solver_type
+        if not all(isinstance(s, need) for s in (self.solver, self.eval_solver) if s is not None):
             raise ValueError(
-                "grad=ReversibleGrad() differentiates a reversible solve: set "
-                "solver=Reversible(beta=..., tol=..., max_iter=...) (and any eval_solver too)"
+                f"grad={self.grad!r} differentiates {need.__name__} solves only: set "
+                f"solver={need.__name__}(...) (and any eval_solver too)"
             )
-        if isinstance(self.grad, ReversibleGrad) and (self.correction_states or jac_reg_samples):
+        if not self.grad.at_fixed_point and (correction_states or jac_reg_samples):
             raise ValueError(
-                "ReversibleGrad trains through the exact reversible solve: the fixed-point "
-                "correction (correction_states) and the Jacobian term (jac_reg_samples) belong "
-                "to the implicit and phantom gradients; set both to 0"
+                f"{type(self.grad).__name__} does not evaluate the cell at the fixed point, where "
+                "the fixed-point correction (correction_states) and the Jacobian term "
+                "(jac_reg_samples) are defined; set both to 0, or use the implicit or phantom "
+                "gradient"
             )
         self.jac_reg_samples = int(jac_reg_samples)
         # a training task may switch the term off for a step (a jac_reg_freq schedule)
@@ -158,43 +161,56 @@ class DEQ(nn.Module):
         """Jacobian regularization term of the last training call (or ``None``)."""
         return self.info.jac_loss if self.info is not None else None
 
-    def _default_z0(self, x):
-        if hasattr(self.cell, "init_state"):
-            return self.cell.init_state(x)
-        if not isinstance(x, Tensor):
-            raise ValueError("pass z0 explicitly when x is not a single tensor")
-        return torch.zeros_like(x)
-
-    def _row_subset(self, x, solver: FixedPointSolver):
-        """``idx -> the injection of state rows idx`` when compaction applies (``compact``,
-        eval mode, and a cell that can run on a subset: ``batch_independent``, or its own
-        ``row_subset(x, joint)``, as a cell of coupled blocks that a joint solve stops whole);
-        else ``None``."""
-        if not solver.compact or self.training:
-            return None
-        if hasattr(self.cell, "row_subset"):
-            return self.cell.row_subset(x, solver.joint)
-        if getattr(self.cell, "batch_independent", False):
-            return lambda idx: index_rows(x, idx)
-        return None
+    @property
+    def capabilities(self) -> EquilibriumCell:
+        """What the cell declares (its own members, or the defaults of :class:`DEQCell`)."""
+        return capabilities(self.cell)
 
     def forward(self, x, z0: State | None = None, *, return_info: bool = False):
         """Solve for the equilibrium.
 
         Args:
             x: Input injection (tensor or list of tensors) passed unchanged to the cell.
-            z0: Warm start; defaults to the cell's ``init_state(x)`` or zeros.
+            z0: Warm start; defaults to the cell's ``init_state(x)`` (zeros unless the cell
+                declares otherwise).
             return_info: Also return a :class:`DEQInfo`.
 
         Returns:
             ``z*`` with ``z0``'s structure (and the info when asked).
         """
+        z0 = self._initial_state(x, z0)
+        packer = Packer(z0)
+        solver = self.solver if (self.training or self.eval_solver is None) else self.eval_solver
+        fmap = self._map(x, packer, solver)
+        z0f = packer.flat(z0).detach()
+        info = DEQInfo(SolverStats())
+        kept: dict[int, Tensor] = {}
+        problem = Equilibrium(
+            map=fmap,
+            z0=z0f,
+            solver=solver,
+            inputs=self._inputs(x),
+            solve=lambda: self._forward_solve(fmap, z0f, solver, x, packer, kept),
+            at_fixed_point=lambda z_req, f_out: self._at_fixed_point(info, z_req, f_out),
+        )
+        z_out, info.stats = self.grad.run(problem)
+        self._corrections(info, fmap, kept, packer)
+        self.info = info
+        z = packer.unflat(z_out)
+        return (z, info) if return_info else z
+
+    def _initial_state(self, x, z0):
+        """Check the inputs; the cell's initial state when none is given."""
+        _refuse_vmap(x, z0)
         check_finite("x", x)
         if z0 is None:
-            z0 = self._default_z0(x)
-        else:
-            check_finite("z0", z0)
-        packer = Packer(z0)
+            return self.capabilities.init_state(x)
+        check_finite("z0", z0)
+        return z0
+
+    def _map(self, x, packer: Packer, solver: FixedPointSolver) -> FixedPointMap:
+        """The flattened cell ``z -> cell(z, x)``, with the rows it can be evaluated on apart
+        (compaction: eval mode, a cell with a row subset) and its coupled blocks."""
         checked = [False]
 
         def f(zf: Tensor) -> Tensor:
@@ -204,64 +220,61 @@ class DEQ(nn.Module):
                 checked[0] = True
             return packer.flat(out)
 
-        solver = self.solver if (self.training or self.eval_solver is None) else self.eval_solver
-        if hasattr(self.cell, "coupled_rows"):  # joint solves decide per coupled block
-            f.group = self.cell.coupled_rows(x)
-        subset = self._row_subset(x, solver)
+        caps = self.capabilities
+        subset = caps.row_subset(x, solver.joint) if solver.compact and not self.training else None
+        rows = None
         if subset is not None:
 
             def rows(zf: Tensor, idx: Tensor) -> Tensor:  # the cell on a subset of the samples
                 sub = packer.with_batch(zf.shape[0])
                 return sub.flat(self.cell(sub.unflat(zf), subset(idx)))
 
-            f.rows = rows  # solvers with compact=True evaluate only the unconverged samples
-        z0f = packer.flat(z0).detach()
-        if isinstance(self.grad, ReversibleGrad) and torch.is_grad_enabled():
-            xs = list(x) if isinstance(x, (list, tuple)) else [x]
-            inputs = [*self.parameters(), *(t for t in xs if isinstance(t, Tensor))]
-            z_out, stats = self.grad.solve(f, z0f, solver, inputs)
-            self.info = DEQInfo(stats)
-        elif isinstance(self.grad, UnrolledGrad):
-            z_out = self._unrolled(f, z0f, solver)
-        else:
-            correct = self.training and torch.is_grad_enabled() and self.correction_states > 0
-            kept: dict[int, Tensor] = {}
-            g = self._recording(f, solver.max_iter, kept) if correct else f
-            if solver.cuda_graph and not correct and (z0f.is_cuda or self.graphs.replay_cls):
+        return FixedPointMap(f, rows=rows, group=caps.coupled_rows(x))
 
-                def make_g(static_x):
-                    def g_static(zf: Tensor) -> Tensor:
-                        out = self.cell(packer.unflat(zf), static_x)
-                        packer.check(out)
-                        return packer.flat(out)
+    def _inputs(self, x) -> tuple[Tensor, ...]:
+        """The tensors the cell reads besides the state: its parameters and the injection."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        return (*self.parameters(), *(t for t in xs if isinstance(t, Tensor)))
 
-                    return g_static
+    def _records_corrections(self) -> bool:
+        return self.training and torch.is_grad_enabled() and self.correction_states > 0
 
-                state = (*self.parameters(), *self.buffers())
-                mode = (self.training, torch.is_autocast_enabled(z0f.device.type))
-                z_star, stats = self.graphs(solver, make_g, x, z0f, state, extra=mode)
-            else:
-                with torch.no_grad(), parametrize.cached():
-                    z_star, stats = solver(g, z0f)
-            jac = None
-            info = DEQInfo(stats, jac)
-            if torch.is_grad_enabled():
-                z_req = z_star.detach().requires_grad_()
-                f_out = f(z_req)
-                if self.training and self.jac_reg_samples > 0 and self.jac_reg_enabled:
-                    info.jac_loss = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
-                z_out = self.grad.attach(f, z_req, f_out, forward_stats=stats)
-                if correct:
-                    step = self.grad if isinstance(self.grad, PhantomGrad) else PhantomGrad(1)
-                    for k in sorted(kept):
-                        zk = kept[k].requires_grad_()
-                        info.corrections.append(packer.unflat(step.attach(f, zk, f(zk))))
-                        info.correction_iters.append(k)
-            else:
-                z_out = z_star
-            self.info = info
-        z = packer.unflat(z_out)
-        return (z, self.info) if return_info else z
+    def _forward_solve(self, fmap, z0f, solver, x, packer, kept) -> tuple[Tensor, SolverStats]:
+        """The forward solve without a graph: replayed as a CUDA graph for a ``cuda_graph``
+        solver on CUDA inputs, recording intermediate states for the correction loss when
+        training with ``correction_states``."""
+        correct = self._records_corrections()
+        if solver.cuda_graph and not correct and (z0f.is_cuda or self.graphs.replay_cls):
+
+            def make_g(static_x):
+                def g_static(zf: Tensor) -> Tensor:
+                    out = self.cell(packer.unflat(zf), static_x)
+                    packer.check(out)
+                    return packer.flat(out)
+
+                return g_static
+
+            state = (*self.parameters(), *self.buffers())
+            mode = (self.training, torch.is_autocast_enabled(z0f.device.type))
+            return self.graphs(solver, make_g, x, z0f, state, extra=mode)
+        g = fmap.with_fn(self._recording(fmap.fn, solver.max_iter, kept)) if correct else fmap
+        with torch.no_grad(), parametrize.cached():
+            return solver(g, z0f)
+
+    def _at_fixed_point(self, info: DEQInfo, z_req: Tensor, f_out: Tensor) -> None:
+        """The Jacobian regularizer, from the gradient mode's evaluation at the fixed point."""
+        if self.training and self.jac_reg_samples > 0 and self.jac_reg_enabled:
+            info.jac_loss = jacobian_frobenius(f_out, z_req, self.jac_reg_samples)
+
+    def _corrections(self, info: DEQInfo, fmap, kept: dict, packer: Packer) -> None:
+        """The recorded states, each followed by the phantom steps of the correction loss."""
+        if not kept:
+            return
+        step = self.grad if isinstance(self.grad, PhantomGrad) else PhantomGrad(1)
+        for k in sorted(kept):
+            zk = kept[k].requires_grad_()
+            info.corrections.append(packer.unflat(step.attach(fmap, zk, fmap(zk))))
+            info.correction_iters.append(k)
 
     def _recording(self, f, max_iter: int, kept: dict):
         """``f`` that keeps (detached) its outputs at ``correction_states`` calls evenly spaced
@@ -279,28 +292,24 @@ class DEQ(nn.Module):
 
         return g
 
-    def _unrolled(self, f, z0f: Tensor, solver: FixedPointSolver) -> Tensor:
-        import time
-
-        from ..solvers._base import _Tracker
-
-        steps = self.grad.steps or solver.max_iter
-        t0 = time.perf_counter()
-        tracker = _Tracker(z0f, solver.tol, solver.stop_mode)
-        z = z0f
-        for _ in range(steps):
-            fz = f(z)
-            with torch.no_grad():
-                tracker.update(z, fz)
-            z = fz
-        stats = tracker.finish(time.perf_counter() - t0)
-        # The unrolled output is the last iterate, not the best one.
-        jac = None
-        self.info = DEQInfo(stats, jac)
-        return z
-
     def extra_repr(self) -> str:
         return f"solver={self.solver!r}, grad={self.grad!r}, jac_reg_samples={self.jac_reg_samples}"
+
+
+def _refuse_vmap(*values) -> None:
+    """A clear error for ``torch.func.vmap`` over a DEQ instead of functorch's own."""
+    from torch._C._functorch import is_batchedtensor
+
+    parts = []
+    for v in values:
+        parts.extend(v if isinstance(v, (list, tuple)) else [v])
+    if any(isinstance(t, Tensor) and is_batchedtensor(t) for t in parts):
+        raise ValueError(
+            "torch.func.vmap cannot run a DEQ: its solver stops each sample on that sample's "
+            "residual, data-dependent control flow that vmap does not support. A DEQ already "
+            "solves a batch with one solve per sample: call deq(x) on the stacked inputs, "
+            "x of shape (batch, ...), instead of vmapping over single samples"
+        )
 
 
 def _hidden_parameters(fn) -> list[str]:

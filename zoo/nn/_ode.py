@@ -50,6 +50,14 @@ class _FunctionField(nn.Module):
         return self.fn(t, z)
 
 
+@torch.compiler.disable
+def _eager(fn, *args, **kwargs):
+    """An adaptive torchdiffeq solve outside ``torch.compile``'s tracing: its step control
+    (``unique`` with a data-dependent size, Python branches on the error) cannot be compiled.
+    Compile the vector field itself (``ODEBlock(torch.compile(func))``) to speed it up."""
+    return fn(*args, **kwargs)
+
+
 class ODEBlock(nn.Module):
     """Integrate ``dz/dt = func(t, z)`` with torchdiffeq, counting function evaluations.
 
@@ -67,12 +75,15 @@ class ODEBlock(nn.Module):
         options: Extra solver options for torchdiffeq (e.g. ``{"step_size": 0.1}``).
         max_num_steps: Step budget of adaptive solvers: a solve that needs more raises
             :class:`ODEBudgetError` instead of running (nearly) forever.
-        grid_steps: If > 0, ignore ``method`` and integrate with ``grid_steps`` RK4 steps of
+        grid_steps: If > 0, integrate with ``grid_steps`` RK4 steps of
             equal size from ``t[0]`` to ``t[-1]``, then read the state at every requested time
             by cubic Hermite interpolation (the vector field at the nodes gives the slopes). The
             cost no longer grows with the number of output times, and backpropagation goes
             through ``4 * grid_steps + 1`` evaluations instead of an adaptive solver's
             per-output bookkeeping: what makes thousands of irregular output times affordable.
+            ``method``, ``rtol`` and ``atol`` are kept for adaptive solves (a model's test-time
+            budget may switch back to them) and unused while the grid is on; ``options`` and
+            ``max_num_steps`` are refused with it.
         parallel: With ``grid_steps``, a fixed-point solver of the zoo (``Picard``,
             ``Anderson``, ...) that finds all the grid's states at once, each round one batched
             evaluation of ``func`` at every step's time (``func`` must take a time per row);
@@ -134,6 +145,17 @@ class ODEBlock(nn.Module):
             raise ValueError(f"max_num_steps must be an integer >= 1, got {max_num_steps!r}")
         if grid_steps and adjoint:
             raise ValueError("grid_steps > 0 backpropagates through the grid; set adjoint=False")
+        if grid_steps and options:
+            raise ValueError(
+                f"options={options!r} configure torchdiffeq's solvers, which grid_steps > 0 "
+                "replaces by its own RK4 grid; drop options (the grid's step is "
+                "(t[-1] - t[0]) / grid_steps)"
+            )
+        if grid_steps and max_num_steps != 10_000:
+            raise ValueError(
+                "max_num_steps bounds an adaptive solve; a grid of grid_steps > 0 takes exactly "
+                "grid_steps steps: drop max_num_steps"
+            )
         if parallel is not None and not grid_steps:
             raise ValueError(
                 "parallel=... solves a fixed grid as one fixed point: set grid_steps > 0 too"
@@ -211,11 +233,12 @@ class ODEBlock(nn.Module):
             try:
                 if self.adjoint:
                     params = tuple(p for p in self.counted.parameters() if p.requires_grad)
-                    out = torchdiffeq.odeint_adjoint(
-                        self.counted, z0, t, adjoint_params=params, **kw
-                    )
+                    out = _eager(
+                        torchdiffeq.odeint_adjoint, self.counted, z0, t, adjoint_params=params,
+                        **kw,
+                    )  # fmt: skip
                 else:
-                    out = torchdiffeq.odeint(self.counted, z0, t, **kw)
+                    out = _eager(torchdiffeq.odeint, self.counted, z0, t, **kw)
             except AssertionError as e:
                 if "underflow in dt" in str(e):
                     self.nfe_forward = self.counted.nfe

@@ -77,6 +77,7 @@ class Packer:
             )
 
 
+@torch.compiler.disable
 def check_finite(name: str, value) -> None:
     """Raise a ValueError naming ``name`` if ``value`` (tensor or sequence) has NaN/inf."""
     if value is None:

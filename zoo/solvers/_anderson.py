@@ -7,12 +7,11 @@ one row per iteration, so the per-iteration overhead is O(B m D), not O(B m^2 D)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ._base import _EPS, FixedPointSolver, _Tracker, shrunk
+from ._base import _EPS, FixedPointSolver, IterState, Step, _Tracker
 
 __all__ = ["Anderson"]
 
@@ -37,13 +36,16 @@ class Anderson(FixedPointSolver):
         warn: Warn once when ``tol`` is not reached.
         compact: Per-sample batch compaction (see :class:`FixedPointSolver`).
         cuda_graph: A fixed-budget, capturable solve (see :class:`FixedPointSolver`).
-        compile: Run each iteration's algebra once the history is full (residual norms, best
-            iterate, history write, Gram row, least squares, mixing) as one function compiled
-            by ``torch.compile``: a few fused kernels instead of about thirty. The first solve
-            of each shape pays the compilation (tens of seconds on a CPU); it pays off over a
-            training run or a long evaluation, not for a single solve
-            (``bench/solver_compile.py``). A ``joint`` solve fuses its per-block decision
-            too. Once a compacting solve has shrunk its state, it goes on eagerly.
+        compile: Experimental. Run each iteration's algebra once the history is full (residual
+            norms, best iterate, history write, Gram row, least squares, mixing) as one function
+            compiled by ``torch.compile``: a few fused kernels instead of about thirty. The
+            first solve of each shape pays the compilation (tens of seconds on a CPU). Measured
+            on 2 CPU threads (``bench/solvers.py``, ``bench/RESULTS.md``): the solve takes
+            0.71-0.97x the eager time on the trained DEQ-Transformer cell at tol 1e-4 and
+            0.91-1.0x at 1e-3, but 1.2-1.4x the eager time on the trained CIFAR-10 MDEQ cell,
+            where the cell dominates. Turn it on only where a measurement on your cell says it pays.
+            A ``joint`` solve fuses its per-block decision too. Once a compacting solve has
+            shrunk its state, it goes on eagerly.
         joint: One stop and best-iterate decision for the whole batch (coupled samples; see
             :class:`FixedPointSolver`).
 
@@ -84,60 +86,54 @@ class Anderson(FixedPointSolver):
         cfg = {"m": self.m, "beta": self.beta, "lam": self.lam, **super().config()}
         return {**cfg, "compile": True} if self.compile else cfg
 
-    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
+    def _start(self, z0: Tensor, tracker: _Tracker) -> _History:
         bsz, dim = z0.shape
         m = min(self.m, self.max_iter)
-        # History: F[i] = g(z_i), G[i] = g(z_i) - z_i (so z_i = F[i] - G[i]).
-        F = z0.new_zeros(bsz, m, dim)
-        G = z0.new_zeros(bsz, m, dim)
         sdtype = torch.float64 if z0.dtype == torch.float64 else torch.float32
-        gram = torch.zeros(bsz, m, m, dtype=sdtype, device=z0.device)
-        z = z0
-        fused = self.compile and not tracker.sync_free
-        steady = _compiled_steady() if fused else None
-        knobs = self._fused_knobs(tracker, z0) if fused else None
-        # a compacting map lets the history shrink to the unconverged rows (_Compacted.shrink)
-        shrink = getattr(g, "shrink", None)
-        for k in range(self.max_iter):
-            gz = g(z)
-            slot = k % m
-            n = min(k + 1, m)
-            if steady is not None and n == m and m > 1:  # the history is full: one fused call
-                try:
-                    z = self._steady(steady, knobs, z, gz, F, G, gram, slot, tracker)
-                except Exception as err:  # no compiler here: this iteration and the rest eagerly
-                    steady = _compile_failed(err)
-                else:
-                    if tracker.done:
-                        return
-                    if (state := shrunk(shrink, z, F, G, gram)) is not None:
-                        z, F, G, gram = state
-                        steady = None  # from here on eagerly: the fused step takes whole batches
-                    continue
-            torch.sub(gz, z, out=G[:, slot])
-            tracker.update(z, gz, diff=G[:, slot], work=g.work if shrink else None)
-            if tracker.done:
-                return
-            F[:, slot] = gz
-            # One new row/column of the Gram matrix G G^T.
-            row = torch.bmm(G[:, :n], G[:, slot].unsqueeze(2)).squeeze(2).to(sdtype)
-            gram[:, slot, :n] = row
-            gram[:, :n, slot] = row
-            if n == 1:
-                z = gz
-                continue
-            alpha, ok = self._mix_weights(gram[:, :n, :n])
-            znew = torch.bmm(alpha.to(z0.dtype).unsqueeze(1), F[:, :n]).squeeze(1)
-            if self.beta != 1.0:
-                zg = torch.bmm(alpha.to(z0.dtype).unsqueeze(1), G[:, :n]).squeeze(1)
-                znew = znew - (1.0 - self.beta) * zg
-            if tracker.sync_free or not bool(ok.all()):
-                z = torch.where(ok[:, None], znew, gz)
-            else:
-                z = znew
-            if (state := shrunk(shrink, z, F, G, gram)) is not None:
-                z, F, G, gram = state  # the history and Gram matrix follow the unconverged rows
-                steady = None
+        state = _History(
+            F=z0.new_zeros(bsz, m, dim),
+            G=z0.new_zeros(bsz, m, dim),
+            gram=torch.zeros(bsz, m, m, dtype=sdtype, device=z0.device),
+        )
+        if self.compile and not tracker.sync_free:
+            state.steady = _compiled_steady()
+            state.knobs = self._fused_knobs(tracker, z0)
+        return state
+
+    def _fused(self, state, k, z, gz, tracker, work) -> Tensor | None:
+        """Once the history is full, record and advance in one compiled call (``compile``);
+        a compacting solve that has shrunk its state goes on eagerly."""
+        m = state.F.shape[1]
+        if state.steady is None or work is not None or k + 1 < m or m == 1:
+            return None
+        try:
+            return self._steady(state, z, gz, k % m, tracker)
+        except Exception as err:  # no compiler here: this iteration and the rest eagerly
+            state.steady = _compile_failed(err)
+            return None
+
+    def _advance(self, state: _History, step: Step) -> Tensor:
+        F, G, gram = state.F, state.G, state.gram
+        m = F.shape[1]
+        slot = step.k % m
+        n = min(step.k + 1, m)
+        G[:, slot] = step.diff
+        F[:, slot] = step.gz
+        # One new row/column of the Gram matrix G G^T.
+        row = torch.bmm(G[:, :n], G[:, slot].unsqueeze(2)).squeeze(2).to(gram.dtype)
+        gram[:, slot, :n] = row
+        gram[:, :n, slot] = row
+        if n == 1:
+            return step.gz
+        alpha, ok = self._mix_weights(gram[:, :n, :n])
+        dtype = step.z.dtype
+        znew = torch.bmm(alpha.to(dtype).unsqueeze(1), F[:, :n]).squeeze(1)
+        if self.beta != 1.0:
+            zg = torch.bmm(alpha.to(dtype).unsqueeze(1), G[:, :n]).squeeze(1)
+            znew = znew - (1.0 - self.beta) * zg
+        if step.sync_free or not bool(ok.all()):
+            return torch.where(ok[:, None], znew, step.gz)
+        return znew
 
     def _fused_knobs(self, tracker: _Tracker, z0: Tensor) -> tuple[Tensor, ...]:
         """The fused step's settings as 0-d tensors, made once per solve: one compiled graph
@@ -153,12 +149,12 @@ class Anderson(FixedPointSolver):
             t(tracker.compact, b), t(tracker.keep_step, b),
         )  # fmt: skip
 
-    def _steady(self, fn, knobs, z, gz, F, G, gram, slot: int, tracker: _Tracker) -> Tensor:
+    def _steady(self, state: _History, z, gz, slot: int, tracker: _Tracker) -> Tensor:
         slot_t = torch.tensor([slot], device=z.device)
-        out = fn(
-            z, gz, F, G, gram, slot_t, tracker.best_z, tracker.best_res, tracker.best_abs,
-            tracker.best_rel, tracker.active, *knobs, tracker.group if tracker.joint else 1,
-            self.beta != 1.0,
+        out = state.steady(
+            z, gz, state.F, state.G, state.gram, slot_t, tracker.best_z, tracker.best_res,
+            tracker.best_abs, tracker.best_rel, tracker.active, *state.knobs,
+            tracker.group if tracker.joint else 1, self.beta != 1.0,
         )  # fmt: skip
         z, tracker.best_z, tracker.best_res, tracker.best_abs, tracker.best_rel, res, active = out
         tracker.nfe += 1
@@ -188,6 +184,19 @@ class Anderson(FixedPointSolver):
         ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
         alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha))
         return alpha, ok
+
+
+class _History(IterState):
+    """Anderson's state: ``F[:, i] = g(z_i)``, ``G[:, i] = g(z_i) - z_i`` (so ``z_i = F - G``)
+    and the Gram matrix ``G G^T``, in a circular buffer of ``m`` slots; the compiled iteration
+    and its settings when ``compile`` is on."""
+
+    per_row = ("F", "G", "gram")
+
+    def __init__(self, F: Tensor, G: Tensor, gram: Tensor) -> None:
+        self.F, self.G, self.gram = F, G, gram
+        self.steady = None
+        self.knobs: tuple[Tensor, ...] = ()
 
 
 _STEADY = None

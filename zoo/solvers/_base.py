@@ -13,11 +13,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["ConvergenceWarning", "FixedPointSolver", "SolverStats"]
+__all__ = ["ConvergenceWarning", "FixedPointMap", "FixedPointSolver", "SolverStats", "Step"]
 
 _EPS = 1e-9
 
@@ -61,6 +62,9 @@ class SolverStats:
             residuals these are: ``"step"``, ``g(z)`` (one more step, computed but never
             measured: its residual is not the reported one), or ``"iterate"``, ``z`` itself
             (the reported residual is exactly the returned state's).
+        reconstruction_error: Reversible solves differentiated by ``ReversibleGrad``: the
+            largest difference between the start rebuilt by the backward pass and the true one
+            (NaN until the backward pass ran; ``None`` for other solves).
 
     Example:
         >>> import torch
@@ -83,6 +87,7 @@ class SolverStats:
     fallback: str | None = None
     rows_evaluated: int = 0
     returned: str = "step"
+    reconstruction_error: float | None = None
 
     @property
     def residual(self) -> Tensor:
@@ -113,8 +118,166 @@ class SolverStats:
         }
 
 
+@dataclass(frozen=True)
+class FixedPointMap:
+    """The map a solver iterates, ``z -> g(z)`` on flattened states ``(B, D)``, with the
+    optional capabilities a solver may use declared as fields.
+
+    A plain function is a map with no capabilities: every solver accepts one and wraps it.
+
+    Attributes:
+        fn: The map itself, ``(B, D) -> (B, D)``.
+        rows: ``rows(z_rows, idx)``: the map evaluated on the batch rows ``idx`` alone (``z_rows``
+            has ``len(idx)`` rows). Declared by maps whose rows (or coupled blocks, see
+            ``group``) can be evaluated apart; solvers built with ``compact=True`` then evaluate
+            only the rows that have not converged. ``None``: whole batches only.
+        group: Rows per coupled block (consecutive rows, e.g. one sequence's positions): a
+            ``joint`` solve decides per block, and compacts by whole blocks. ``None``: the rows
+            are independent samples (or, for a joint solve, the whole batch is one block).
+
+    Example:
+        >>> import torch
+        >>> from zoo.solvers import FixedPointMap, Picard
+        >>> scale = torch.tensor([[0.1], [0.9]])
+        >>> g = FixedPointMap(lambda z: scale * z + 1, rows=lambda z, idx: scale[idx] * z + 1)
+        >>> z, stats = Picard(tol=1e-8, max_iter=200, compact=True)(g, torch.zeros(2, 1))
+        >>> stats.rows_evaluated < 2 * stats.nfe  # the fast row stopped being evaluated
+        True
+    """
+
+    fn: Callable[[Tensor], Tensor]
+    rows: Callable[[Tensor, Tensor], Tensor] | None = None
+    group: int | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise TypeError(f"FixedPointMap.fn must be callable, got {self.fn!r}")
+        if self.rows is not None and not callable(self.rows):
+            raise TypeError(f"FixedPointMap.rows must be callable or None, got {self.rows!r}")
+        g = self.group
+        if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 1):
+            raise ValueError(f"FixedPointMap.group must be a positive integer or None, got {g!r}")
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.fn(z)
+
+    def with_fn(self, fn: Callable[[Tensor], Tensor]) -> FixedPointMap:
+        """The same capabilities around another function (a wrapper of ``fn``)."""
+        return FixedPointMap(fn, self.rows, self.group)
+
+
+def as_map(g) -> FixedPointMap:
+    """``g`` as a :class:`FixedPointMap` (a plain function gets no capabilities)."""
+    if isinstance(g, FixedPointMap):
+        return g
+    if not callable(g):
+        raise TypeError(f"a solver iterates a function (B, D) -> (B, D), got {g!r}")
+    stuck = [a for a in ("rows", "group") if a in getattr(g, "__dict__", {})]
+    if stuck:
+        raise TypeError(
+            f"the map has attribute(s) {', '.join(stuck)} attached to it; declare them instead: "
+            f"FixedPointMap(fn, {', '.join(f'{a}=...' for a in stuck)})"
+        )
+    return FixedPointMap(g)
+
+
+class IterState:
+    """A solver's own state between iterations (its history, its Jacobian estimate).
+
+    Subclasses list in ``per_row`` the attributes that hold one entry per batch row (rows
+    first). Batch compaction gathers exactly those to the rows still iterating; everything
+    else (counters, settings) is left alone.
+
+    Example (a new solver: the state and one rule, nothing else):
+        >>> import torch
+        >>> from zoo.solvers import FixedPointSolver, IterState
+        >>> class Momentum(IterState):
+        ...     per_row = ("v",)
+        ...     def __init__(self, z0):
+        ...         self.v = torch.zeros_like(z0)
+        >>> class HeavyBall(FixedPointSolver):
+        ...     name = "heavy_ball"
+        ...     def _start(self, z0, tracker):
+        ...         return Momentum(z0)
+        ...     def _advance(self, state, step):  # z + 0.3 v + (g(z) - z)
+        ...         state.v = 0.3 * state.v + step.diff
+        ...         return step.z + state.v
+        >>> z, stats = HeavyBall(tol=1e-8, max_iter=200)(lambda z: 0.5 * z + 1, torch.zeros(2, 1))
+        >>> round(float(z[0, 0]), 6), stats.converged
+        (2.0, True)
+    """
+
+    per_row: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, keep: Tensor) -> None:
+        """Keep the rows ``keep`` (local indices) of every per-row tensor."""
+        for name in self.per_row:
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+
+
+@dataclass
+class Step:
+    """One evaluated pair, as a solver's :meth:`FixedPointSolver._advance` sees it.
+
+    Attributes:
+        k: Iteration number, from 0.
+        z: The iterate, ``(R, D)``: the rows the solver holds (all of the batch unless a
+            compacting solve has shrunk its state).
+        gz: ``g(z)``.
+        diff: ``g(z) - z``.
+        res: Per-row residual of ``z`` in the stop mode's units, ``(R,)``.
+        g: The map being iterated (a solver that evaluates it more than once per iteration,
+            like :class:`~zoo.solvers.Reversible`, calls it here).
+
+    Example (what a rule reads; see :class:`IterState` for a whole solver):
+        >>> import torch
+        >>> from zoo.solvers import Picard
+        >>> seen = []
+        >>> class Spy(Picard):
+        ...     def _advance(self, state, step):
+        ...         seen.append((step.k, float(step.res.max())))
+        ...         return super()._advance(state, step)
+        >>> _ = Spy(tol=1e-3, max_iter=3, warn=False)(lambda z: 0.5 * z + 1, torch.zeros(1, 1))
+        >>> [k for k, _ in seen], round(seen[0][1], 3)
+        ([0, 1, 2], 1.0)
+    """
+
+    k: int
+    z: Tensor
+    gz: Tensor
+    diff: Tensor
+    res: Tensor
+    g: Callable[[Tensor], Tensor]
+    tracker: _Tracker
+    work: Tensor | None = None
+
+    def held(self, t: Tensor) -> Tensor:
+        """A batch-sized record (e.g. ``tracker.best_res``) restricted to the rows held."""
+        return t if self.work is None else t.index_select(0, self.work)
+
+    @property
+    def best_z(self) -> Tensor:
+        """The lowest-residual state kept so far for each row held."""
+        return self.held(self.tracker.best_z)
+
+    @property
+    def best_res(self) -> Tensor:
+        """The lowest residual so far of each row held."""
+        return self.held(self.tracker.best_res)
+
+    @property
+    def sync_free(self) -> bool:
+        """A capturable (``cuda_graph``) solve: take no data-dependent Python branch."""
+        return self.tracker.sync_free
+
+
 class FixedPointSolver(abc.ABC):
     """Base class of the fixed-point solvers (strategy objects).
+
+    A solver is one iteration rule: :meth:`_start` makes its state from ``z0`` and
+    :meth:`_advance` gives the next iterate from an evaluated pair. The loop, the stopping
+    rule, the per-sample bookkeeping and batch compaction are the base class's, the same for
+    every solver.
 
     Args:
         tol: Stopping tolerance on the per-sample residual.
@@ -122,13 +285,15 @@ class FixedPointSolver(abc.ABC):
         stop_mode: ``"rel"`` (``||g(z)-z|| / ||g(z)||``) or ``"abs"`` (``||g(z)-z||``).
         warn: Issue one :class:`ConvergenceWarning` when ``tol`` is not reached.
         compact: Per-sample batch compaction: evaluate the map only on the samples that have
-            not converged yet, when the map offers it (``g.rows(z_rows, idx)``, as ``DEQ``
-            does for cells that declare per-sample independence, in eval mode). The results
+            not converged yet, when the map offers it (:attr:`FixedPointMap.rows`, as ``DEQ``
+            declares for cells that can run on a subset of the batch, in eval mode). The results
             are the full-batch solve's; a map without ``rows`` gets full batches. Once a
-            quarter of the rows still held have stopped, the solver gathers its own state
-            (iterate, Anderson history and Gram matrix, Broyden's low-rank inverse Jacobian)
-            to the unconverged rows, so its algebra shrinks with the cell's work.
-        cuda_graph: A fixed-budget solve with no host synchronization: exactly ``max_iter``
+            quarter of the rows still held have stopped, the solver's own state (its
+            :class:`IterState`: Anderson's history and Gram matrix, Broyden's low-rank inverse
+            Jacobian) is gathered to the unconverged rows, so its algebra shrinks with the
+            map's work (``zoo.solvers._compaction``).
+        cuda_graph: Experimental (its GPU speed-up has not been measured in this repository).
+            A fixed-budget solve with no host synchronization: exactly ``max_iter``
             iterations (no early exit; a converged sample's best iterate stays frozen, so the
             fixed point is the early-exit solve's), no data-dependent Python branch. ``DEQ``
             captures such a solve as a CUDA graph on a CUDA device and replays it, which removes
@@ -140,11 +305,10 @@ class FixedPointSolver(abc.ABC):
             and it returns ``g(z)`` of the iterate whose worst sample is lowest. For maps whose
             "samples" are coupled (the DEQ-Transformer's positions attend to each other), the
             per-sample rule returns a mix of iterations whose joint residual can exceed the
-            ``tol`` each sample met on its own. A map may
-            declare that only consecutive blocks of its rows are coupled (``g.group``: rows
-            per block, e.g. one sequence's positions); the decision is then one per block,
-            and with ``compact`` a stopped block's rows are no longer evaluated. Without
-            ``g.group`` the whole batch is one block, and ``compact`` has nothing to drop.
+            ``tol`` each sample met on its own. A map may declare that only consecutive blocks
+            of its rows are coupled (:attr:`FixedPointMap.group`); the decision is then one per
+            block, and with ``compact`` a stopped block's rows are no longer evaluated.
+            Without a group the whole batch is one block, and ``compact`` has nothing to drop.
         returns: ``"step"`` (default): return ``g(z)`` of each sample's lowest-residual iterate
             ``z``, one more step for free; the reported residual is ``z``'s, not the returned
             state's (torchdeq's solvers return the same). ``"iterate"``: return ``z`` itself,
@@ -193,6 +357,10 @@ class FixedPointSolver(abc.ABC):
             raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
         if tol < 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
+        for flag, v in (("warn", warn), ("compact", compact), ("cuda_graph", cuda_graph),
+                        ("joint", joint)):  # fmt: skip
+            if not isinstance(v, bool):
+                raise ValueError(f"{flag} must be True or False, got {v!r}")
         self.tol = float(tol)
         self.max_iter = int(max_iter)
         self.stop_mode = stop_mode
@@ -228,17 +396,26 @@ class FixedPointSolver(abc.ABC):
         cfg = {**self.config(), **overrides, "warn": self.warn}
         return type(self)(**cfg)
 
-    def __call__(self, g: Callable[[Tensor], Tensor], z0: Tensor) -> tuple[Tensor, SolverStats]:
+    @torch.compiler.disable(recursive=False)
+    def __call__(self, g, z0: Tensor) -> tuple[Tensor, SolverStats]:
         """Solve ``z = g(z)``.
 
+        Under ``torch.compile`` the map is compiled and the solver's own bookkeeping (its
+        data-dependent stopping rule, the per-sample records) runs eagerly, so a compiled model
+        neither breaks its graph at every iteration nor recompiles per iteration count.
+
         Args:
-            g: Map from states of shape ``(B, D)`` to states of the same shape.
+            g: A :class:`FixedPointMap`, or a plain function from states of shape ``(B, D)``
+                to states of the same shape.
             z0: Initial guess, shape ``(B, D)``.
 
         Returns:
             ``(z_star, stats)``: the lowest-residual iterate of each sample, shape ``(B, D)``,
             and a :class:`SolverStats`. Never raises on non-convergence.
         """
+        from ._compaction import Compaction
+
+        g = as_map(g)
         if z0.dim() != 2:
             raise ValueError(
                 f"solvers work on flattened (batch, dim) states, got {tuple(z0.shape)}"
@@ -247,22 +424,26 @@ class FixedPointSolver(abc.ABC):
         if self.cuda_graph:
             tracker = self.run_fixed(g, z0)
         else:
-            # a map of coupled blocks (g.group) is compacted by whole blocks: joint solves only
-            blocks_ok = self.joint or getattr(g, "group", None) is None
-            rows = getattr(g, "rows", None) if self.compact and blocks_ok else None
-            tracker = self._tracker(z0, compact=rows is not None, group=getattr(g, "group", None))
-            self._run(_Compacted(g, rows, tracker) if rows is not None else g, z0, tracker)
-        stats = tracker.finish(time.perf_counter() - t0)
+            # a map of coupled blocks is compacted by whole blocks: joint solves only
+            can_compact = self.compact and g.rows is not None and (self.joint or g.group is None)
+            tracker = _eager(self._tracker, z0, compact=can_compact, group=g.group)
+            if can_compact:
+                compaction = Compaction(g, tracker)
+                self._run(compaction, z0, tracker, compaction)
+            else:
+                self._run(g, z0, tracker)
+        stats = _eager(tracker.finish, time.perf_counter() - t0)
         self.warn_unconverged(stats)
         return tracker.best_z, stats
 
-    def run_fixed(self, g: Callable[[Tensor], Tensor], z0: Tensor) -> _Tracker:
+    def run_fixed(self, g, z0: Tensor) -> _Tracker:
         """The ``cuda_graph`` solve: ``max_iter`` iterations without a host synchronization.
 
         Returns the tracker: its tensors (``best_z``, ``best_res``, ...) are the solve's
         outputs, so the whole call can be captured as a CUDA graph and replayed.
         """
-        tracker = self._tracker(z0, sync_free=True, group=getattr(g, "group", None))
+        g = as_map(g)
+        tracker = _eager(self._tracker, z0, sync_free=True, group=g.group)
         self._run(g, z0, tracker)
         return tracker
 
@@ -281,7 +462,8 @@ class FixedPointSolver(abc.ABC):
                 stacklevel=3,
             )
 
-    def _run(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
+    @torch.compiler.disable(recursive=False)
+    def _run(self, g, z0: Tensor, tracker: _Tracker, compaction=None) -> None:
         dev = z0.device.type
         if torch.is_autocast_enabled(dev):
             # The solver's own algebra stays in full precision; g keeps the caller's autocast.
@@ -292,16 +474,60 @@ class FixedPointSolver(abc.ABC):
                     return _g(z).to(z.dtype)
 
             with torch.autocast(dev, enabled=False):
-                self._solve(g_cast, z0, tracker)
+                self._iterate(g_cast, z0, tracker, compaction)
         else:
-            self._solve(g, z0, tracker)
+            self._iterate(g, z0, tracker, compaction)
+
+    @torch.compiler.disable(recursive=False)
+    def _iterate(self, g, z0: Tensor, tracker: _Tracker, compaction=None) -> None:
+        """The loop every solver shares: evaluate, record, stop or advance, and (compacting)
+        shrink the held rows and the solver's state to the unconverged ones."""
+        state = _eager(self._start, z0, tracker)
+        z = z0
+        for k in range(self.max_iter):
+            gz = g(z)  # under torch.compile, the map is what gets compiled
+            z = _eager(self._after_evaluation, state, k, z, gz, g, tracker, compaction)
+            if z is None:
+                return
+
+    def _after_evaluation(self, state, k, z, gz, g, tracker, compaction) -> Tensor | None:
+        """Record ``(z, g(z))``; the next iterate, or ``None`` when the solve is done."""
+        work = compaction.work if compaction is not None else None
+        z_next = self._fused(state, k, z, gz, tracker, work)
+        if z_next is None:
+            diff = gz - z
+            res = tracker.update(z, gz, diff=diff, work=work)
+            if tracker.done:
+                return None
+            step = Step(k, z, gz, diff, res, g, tracker, work)
+            if work is not None:
+                step.res = res.index_select(0, work)
+            z_next = self._advance(state, step)
+        elif tracker.done:
+            return None
+        if compaction is not None and (keep := compaction.shrink()) is not None:
+            z_next = z_next.index_select(0, keep)
+            state.select(keep)
+        return z_next
+
+    def _start(self, z0: Tensor, tracker: _Tracker) -> IterState:
+        """The solver's state before the first iteration (none by default)."""
+        return IterState()
 
     @abc.abstractmethod
-    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
-        """Iterate, reporting every evaluated pair ``(z, g(z))`` to ``tracker.update``.
+    def _advance(self, state: IterState, step: Step) -> Tensor:
+        """The next iterate from the evaluated pair ``(step.z, step.gz)``; updates ``state``."""
 
-        Stop when ``tracker.update`` returns True (all samples converged) or at ``max_iter``.
-        """
+    def _fused(self, state, k, z, gz, tracker, work) -> Tensor | None:
+        """A solver may record and advance in one fused call (it then updates the tracker
+        itself); ``None``: the shared record-then-advance path."""
+        return None
+
+
+@torch.compiler.disable
+def _eager(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` outside ``torch.compile``'s tracing: a solver's bookkeeping."""
+    return fn(*args, **kwargs)
 
 
 class _Tracker:
@@ -439,59 +665,3 @@ class _Tracker:
             returned="step" if self.keep_step else "iterate",
             rows_evaluated=self.rows,
         )
-
-
-class _Compacted:
-    """``g`` evaluated on the unconverged samples only (gathered, then scattered back); a
-    stopped sample gets ``g(z) = z``, which the tracker never records (its best is frozen) and
-    which leaves the solvers' per-sample algebra finite.
-
-    A solver may also shrink its own state (history, Gram matrix) to a working set of rows,
-    so that its algebra, not only the map, runs on fewer rows: it calls :meth:`shrink` after
-    each iteration, gathers its per-row state with the local indices it returns, and passes
-    ``work`` (the batch rows it now holds) to ``tracker.update``. ``__call__`` then takes and
-    returns states of the working set's size.
-    """
-
-    # shrink once the active rows are at most this fraction of the working set: a shrink
-    # copies the solver's history once, about one iteration of its algebra
-    shrink_at = 0.75
-
-    def __init__(self, g: Callable[[Tensor], Tensor], rows, tracker: _Tracker) -> None:
-        self.g, self.rows_fn, self.tracker = g, rows, tracker
-        self.work: Tensor | None = None  # batch rows of the working set; None: all of them
-
-    def _held_active(self) -> Tensor:
-        """Which rows of the working set are still unconverged."""
-        active = self.tracker.active
-        return active if self.work is None else active.index_select(0, self.work)
-
-    def __call__(self, z: Tensor) -> Tensor:
-        active = self._held_active()
-        n = int(active.sum())
-        self.tracker.rows += n
-        if n == active.numel():  # every row held is unconverged: nothing to gather or scatter
-            return self.g(z) if self.work is None else self.rows_fn(z, self.work).to(z.dtype)
-        out = z.clone()
-        if n:
-            idx = active.nonzero().squeeze(1)
-            rows = idx if self.work is None else self.work[idx]
-            out.index_copy_(0, idx, self.rows_fn(z.index_select(0, idx), rows).to(z.dtype))
-        return out
-
-    def shrink(self) -> Tensor | None:
-        """Local indices of the working rows to keep, or None while shrinking does not pay."""
-        active = self._held_active()
-        n = int(active.sum())
-        if n == 0 or n > self.shrink_at * active.numel():
-            return None
-        keep = active.nonzero().squeeze(1)
-        self.work = keep if self.work is None else self.work[keep]
-        return keep
-
-
-def shrunk(shrink, *state: Tensor) -> tuple[Tensor, ...] | None:
-    """A solver's per-row state gathered to the working set when ``shrink`` (a compacting
-    map's :meth:`_Compacted.shrink`, or None) says it is time; None otherwise."""
-    keep = shrink() if shrink is not None else None
-    return None if keep is None else tuple(t.index_select(0, keep) for t in state)

@@ -7,12 +7,10 @@ rank-one terms kept in a circular buffer, so memory is O(B * memory * D) regardl
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from ._base import FixedPointSolver, _Tracker, shrunk
+from ._base import FixedPointSolver, IterState, Step, _Tracker
 
 __all__ = ["Broyden"]
 
@@ -65,79 +63,69 @@ class Broyden(FixedPointSolver):
     def config(self) -> dict:
         return {**super().config(), "memory": self.memory, "restart_factor": self.restart_factor}
 
-    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
+    def _start(self, z0: Tensor, tracker: _Tracker) -> _InverseJacobian:
         bsz, dim = z0.shape
         mem = min(self.memory, self.max_iter)
-        U = z0.new_zeros(bsz, mem, dim)
-        V = z0.new_zeros(bsz, mem, dim)
-        n_upd = 0
+        return _InverseJacobian(z0.new_zeros(bsz, mem, dim), z0.new_zeros(bsz, mem, dim))
 
-        def h_mul(x: Tensor) -> Tensor:  # H x = -x + U^T (V x)
-            if n_upd == 0:
-                return -x
-            n = min(n_upd, mem)
-            c = torch.bmm(V[:, :n], x.unsqueeze(2))  # (B, n, 1)
-            return -x + torch.bmm(U[:, :n].transpose(1, 2), c).squeeze(2)
+    def _advance(self, s: _InverseJacobian, step: Step) -> Tensor:
+        z, fz_new = step.z, step.diff
+        if step.k == 0:  # H = -I: the first step is a plain fixed-point step
+            s.fz, s.hf = fz_new, -fz_new
+            s.dz = -s.hf
+            return z + s.dz
+        # One product with H and one with H^T per iteration: H y = H f_new - H f.
+        dz = s.dz
+        hf_new = s.h_mul(fz_new)
+        hy = hf_new - s.hf
+        vt = s.ht_mul(dz)
+        y = fz_new - s.fz
+        denom = (vt * y).sum(dim=1, keepdim=True)
+        good = denom.abs() > 1e-12 * (dz.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True))
+        good = good & torch.isfinite(denom)
+        u = torch.where(good, (dz - hy) / torch.where(good, denom, torch.ones_like(denom)), 0.0)
+        vt = torch.where(good, vt, 0.0)
+        slot = s.n_upd % s.U.shape[1]
+        s.U[:, slot] = u
+        s.V[:, slot] = vt
+        s.n_upd += 1
+        # Sherman-Morrison: H_new f_new = H f_new + u (v . f_new)
+        s.hf = hf_new + u * (vt * fz_new).sum(dim=1, keepdim=True)
+        s.fz = fz_new
+        # A sample that diverged (non-finite, or residual far above its best) restarts from
+        # its best iterate with a fresh inverse-Jacobian estimate.
+        bad = ~torch.isfinite(z).all(dim=1) | (step.res > self.restart_factor * step.best_res)
+        if step.sync_free or bool(bad.any()):
+            z = torch.where(bad[:, None], step.best_z, z)
+            s.fz = torch.where(bad[:, None], torch.zeros_like(s.fz), s.fz)
+            s.hf = torch.where(bad[:, None], torch.zeros_like(s.hf), s.hf)
+            s.U.copy_(torch.where(bad[:, None, None], 0.0, s.U))
+            s.V.copy_(torch.where(bad[:, None, None], 0.0, s.V))
+        s.dz = -s.hf
+        return z + s.dz
 
-        def ht_mul(x: Tensor) -> Tensor:  # x^T H = -x + V^T (U x)
-            if n_upd == 0:
-                return -x
-            n = min(n_upd, mem)
-            c = torch.bmm(U[:, :n], x.unsqueeze(2))
-            return -x + torch.bmm(V[:, :n].transpose(1, 2), c).squeeze(2)
 
-        shrink = getattr(g, "shrink", None)  # a compacting map: iterate on the unconverged rows
+class _InverseJacobian(IterState):
+    """Broyden's state: the inverse Jacobian estimate ``H = -I + U^T V`` (rank-one terms in a
+    circular buffer), the last residual ``f``, ``H f`` and the last step."""
 
-        def work() -> Tensor | None:
-            return g.work if shrink is not None else None
+    per_row = ("U", "V", "fz", "hf", "dz")
 
-        def mine(t: Tensor) -> Tensor:  # a batch-sized record restricted to the working rows
-            w = work()
-            return t if w is None else t.index_select(0, w)
+    def __init__(self, U: Tensor, V: Tensor) -> None:
+        self.U, self.V = U, V
+        self.fz = self.hf = self.dz = U[:, 0]
+        self.n_upd = 0
 
-        z = z0
-        gz = g(z)
-        fz = gz - z
-        tracker.update(z, gz, diff=fz)
-        if tracker.done:
-            return
-        hf = -fz  # H f(z) with H = -I
-        for _ in range(self.max_iter - 1):
-            dz = -hf
-            z_new = z + dz
-            gz_new = g(z_new)
-            fz_new = gz_new - z_new
-            res = mine(tracker.update(z_new, gz_new, diff=fz_new, work=work()))
-            if tracker.done:
-                return
-            # One product with H and one with H^T per iteration: H y = H f_new - H f.
-            hf_new = h_mul(fz_new)
-            hy = hf_new - hf
-            vt = ht_mul(dz)
-            y = fz_new - fz
-            denom = (vt * y).sum(dim=1, keepdim=True)
-            good = denom.abs() > 1e-12 * (
-                dz.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True)
-            )
-            good = good & torch.isfinite(denom)
-            u = torch.where(good, (dz - hy) / torch.where(good, denom, torch.ones_like(denom)), 0.0)
-            vt = torch.where(good, vt, 0.0)
-            slot = n_upd % mem
-            U[:, slot] = u
-            V[:, slot] = vt
-            n_upd += 1
-            # Sherman-Morrison: H_new f_new = H f_new + u (v . f_new)
-            hf = hf_new + u * (vt * fz_new).sum(dim=1, keepdim=True)
-            z, fz = z_new, fz_new
-            # A sample that diverged (non-finite, or residual far above its best) restarts from
-            # its best iterate with a fresh inverse-Jacobian estimate.
-            best_res = mine(tracker.best_res)
-            bad = ~torch.isfinite(z).all(dim=1) | (res > self.restart_factor * best_res)
-            if tracker.sync_free or bool(bad.any()):
-                z = torch.where(bad[:, None], mine(tracker.best_z), z)
-                fz = torch.where(bad[:, None], torch.zeros_like(fz), fz)
-                hf = torch.where(bad[:, None], torch.zeros_like(hf), hf)
-                U.copy_(torch.where(bad[:, None, None], 0.0, U))
-                V.copy_(torch.where(bad[:, None, None], 0.0, V))
-            if (state := shrunk(shrink, z, fz, hf, U, V)) is not None:
-                z, fz, hf, U, V = state  # the low-rank inverse Jacobian follows the rows
+    def h_mul(self, x: Tensor) -> Tensor:  # H x = -x + U^T (V x)
+        if self.n_upd == 0:
+            return -x
+        n = min(self.n_upd, self.U.shape[1])
+        c = torch.bmm(self.V[:, :n], x.unsqueeze(2))  # (B, n, 1)
+        return -x + torch.bmm(self.U[:, :n].transpose(1, 2), c).squeeze(2)
+
+    def ht_mul(self, x: Tensor) -> Tensor:  # x^T H = -x + V^T (U x)
+        if self.n_upd == 0:
+            return -x
+        n = min(self.n_upd, self.U.shape[1])
+        c = torch.bmm(self.U[:, :n], x.unsqueeze(2))
+        return -x + torch.bmm(self.V[:, :n].transpose(1, 2), c).squeeze(2)

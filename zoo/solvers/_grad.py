@@ -11,16 +11,69 @@
 from __future__ import annotations
 
 import abc
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from ._anderson import Anderson
-from ._base import FixedPointSolver
+from ._base import FixedPointSolver, SolverStats, _Tracker
 
-__all__ = ["GradMode", "GradientWarning", "ImplicitGrad", "PhantomGrad", "UnrolledGrad"]
+__all__ = [
+    "AtFixedPoint",
+    "Equilibrium",
+    "GradMode",
+    "GradientWarning",
+    "ImplicitGrad",
+    "PhantomGrad",
+    "UnrolledGrad",
+]
+
+
+@dataclass
+class Equilibrium:
+    """One fixed-point problem, as an implicit layer hands it to its gradient mode.
+
+    Attributes:
+        map: The flattened cell ``z -> f(z, x)`` on ``(B, D)`` states; with autograd on, its
+            output's graph reaches the parameters and the input.
+        z0: The initial state, detached, ``(B, D)``.
+        solver: The forward solver to use.
+        inputs: The tensors ``map`` reads besides the state (parameters, the injection), for
+            modes that differentiate the whole computation.
+        solve: The layer's own forward solve without a graph (it may capture a CUDA graph or
+            record intermediate states); ``None``: ``solver(map, z0)`` under ``no_grad``.
+        at_fixed_point: Called as ``at_fixed_point(z_req, f_out)`` by modes that evaluate the
+            map with a graph at the fixed point (``f_out = map(z_req)``), so that the layer can
+            add terms there (the Jacobian regularizer) without another evaluation.
+
+    Example:
+        >>> import torch
+        >>> from zoo.solvers import Anderson, Equilibrium, ImplicitGrad
+        >>> x = torch.randn(2, 3, requires_grad=True)
+        >>> problem = Equilibrium(lambda z: 0.5 * torch.tanh(z) + x, torch.zeros(2, 3), Anderson())
+        >>> z, stats = ImplicitGrad().run(problem)
+        >>> z.requires_grad, stats.converged
+        (True, True)
+    """
+
+    map: Callable[[Tensor], Tensor]
+    z0: Tensor
+    solver: FixedPointSolver
+    inputs: Sequence[Tensor] = ()
+    solve: Callable[[], tuple[Tensor, SolverStats]] | None = None
+    at_fixed_point: Callable[[Tensor, Tensor], None] | None = None
+
+    def forward_solve(self) -> tuple[Tensor, SolverStats]:
+        """The forward solve, without a graph."""
+        if self.solve is not None:
+            return self.solve()
+        with torch.no_grad():
+            return self.solver(self.map, self.z0)
 
 
 class GradMode(abc.ABC):
@@ -38,6 +91,11 @@ class GradMode(abc.ABC):
     """
 
     name = "base"
+    #: The forward solvers this mode can differentiate (a layer refuses others).
+    solver_type: ClassVar[type[FixedPointSolver]] = FixedPointSolver
+    #: Whether the mode evaluates the cell with a graph at the fixed point, where the fixed-point
+    #: correction loss and the Jacobian regularizer are defined.
+    at_fixed_point: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -49,6 +107,46 @@ class GradMode(abc.ABC):
     def spec(self) -> dict:
         """``{"name": ..., **config()}``: JSON-serializable, accepted by :func:`get_grad`."""
         return {"name": self.name, **self.config()}
+
+    @abc.abstractmethod
+    def run(self, problem: Equilibrium) -> tuple[Tensor, SolverStats]:
+        """Solve ``problem`` and return ``(z, forward_stats)``: the layer's output ``(B, D)``
+        with this mode's gradient attached (when autograd is on), and the forward solve's
+        :class:`SolverStats`."""
+
+
+class AtFixedPoint(GradMode):
+    """Modes that solve without a graph, then evaluate the cell once more at the fixed point
+    with a graph and attach their gradient to that evaluation (implicit, phantom).
+
+    A subclass defines :meth:`attach` only. The fixed-point correction loss and the Jacobian
+    regularizer of a ``DEQ`` apply to these modes.
+
+    Example:
+        >>> import torch
+        >>> from zoo.nn import DEQ
+        >>> from zoo.solvers import AtFixedPoint
+        >>> class Straight(AtFixedPoint):  # the gradient of one step at z*, like JFB
+        ...     name = "straight"
+        ...     def attach(self, f, z_req, f_out, forward_stats=None):
+        ...         return f_out
+        >>> x = torch.randn(2, 3, requires_grad=True)
+        >>> DEQ(lambda z, x: 0.5 * torch.tanh(z) + x, grad=Straight())(x).sum().backward()
+        >>> bool((x.grad == 1).all())
+        True
+    """
+
+    at_fixed_point: ClassVar[bool] = True
+
+    def run(self, problem: Equilibrium) -> tuple[Tensor, SolverStats]:
+        z_star, stats = problem.forward_solve()
+        if not torch.is_grad_enabled():
+            return z_star, stats
+        z_req = z_star.detach().requires_grad_()
+        f_out = problem.map(z_req)
+        if problem.at_fixed_point is not None:
+            problem.at_fixed_point(z_req, f_out)
+        return self.attach(problem.map, z_req, f_out, forward_stats=stats), stats
 
     @abc.abstractmethod
     def attach(
@@ -64,7 +162,7 @@ class GradMode(abc.ABC):
         """
 
 
-class ImplicitGrad(GradMode):
+class ImplicitGrad(AtFixedPoint):
     """Exact gradient by implicit differentiation.
 
     Args:
@@ -195,7 +293,7 @@ def _unsolved(grad: Tensor, fwd_ok: bool, fallback: str):
     return st
 
 
-class PhantomGrad(GradMode):
+class PhantomGrad(AtFixedPoint):
     """Phantom gradient: ``k`` damped steps ``z <- tau f(z) + (1 - tau) z`` at the fixed point.
 
     Args:
@@ -251,7 +349,17 @@ class UnrolledGrad(GradMode):
     def config(self) -> dict:
         return {"steps": self.steps}
 
-    def attach(
-        self, f, z_req, f_out, forward_stats=None
-    ):  # pragma: no cover - handled by the DEQ layer
-        raise RuntimeError("UnrolledGrad is applied by the DEQ layer itself")
+    def run(self, problem: Equilibrium) -> tuple[Tensor, SolverStats]:
+        """Backpropagate through ``steps`` iterations from ``z0``; the stats record their
+        residuals (the output is the last iterate, not the lowest-residual one)."""
+        solver = problem.solver
+        steps = self.steps or solver.max_iter
+        t0 = time.perf_counter()
+        tracker = _Tracker(problem.z0, solver.tol, solver.stop_mode)
+        z = problem.z0
+        for _ in range(steps):
+            fz = problem.map(z)
+            with torch.no_grad():
+                tracker.update(z, fz)
+            z = fz
+        return z, tracker.finish(time.perf_counter() - t0)

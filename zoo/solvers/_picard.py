@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor
 
-from ._base import FixedPointSolver, _Tracker, shrunk
+from ._base import FixedPointSolver, IterState, Step
 
 __all__ = ["Picard"]
 
@@ -54,14 +52,5 @@ class Picard(FixedPointSolver):
     def config(self) -> dict:
         return {**super().config(), "damping": self.damping}
 
-    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
-        z = z0
-        shrink = getattr(g, "shrink", None)  # a compacting map: iterate on the unconverged rows
-        for _ in range(self.max_iter):
-            gz = g(z)
-            tracker.update(z, gz, work=g.work if shrink else None)
-            if tracker.done:
-                return
-            z = gz if self.damping == 0.0 else gz.lerp(z, self.damping)
-            if (state := shrunk(shrink, z)) is not None:
-                (z,) = state
+    def _advance(self, state: IterState, step: Step) -> Tensor:
+        return step.gz if self.damping == 0.0 else step.gz.lerp(step.z, self.damping)

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._base import FixedPointSolver, SolverStats, _Tracker
-from ._grad import GradMode
+from ._base import FixedPointSolver, IterState, SolverStats, Step, _Tracker, as_map
+from ._grad import Equilibrium, GradMode
 
 __all__ = ["Reversible", "ReversibleGrad"]
 
@@ -73,26 +73,34 @@ class Reversible(FixedPointSolver):
     def config(self) -> dict:
         return {**super().config(), "beta": self.beta}
 
-    def _solve(self, g: Callable[[Tensor], Tensor], z0: Tensor, tracker: _Tracker) -> None:
-        b, y, z = self.beta, z0, z0
-        for _ in range(self.max_iter):
-            gz = g(z)
-            tracker.update(z, gz)
-            if tracker.done:
-                return
-            y = (1 - b) * y + b * gz  # f(z_n), reused
-            z = (1 - b) * z + b * g(y)
+    def _start(self, z0: Tensor, tracker: _Tracker) -> _Coupled:
+        return _Coupled(z0)
 
-    def __call__(self, g: Callable[[Tensor], Tensor], z0: Tensor) -> tuple[Tensor, SolverStats]:
+    def _advance(self, state: _Coupled, step: Step) -> Tensor:
+        b = self.beta
+        state.y = (1 - b) * state.y + b * step.gz  # f(z_n), reused
+        return (1 - b) * step.z + b * step.g(state.y)
+
+    def __call__(self, g, z0: Tensor) -> tuple[Tensor, SolverStats]:
         calls = [0]
+        g = as_map(g)
 
         def counted(z: Tensor) -> Tensor:
             calls[0] += 1
             return g(z)
 
-        z, stats = super().__call__(counted, z0)
+        z, stats = super().__call__(g.with_fn(counted), z0)
         stats.nfe = calls[0]  # two cell calls per step (the last step's check only one)
         return z, stats
+
+
+class _Coupled(IterState):
+    """The second state ``y`` of the reversible iteration (the first is the iterate)."""
+
+    per_row = ("y",)
+
+    def __init__(self, y: Tensor) -> None:
+        self.y = y
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -162,15 +170,15 @@ class ReversibleGrad(GradMode):
     """
 
     name = "reversible"
+    solver_type = Reversible
 
     def config(self) -> dict:
         return {}
 
-    def attach(self, f, z_req, f_out, forward_stats=None):  # pragma: no cover - not used
-        raise TypeError(
-            "ReversibleGrad differentiates a Reversible solve as a whole; use it in a DEQ with "
-            "solver=Reversible(...)"
-        )
+    def run(self, problem: Equilibrium) -> tuple[Tensor, SolverStats]:
+        if not torch.is_grad_enabled():  # nothing to differentiate: the solver's own answer
+            return problem.forward_solve()
+        return self.solve(problem.map, problem.z0, problem.solver, problem.inputs)
 
     def solve(
         self,
