@@ -2,8 +2,8 @@
 
 Under ``torch.compile`` the cell or vector field is compiled and the solvers' bookkeeping runs
 eagerly (``torch.compiler.disable``): a compiled DEQ, ODE block and shipped MDEQ give the eager
-outputs and gradients (float64: 1e-12 for the small layers, 1e-6 relative for an MDEQ, whose
-implicit backward solve stops at 1e-10; float32: 1e-4 for the shipped model). One compiled
+outputs and gradients (float64: 1e-12 for the small layers; for an MDEQ, whose solves stop at
+1e-10, 1e-5 of each gradient's largest entry; float32: 1e-4 for the shipped model's logits). One compiled
 training step of a weight-normalized MDEQ works alone and under DDP on gloo (pytorch#113415
 reports failures of compile + DDP + weight norm). ``vmap`` over a DEQ is refused with an error
 that says what to do instead.
@@ -133,9 +133,13 @@ def _unwrapped(model):
 
 
 def _assert_close_grads(got: dict, want: dict) -> None:
+    """Equal to 1e-5 of each gradient's largest entry: the forward and backward solves stop at
+    a relative residual of 1e-10, and the compiled cell rounds differently, so the two runs stop
+    at slightly different iterates (measured: at most 5e-7 of the largest entry)."""
     assert set(got) == set(want) and want
     for n, w in want.items():
-        torch.testing.assert_close(got[n], w, rtol=1e-6, atol=1e-9, msg=n)
+        err = float((got[n] - w).abs().max())
+        assert err <= 1e-5 * float(w.abs().max()) + 1e-12, (n, err, float(w.abs().max()))
 
 
 @pytest.mark.slow

@@ -37,7 +37,8 @@ def _check(arch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = model(*args)
-    out = out["mean"] if isinstance(out, dict) else out
+    if isinstance(out, dict):  # a series model's mean, or a pure classifier's logits
+        out = out["mean"] if out.get("mean") is not None else out["logits"]
     assert out.shape == shape and torch.isfinite(out).all()
     out.float().pow(2).mean().backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

@@ -199,15 +199,58 @@ def gaussian_bound(
     return -bound.mean()
 
 
+def make_label_head(in_dim: int) -> nn.Module:
+    """The Latent ODE reference's per-series classifier: two hidden layers of 300 ReLU units,
+    one logit (PhysioNet: in-hospital death)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 1)
+    )
+
+
 class TimeSeriesModel(ZooModel):
     """What the :class:`~zoo.tasks.TimeSeries` task needs from a model.
 
     ``reconstruct(times, values, cond_mask, query_mask, n_samples)`` sees only the points of
     ``cond_mask`` and returns ``{"mean": (S, B, T, D), "kl": (B,) or None}`` on the batch's
-    union grid ``times``; the loss and metrics read the points of ``query_mask``.
+    union grid ``times``, plus ``"logits": (B,)`` for a model built with ``classifier=True``
+    (one logit per series for its binary label); the loss and metrics read the points of
+    ``query_mask``.
     """
 
     obsrv_std: float
+    #: The per-series label head (``classifier=True``), or None; every model sets it.
+    label_head: nn.Module | None
+    #: Whether ``reconstruct`` returns a ``mean`` to score (a pure classifier returns None).
+    reconstructs: bool = True
+
+    @torch.no_grad()
+    def predict_proba(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """The probability of each series' binary label (PhysioNet 2012: in-hospital death)
+        given its observed points, ``(B,)``.
+
+        Example:
+            >>> from zoo.models.ode_rnn import ODERNN
+            >>> m = ODERNN(input_dim=3, rec_dims=6, units=8, classifier=True).eval()
+            >>> t = torch.linspace(0, 1, 5); x = torch.randn(2, 5, 3); mk = torch.ones(2, 5, 3)
+            >>> p = m.predict_proba(t, x, mk)
+            >>> p.shape, bool(((p > 0) & (p < 1)).all())
+            (torch.Size([2]), True)
+        """
+        if self.label_head is None:
+            raise ValueError(
+                f"this {type(self).__name__} has no label head: build it with classifier=True "
+                "(or load a checkpoint trained for classification, e.g. "
+                "ode_rnn.physionet_mortality)"
+            )
+        dtype = next(self.parameters()).dtype
+        times, values, mask = (t.to(dtype) for t in (times, values, mask))
+        self.check_inputs(times, values, mask)
+        was = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self.reconstruct(times, values, mask)["logits"])
+        finally:
+            self.train(was)
 
     def check_inputs(self, times: Tensor, values: Tensor, mask: Tensor) -> None:
         """Clear errors for what a user gets wrong: shapes, the number of variables, times
@@ -358,6 +401,9 @@ class LatentODE(TimeSeriesModel):
         encoder: ``"odernn"`` (the paper's) or ``"rnn"`` (a GRU with time gaps, Chen et al.).
         enc_method: Encoder solver between observations (``euler``/``rk4``/adaptive).
         enc_steps: Fixed steps per encoder interval.
+        classifier: Add the reference's label head on the approximate posterior's mean
+            (``logits`` in the outputs, :meth:`predict_proba`); the task trains it jointly
+            with the reconstruction (``TimeSeries(classif_weight=...)``).
 
     Example:
         >>> m = LatentODE(input_dim=3, latent_dim=4, rec_dims=6, units=8)
@@ -387,9 +433,11 @@ class LatentODE(TimeSeriesModel):
         encoder: str = "odernn",
         enc_method: str = "euler",
         enc_steps: int = 1,
+        classifier: bool = False,
     ) -> None:
         super().__init__()
         self._capture(locals())
+        self.label_head = make_label_head(latent_dim) if classifier else None
         if encoder == "odernn":
             self.encoder = ODERNNEncoder(
                 input_dim, latent_dim, rec_dims, units, enc_method, enc_steps, rec_layers
@@ -446,7 +494,10 @@ class LatentODE(TimeSeriesModel):
         mean, std = self.encode(times, values, mask)
         z0 = self._sample_z0(mean, std, n_samples)
         mu = self.decode(z0, times if query_times is None else query_times)
-        return {"mean": mu, "z0_mean": mean, "z0_std": std, "kl": _kl_std_normal(mean, std)}
+        out = {"mean": mu, "z0_mean": mean, "z0_std": std, "kl": _kl_std_normal(mean, std)}
+        if self.label_head is not None:
+            out["logits"] = self.label_head(mean).squeeze(-1)
+        return out
 
     def reconstruct(self, times, values, cond_mask, query_mask=None, n_samples=1):
         self.reset_nfe()

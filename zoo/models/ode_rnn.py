@@ -29,6 +29,7 @@ from .latent_ode import (
     RNNEncoder,
     TimeSeriesModel,
     _kl_std_normal,
+    make_label_head,
     ragged_from_union,
     series_entry,
 )
@@ -41,8 +42,11 @@ class _RecurrentPredictor(TimeSeriesModel):
 
     _uses_gap = False
 
-    def _init_common(self, input_dim: int, rec_dims: int, units: int, obsrv_std: float) -> None:
+    def _init_common(
+        self, input_dim: int, rec_dims: int, units: int, obsrv_std: float, classifier: bool
+    ) -> None:
         extra = 1 if self._uses_gap else 0
+        self.label_head = make_label_head(rec_dims) if classifier else None
         self.gru = nn.GRUCell(2 * input_dim + extra, rec_dims)
         self.readout = nn.Sequential(
             nn.Linear(rec_dims + extra, units), nn.Tanh(), nn.Linear(units, input_dim)
@@ -82,7 +86,10 @@ class _RecurrentPredictor(TimeSeriesModel):
             h = torch.where(seen[:, None], self.gru(torch.cat(x, -1), h), h)
             t_prev = t_k
         mean = r.scatter(torch.stack(preds, 1), times.shape[0])
-        return {"mean": mean.unsqueeze(0).expand(n_samples, -1, -1, -1), "kl": None}
+        out = {"mean": mean.unsqueeze(0).expand(n_samples, -1, -1, -1), "kl": None}
+        if self.label_head is not None:  # from the state after the series' last observation
+            out["logits"] = self.label_head(h).squeeze(-1)
+        return out
 
 
 class ODERNN(_RecurrentPredictor):
@@ -97,6 +104,8 @@ class ODERNN(_RecurrentPredictor):
         obsrv_std: Std of the Gaussian observation model (the loss's scale).
         method: Solver between observations (``euler``, ``rk4`` or a torchdiffeq adaptive one).
         steps: Fixed steps per gap for ``euler``/``rk4``.
+        classifier: Add the reference's label head on the state after the last observation
+            (``logits`` in the outputs, :meth:`predict_proba`).
 
     Example:
         >>> m = ODERNN(input_dim=3, rec_dims=6, units=8)
@@ -117,10 +126,11 @@ class ODERNN(_RecurrentPredictor):
         obsrv_std: float = 0.01,
         method: str = "rk4",
         steps: int = 1,
+        classifier: bool = False,
     ) -> None:
         super().__init__()
         self._capture(locals())
-        self._init_common(input_dim, rec_dims, units, obsrv_std)
+        self._init_common(input_dim, rec_dims, units, obsrv_std, classifier)
         self.func = ODEFunc(rec_dims, units, layers)
         self.method, self.steps = method, steps
 
@@ -135,6 +145,13 @@ class GRUDeltaT(_RecurrentPredictor):
     """GRU-Δt: a GRU with the time since the previous observation as an input, and the same gap
     given to the read-out that predicts the next point.
 
+    Args:
+        input_dim: Observed variables.
+        rec_dims: GRU state size.
+        units: Hidden units of the read-out.
+        obsrv_std: Std of the Gaussian observation model (the loss's scale).
+        classifier: Add the reference's label head on the state after the last observation.
+
     Example:
         >>> m = GRUDeltaT(input_dim=3, rec_dims=6, units=8)
         >>> m(torch.linspace(0, 1, 4), torch.randn(2, 4, 3), torch.ones(2, 4, 3))["mean"].shape
@@ -146,11 +163,16 @@ class GRUDeltaT(_RecurrentPredictor):
     _uses_gap = True
 
     def __init__(
-        self, input_dim: int = 41, rec_dims: int = 40, units: int = 100, obsrv_std: float = 0.01
+        self,
+        input_dim: int = 41,
+        rec_dims: int = 40,
+        units: int = 100,
+        obsrv_std: float = 0.01,
+        classifier: bool = False,
     ) -> None:
         super().__init__()
         self._capture(locals())
-        self._init_common(input_dim, rec_dims, units, obsrv_std)
+        self._init_common(input_dim, rec_dims, units, obsrv_std, classifier)
 
 
 class RNNVAE(TimeSeriesModel):
@@ -178,6 +200,7 @@ class RNNVAE(TimeSeriesModel):
     ) -> None:
         super().__init__()
         self._capture(locals())
+        self.label_head = None  # reconstruction only
         self.encoder = RNNEncoder(input_dim, latent_dim, rec_dims, units)
         self.init_h = nn.Linear(latent_dim, units)
         self.dec_gru = nn.GRUCell(1, units)

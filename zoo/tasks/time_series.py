@@ -12,7 +12,14 @@ from ..models import create_model
 from ._base import ZooTask
 from ._spec import EvalResult, FiniteGuard, MetricSpec, TaskSpec, _nfe, load_sample, register_task
 
-__all__ = ["TimeSeries", "TimeSeriesSpec", "MaskedMSE", "split_masks", "eval_generator"]
+__all__ = [
+    "LabelMetrics",
+    "MaskedMSE",
+    "TimeSeries",
+    "TimeSeriesSpec",
+    "eval_generator",
+    "split_masks",
+]
 
 
 class MaskedMSE(Metric):
@@ -54,6 +61,36 @@ class MaskedMSE(Metric):
             "mse": (self.per_series_sum / self.n_series.clamp_min(1)).float(),
             "mse_masked_mean": (self.se_sum / self.n_points.clamp_min(1)).float(),
         }
+
+
+class LabelMetrics(Metric):
+    """AUROC and AUPRC (average precision) of per-series probabilities over every series seen,
+    accumulated across batches and processes.
+
+    Example:
+        >>> m = LabelMetrics()
+        >>> m.update(torch.tensor([0.9, 0.2, 0.6, 0.4]), torch.tensor([1.0, 0.0, 0.0, 1.0]))
+        >>> {k: round(float(v), 3) for k, v in m.compute().items()}
+        {'auroc': 0.75, 'auprc': 0.833}
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("probs", [], dist_reduce_fx="cat")
+        self.add_state("labels", [], dist_reduce_fx="cat")
+
+    def update(self, probs: Tensor, labels: Tensor) -> None:
+        self.probs.append(probs.detach().float().reshape(-1))
+        self.labels.append(labels.detach().float().reshape(-1))
+
+    def compute(self) -> dict[str, Tensor]:
+        from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+        p = torch.cat(self.probs) if isinstance(self.probs, list) else self.probs
+        y = (torch.cat(self.labels) if isinstance(self.labels, list) else self.labels).long()
+        return {"auroc": binary_auroc(p, y), "auprc": binary_average_precision(p, y)}
 
 
 def eval_generator(values: Tensor, times: Tensor) -> torch.Generator:
@@ -120,6 +157,11 @@ class TimeSeries(ZooTask):
             (``--ckpt_path``) still restores its own state.
         skip_unconverged: Skip the optimizer step of a batch whose forward solve did not
             converge (a non-finite loss is always skipped); ``train/skipped`` logs it.
+        classif_weight: Weight of the label's binary cross-entropy added to the reconstruction
+            loss, for a model built with ``classifier=True`` (the Latent ODE reference's
+            ``--classif`` trains with 100, on the labelled series of each batch, without class
+            weights); 0 trains the reconstruction alone. Validation and test then log the AUROC
+            and AUPRC over all labelled series.
 
     Example:
         >>> from zoo.tasks import TimeSeries
@@ -148,8 +190,13 @@ class TimeSeries(ZooTask):
         bf16: bool = False,
         init_from: str | None = None,
         skip_unconverged: bool = False,
+        classif_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if isinstance(classif_weight, bool) or not isinstance(classif_weight, (int, float)):
+            raise ValueError(f"classif_weight must be a number >= 0, got {classif_weight!r}")
+        if not classif_weight >= 0:
+            raise ValueError(f"classif_weight must be >= 0, got {classif_weight}")
         if lr_schedule not in ("cosine", "exp"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'exp', got {lr_schedule!r}")
         if mode not in ("interpolation", "extrapolation"):
@@ -158,7 +205,23 @@ class TimeSeries(ZooTask):
             raise ValueError(f"cond_frac must be in (0, 1], got {cond_frac}")
         self.save_hyperparameters()
         self.model = create_model(arch, **(model_args or {}))
+        from ..models.latent_ode import TimeSeriesModel
+
+        if not isinstance(self.model, TimeSeriesModel):
+            raise ValueError(f"{arch} is not a time-series model (zoo list --task time-series)")
         self.metrics = torch.nn.ModuleDict({s: MaskedMSE() for s in ("val", "test")})
+        self.label_metrics = None
+        if classif_weight > 0 and self.model.label_head is None:
+            raise ValueError(
+                f"classif_weight={classif_weight} trains a label head, and this {arch} has none: "
+                "set model_args: {classifier: true}"
+            )
+        if self.model.label_head is not None:
+            self.label_metrics = torch.nn.ModuleDict({s: LabelMetrics() for s in ("val", "test")})
+        if not self.model.reconstructs and not classif_weight > 0:
+            raise ValueError(
+                f"{arch} reconstructs nothing and learns only its label: set classif_weight > 0"
+            )
 
     def _warmup_steps(self) -> int:
         return self.hparams.warmup_steps
@@ -203,23 +266,36 @@ class TimeSeries(ZooTask):
         with self._autocast():
             out = self.model.reconstruct(times, values, cond, target, n_samples=n)
         out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
+        out.setdefault("mean", None)
         kl_w = self.kl_weight() if stage == "train" else 1.0
         loss = self.model.loss(out, values, target, kl_weight=kl_w)
         bs = values.shape[0]
+        if "logits" in out:
+            known = ~torch.isnan(batch.labels)
+            logits, labels = out["logits"][known], batch.labels[known].to(out["logits"].dtype)
+            if self.hparams.classif_weight > 0 and labels.numel():
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+                loss = loss + self.hparams.classif_weight * bce
+                self.log(f"{stage}/bce", bce.detach(), batch_size=bs)
+            if stage != "train":
+                self.label_metrics[stage].update(torch.sigmoid(logits), labels)
         self.log(f"{stage}/loss", loss.detach(), prog_bar=True, batch_size=bs)
         if stage == "train":
             self.log("train/kl_weight", kl_w, batch_size=bs)
-        else:
+        elif out["mean"] is not None:
             self.metrics[stage].update(out["mean"].mean(0), values, target)
         for k, v in self._nfe().items():
             self.log(f"{stage}/nfe_{k}", v, batch_size=bs, on_step=stage == "train")
         return loss
 
     def _log_epoch(self, stage: str) -> None:
-        m = self.metrics[stage]
-        if m.update_called:  # compute() syncs the sums across processes
-            self.log_dict({f"{stage}/{k}": v for k, v in m.compute().items()}, prog_bar=True)
-        m.reset()
+        ms = [self.metrics[stage]]
+        if self.label_metrics is not None:
+            ms.append(self.label_metrics[stage])
+        for m in ms:
+            if m.update_called:  # compute() syncs the sums across processes
+                self.log_dict({f"{stage}/{k}": v for k, v in m.compute().items()}, prog_bar=True)
+            m.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

@@ -1,0 +1,124 @@
+"""Per-series classification of irregular series (PhysioNet 2012 in-hospital mortality): the
+label heads, the task's joint loss, and AUROC/AUPRC against brute-force definitions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from zoo.data import IrregularBatch
+from zoo.models.latent_ode import LatentODE
+from zoo.models.ode_rnn import ODERNN, RNNVAE, GRUDeltaT
+from zoo.tasks import TimeSeries
+from zoo.tasks.time_series import LabelMetrics
+
+D = torch.float64
+SMALL = {"input_dim": 3, "rec_dims": 6, "units": 8}
+
+
+def _batch(B=6, T=7, seed=0, labels=None):
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(B, T, 3, generator=g) < 0.6).float()
+    mask[:, 0, 0] = 1
+    values = torch.randn(B, T, 3, generator=g) * mask
+    if labels is None:
+        labels = torch.tensor([1.0, 0.0, float("nan"), 0.0, 1.0, 0.0])[:B]
+    return IrregularBatch(torch.linspace(0, 1, T), values, mask, labels)
+
+
+def _auroc_pairs(p, y):
+    """Mann-Whitney: the fraction of (positive, negative) pairs ranked right, ties as 1/2."""
+    pos, neg = p[y == 1], p[y == 0]
+    s = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(pos, neg))
+    return s / (len(pos) * len(neg))
+
+
+def _average_precision(p, y):
+    """The mean, over the positives, of the precision among the series ranked at or above it."""
+    order = sorted(range(len(p)), key=lambda i: -float(p[i]))
+    hits, precisions = 0, []
+    for rank, i in enumerate(order, 1):
+        if y[i] == 1:
+            hits += 1
+            precisions.append(hits / rank)
+    return sum(precisions) / len(precisions)
+
+
+def test_auroc_and_auprc_equal_their_definitions_accumulated_over_batches():
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(97, generator=g, dtype=D)
+    y = (torch.rand(97, generator=g) < 0.2).to(D)
+    m = LabelMetrics()
+    for chunk in torch.arange(97).split(20):  # batches of a split
+        m.update(p[chunk], y[chunk])
+    got = m.compute()
+    assert abs(float(got["auroc"]) - _auroc_pairs(p, y)) < 1e-6
+    assert abs(float(got["auprc"]) - _average_precision(p, y)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ODERNN(**SMALL, classifier=True),
+        lambda: GRUDeltaT(**SMALL, classifier=True),
+        lambda: LatentODE(**SMALL, latent_dim=4, classifier=True),
+    ],
+    ids=["ode_rnn", "gru_delta_t", "latent_ode"],
+)
+def test_label_heads_give_one_probability_per_series_from_that_series_alone(make):
+    torch.manual_seed(0)
+    model = make().eval()
+    b = _batch()
+    p = model.predict_proba(b.times, b.values, b.mask)
+    assert p.shape == (6,) and bool(((p > 0) & (p < 1)).all())
+    alone = model.predict_proba(b.times, b.values[2:3], b.mask[2:3])  # batch-independent
+    torch.testing.assert_close(alone, p[2:3], rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_without_a_head_says_how_to_get_one():
+    b = _batch()
+    for model in (ODERNN(**SMALL), RNNVAE(input_dim=3, latent_dim=4, rec_dims=6, units=8)):
+        with pytest.raises(ValueError, match="classifier=True"):
+            model.predict_proba(b.times, b.values, b.mask)
+    with pytest.raises(ValueError, match="classifier: true"):
+        TimeSeries(arch="ode_rnn", model_args=SMALL, classif_weight=100.0)
+    with pytest.raises(ValueError, match="classif_weight"):
+        TimeSeries(arch="ode_rnn", model_args={**SMALL, "classifier": True}, classif_weight=-1.0)
+
+
+def test_the_task_adds_the_weighted_cross_entropy_of_the_labelled_series():
+    torch.manual_seed(0)
+    args = {**SMALL, "classifier": True}
+    b = _batch()
+    losses = {}
+    for w in (0.0, 100.0):
+        task = TimeSeries(arch="ode_rnn", model_args=args, classif_weight=w)
+        task.log = lambda *a, **k: None
+        torch.manual_seed(1)
+        task.model.load_state_dict(TimeSeries(arch="ode_rnn", model_args=args).model.state_dict())
+        losses[w] = task._common_step(b, "val")
+        out = task.model.reconstruct(b.times, b.values, b.mask, b.mask)
+    known = ~torch.isnan(b.labels)
+    prob, y = torch.sigmoid(out["logits"][known]), b.labels[known]
+    bce = -(y * prob.log() + (1 - y) * (1 - prob).log()).mean()  # independent of torch's BCE
+    torch.testing.assert_close(losses[100.0] - losses[0.0], 100 * bce, rtol=1e-5, atol=1e-6)
+
+
+def test_a_training_step_reaches_the_head_and_validation_logs_auroc():
+    torch.manual_seed(0)
+    task = TimeSeries(arch="latent_ode", model_args={**SMALL, "latent_dim": 4, "classifier": True},
+                      classif_weight=100.0)  # fmt: skip
+    logged = {}
+    task.log = lambda k, v, **kw: logged.__setitem__(k, v)
+    task.log_dict = lambda d, **kw: logged.update(d)
+    b = _batch()
+    task._common_step(b, "train").backward()
+    head = task.model.label_head
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    task._common_step(b, "val")
+    task.on_validation_epoch_end()
+    assert (
+        0.0 <= float(logged["val/auroc"]) <= 1.0 and "val/auprc" in logged and "val/bce" in logged
+    )
