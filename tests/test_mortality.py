@@ -122,3 +122,24 @@ def test_a_training_step_reaches_the_head_and_validation_logs_auroc():
     assert (
         0.0 <= float(logged["val/auroc"]) <= 1.0 and "val/auprc" in logged and "val/bce" in logged
     )
+
+
+def test_the_classification_spec_scores_every_labelled_series():
+    from types import SimpleNamespace
+
+    from zoo.evaluate import _Clock
+    from zoo.tasks import get_task
+
+    torch.manual_seed(0)
+    model = ODERNN(**SMALL, classifier=True).eval()
+    batches = [_batch(seed=s) for s in range(3)]
+    protocol = SimpleNamespace(options={"mode": "interpolation", "cond_frac": 1.0})
+    spec = get_task("time-series-classification")
+    res = spec.evaluate(model, batches, protocol, torch.device("cpu"), _Clock(torch.device("cpu")))
+    probs = torch.cat([model.predict_proba(b.times, b.values, b.mask) for b in batches])
+    labels = torch.cat([b.labels for b in batches])
+    known = ~torch.isnan(labels)
+    assert res.num_samples == int(known.sum()) == 15
+    assert abs(res.metrics["auroc"] - _auroc_pairs(probs[known], labels[known])) < 1e-3
+    assert abs(res.metrics["auprc"] - _average_precision(probs[known], labels[known])) < 1e-3
+    assert "mse" in res.metrics

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ._spec import EvalResult, FiniteGuard, MetricSpec, _nfe, register_task
-from .time_series import LabelMetrics, MaskedMSE, TimeSeriesSpec, eval_generator, split_masks
+from .time_series import LabelMetrics, MaskedMSE, TimeSeriesSpec
 
 __all__ = ["SeriesClassificationSpec"]
 
@@ -47,8 +47,6 @@ class SeriesClassificationSpec(TimeSeriesSpec):
         )
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
-        from tqdm import tqdm
-
         if model.label_head is None:
             raise ValueError(
                 f"{type(model).__name__} has no label head (classifier=True): it cannot be "
@@ -56,16 +54,7 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             )
         guard = FiniteGuard("predicted probabilities")
         labels, mse, nfe, n = LabelMetrics().to(device), MaskedMSE().to(device), [], 0
-        opts = protocol.options
-        for b in tqdm(batches, desc="eval", unit="batch"):
-            cond, target = split_masks(
-                b.times, b.mask, opts["mode"], opts["cond_frac"],
-                generator=eval_generator(b.values, b.times),
-            )  # fmt: skip
-            times, values = b.times.to(device), b.values.to(device)
-            cond, target = cond.to(device), target.to(device)
-            with clock:
-                out = model.reconstruct(times, values, cond, target, n_samples=1)
+        for b, out, values, target in self.reconstructions(model, batches, protocol, device, clock):
             probs = torch.sigmoid(out["logits"])
             guard(probs)
             known = ~torch.isnan(b.labels.to(device))

@@ -367,12 +367,11 @@ class TimeSeriesSpec(TaskSpec):
             return batches
         return _first_series(batches, limit)
 
-    def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
-        guard = FiniteGuard("predicted values")
+    def reconstructions(self, model, batches, protocol, device, clock):
+        """Each batch reconstructed as the protocol asks (the same conditioning subsample every
+        run): yields ``(batch, out, values, target_mask)``, the model call timed by ``clock``."""
         from tqdm import tqdm
 
-        mse = MaskedMSE().to(device)
-        nfe, n = [], 0
         opts = protocol.options
         for b in tqdm(batches, desc="eval", unit="batch"):
             cond, target = split_masks(
@@ -383,6 +382,13 @@ class TimeSeriesSpec(TaskSpec):
             cond, target = cond.to(device), target.to(device)
             with clock:
                 out = model.reconstruct(times, values, cond, target, n_samples=1)
+            yield b, out, values, target
+
+    def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
+        guard = FiniteGuard("predicted values")
+        mse = MaskedMSE().to(device)
+        nfe, n = [], 0
+        for b, out, values, target in self.reconstructions(model, batches, protocol, device, clock):
             guard(out["mean"])
             mse.update(out["mean"].mean(0), values, target)
             nfe.append(model.cost().nfe_forward)
