@@ -1,0 +1,109 @@
+"""PyPOTS's classifiers on the zoo's PhysioNet 2012 mortality split, on a fixed CPU budget.
+
+Run in the peers' environment (``recipes/latent_ode/peers/run.sh`` makes it and runs both
+steps):
+
+    python recipes/latent_ode/peers/pypots_mortality.py physionet_hourly.npz \
+        --out bench/results/pypots_physionet_mortality.json
+
+Each model trains on the 6,400 training patients for ``--epochs`` epochs (no validation split:
+nothing is selected, as for the zoo's checkpoints) and is scored on all 1,600 test patients:
+AUROC and AUPRC of its predicted probability of in-hospital death. The table it prints and the
+JSON it writes carry PyPOTS's version and each model's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def _auroc(p: np.ndarray, y: np.ndarray) -> float:
+    """Mann-Whitney with ties as 1/2 (rank form)."""
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    sp = p[order]
+    i = 0
+    while i < len(p):  # average ranks over ties
+        j = i
+        while j + 1 < len(p) and sp[j + 1] == sp[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    pos = y == 1
+    n1, n0 = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _auprc(p: np.ndarray, y: np.ndarray) -> float:
+    """Average precision: the mean precision at each positive, ranked by ``p``."""
+    order = np.argsort(-p, kind="mergesort")
+    hits = np.cumsum(y[order] == 1)
+    prec = hits / np.arange(1, len(p) + 1)
+    return float(prec[y[order] == 1].mean())
+
+
+def build(name: str, n_steps: int, n_features: int, epochs: int, seed: int):
+    from pypots.classification import BRITS, GRUD, Raindrop
+
+    common = dict(n_steps=n_steps, n_features=n_features, n_classes=2, epochs=epochs,
+                  batch_size=32, device="cpu")  # fmt: skip
+    if name == "GRUD":
+        return GRUD(rnn_hidden_size=64, **common)
+    if name == "BRITS":
+        return BRITS(rnn_hidden_size=64, **common)
+    if name == "Raindrop":
+        return Raindrop(n_layers=2, d_model=n_features * 4, n_heads=2, d_ffn=64, dropout=0.3,
+                        d_static=0, **common)  # fmt: skip
+    raise ValueError(f"unknown model {name!r}")
+
+
+def main(argv=None) -> list[dict]:
+    import pypots
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", help="the .npz from export_hourly.py")
+    p.add_argument("--models", nargs="+", default=["GRUD", "BRITS"])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    d = np.load(a.data)
+    train = {"X": d["X_train"], "y": d["y_train"].astype(int)}
+    test = {"X": d["X_test"]}
+    y = d["y_test"].astype(int)
+    rows = []
+    for name in a.models:
+        torch.manual_seed(a.seed)
+        np.random.seed(a.seed)
+        model = build(name, train["X"].shape[1], train["X"].shape[2], a.epochs, a.seed)
+        t0 = time.perf_counter()
+        model.fit(train)
+        seconds = time.perf_counter() - t0
+        prob = np.asarray(model.predict(test)["classification_proba"])[:, 1]
+        rows.append({
+            "model": name, "package": f"pypots {pypots.__version__}", "run_here": True,
+            "epochs": a.epochs, "threads": a.threads, "train_seconds": round(seconds, 1),
+            "auroc": round(_auroc(prob, y), 4), "auprc": round(_auprc(prob, y), 4),
+            "test_patients": int(len(y)),
+        })  # fmt: skip
+        print(rows[-1], flush=True)
+    print("| model | package | epochs | train seconds | AUROC | AUPRC |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['package']} | {r['epochs']} | {r['train_seconds']} | "
+              f"{r['auroc']} | {r['auprc']} |")  # fmt: skip
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# PyPOTS's classifiers on the zoo's PhysioNet 2012 mortality split, in an environment of their
+# own (pinned; the zoo's dependencies are untouched). From the repository root:
+#   ZOO_DATA_DIR=../shared/data bash recipes/latent_ode/peers/run.sh [extra pypots_mortality.py args]
+set -euo pipefail
+PEERS=${PEERS_VENV:-.venv-peers}
+if [ ! -x "$PEERS/bin/python" ]; then
+  python3 -m venv "$PEERS"
+  "$PEERS/bin/pip" install -q torch==2.14.1 pypots==1.5
+fi
+DATA=${PEERS_DATA:-runs/peers/physionet_hourly.npz}
+mkdir -p "$(dirname "$DATA")"
+[ -f "$DATA" ] || .venv/bin/python recipes/latent_ode/peers/export_hourly.py "$DATA"
+"$PEERS/bin/python" recipes/latent_ode/peers/pypots_mortality.py "$DATA" \
+  --out bench/results/pypots_physionet_mortality.json "$@"
