@@ -64,7 +64,7 @@ def checkpoint_table(names: list[str] | None = None, cards_at: str = "model_card
         row = cards.shipped_row(name)
         key = row["primary_metric"]
         metric = next((m for m in get_task(info["task"]).metrics if m.key == key), None)
-        label = metric.name if metric is not None else key
+        label = metric.label if metric is not None else key
         nfe = "-" if row.get("nfe_mean") is None else f"{row['nfe_mean']:g}"
         params = (cards.read_data(name).get("measured") or {}).get("parameters", row.get("params"))
         lines.append(

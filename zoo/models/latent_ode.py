@@ -568,6 +568,10 @@ PHYSIONET_1MIN = dict(
     sample="physionet2012_1min",
 )
 
+# in-hospital mortality on the interpolation protocol's patients, split and grid: AUROC/AUPRC on
+# every labelled test patient (the quick sample is the interpolation one)
+PHYSIONET_1MIN_MORTALITY = dict(PHYSIONET_1MIN, task="time-series-classification")
+
 # the paper's PhysioNet extrapolation protocol: the first half of each batch's time points seen,
 # the second half's observations scored (the reference's split_data_extrap)
 PHYSIONET_1MIN_EXTRAP = dict(

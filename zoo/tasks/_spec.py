@@ -47,6 +47,12 @@ class MetricSpec:
     name: str
     higher_is_better: bool
     hub_type: str  # the model-index metric type (accuracy, perplexity, mse, ...)
+    short: str = ""  # a label for narrow tables (the README's); the name when empty
+
+    @property
+    def label(self) -> str:
+        """The short label, or the name."""
+        return self.short or self.name
 
 
 @dataclass(frozen=True)

@@ -319,7 +319,7 @@ class TimeSeriesSpec(TaskSpec):
     tags = ("neural-ode", "latent-ode", "irregular-time-series")
     unit = "series"
     metrics = (
-        MetricSpec("mse", "MSE (reference per-series average)", False, "mse"),
+        MetricSpec("mse", "MSE (reference per-series average)", False, "mse", short="MSE"),
         MetricSpec("mse_masked_mean", "MSE (over observed points)", False, "mse"),
     )
     primary = "mse"
