@@ -9,6 +9,7 @@ suite) fails when a committed file differs from its rendering.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 __all__ = ["rendered", "write_all", "stale", "checkpoint_table", "leaderboard_page"]
@@ -16,6 +17,9 @@ __all__ = ["rendered", "write_all", "stale", "checkpoint_table", "leaderboard_pa
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 LEADERBOARD = ROOT / "docs" / "leaderboard.md"
+# other libraries' models run here on a checkpoint's data and split, one file per task and
+# dataset, written by their scripts (recipes/<family>/peers/)
+PEERS = ROOT / "bench" / "results" / "peers"
 BENCH = ROOT / "bench"
 TABLE_START = "<!-- checkpoint table: rendered by `zoo docs` from model_cards/*.yaml -->"
 TABLE_END = "<!-- end of checkpoint table -->"
@@ -132,6 +136,9 @@ def leaderboard_page() -> str:
     ]
     for (task, dataset), rows in by_data.items():
         lines += get_task(task).leaderboard_section(dataset, rows, infos)
+        peers = PEERS / f"{task}.{dataset}.json"
+        if peers.is_file():
+            lines += get_task(task).peer_section(json.loads(peers.read_text()))
         lines.append("")
     devices = sorted({r.get("device", "cpu") for rows in by_data.values() for r in rows})
     lines.append(f"Latencies were measured on: {'; '.join(devices)}.")

@@ -25,6 +25,7 @@ from .latent_ode import (
     HOPPER_CONVERGE,
     PHYSIONET_1MIN,
     PHYSIONET_1MIN_EXTRAP,
+    PHYSIONET_1MIN_MORTALITY,
     ODEFunc,
     RNNEncoder,
     TimeSeriesModel,
@@ -252,6 +253,11 @@ register_pretrained(
             PHYSIONET_1MIN,
             "ode_rnn.physionet",
             "ode_rnn.physionet",
+        ),
+        "ode_rnn.physionet_mortality": series_entry(
+            PHYSIONET_1MIN_MORTALITY,
+            "ode_rnn.physionet_mortality",
+            "ode_rnn.physionet_mortality",
         ),
         "rnn_vae.physionet": series_entry(
             PHYSIONET_1MIN,

@@ -483,6 +483,28 @@ class TaskSpec:
             )
         return lines
 
+    def peer_section(self, peers: list[dict]) -> list[str]:
+        """Lines for other libraries' models run here on the same data and split (rows of a
+        peers file: ``model``, ``package``, the metrics by key, ``train_seconds``, ``epochs``),
+        under the checkpoints' table, each marked as run here with its package version."""
+        keys = [m for m in self.metrics if any(m.key in p for p in peers)]
+        script = peers[0].get("script", "its script")
+        lines = [
+            "",
+            "Other libraries' models, run here on the same data, split and normalization "
+            f"(`{script}`; each one's training budget in its row):",
+            "",
+            "| model (run here) | package | " + " | ".join(m.name for m in keys) + " | training |",
+            "|---|---|" + "---|" * len(keys) + "---|",
+        ]
+        for p in peers:
+            cells = [_fmt(p.get(m.key)) for m in keys]
+            budget = f"{p.get('epochs', '-')} epochs, {p.get('train_seconds', 0) / 60:.0f} min"
+            lines.append(
+                f"| {p['model']} | {p['package']} | " + " | ".join(cells) + f" | {budget} |"
+            )
+        return lines
+
     def hub_metrics(self, metrics: dict) -> list[dict]:
         return [
             {"type": m.hub_type, "name": m.name, "value": metrics[m.key]}

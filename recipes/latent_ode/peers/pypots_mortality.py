@@ -4,7 +4,7 @@ Run in the peers' environment (``recipes/latent_ode/peers/run.sh`` makes it and 
 steps):
 
     python recipes/latent_ode/peers/pypots_mortality.py physionet_hourly.npz \
-        --out bench/results/pypots_physionet_mortality.json
+        --out bench/results/peers/time-series-classification.physionet2012.json
 
 Each model trains on the 6,400 training patients for ``--epochs`` epochs (no validation split:
 nothing is selected, as for the zoo's checkpoints) and is scored on all 1,600 test patients:
@@ -91,7 +91,7 @@ def main(argv=None) -> list[dict]:
             "model": name, "package": f"pypots {pypots.__version__}", "run_here": True,
             "epochs": a.epochs, "threads": a.threads, "train_seconds": round(seconds, 1),
             "auroc": round(_auroc(prob, y), 4), "auprc": round(_auprc(prob, y), 4),
-            "test_patients": int(len(y)),
+            "test_patients": int(len(y)), "script": "recipes/latent_ode/peers/run.sh",
         })  # fmt: skip
         print(rows[-1], flush=True)
     print("| model | package | epochs | train seconds | AUROC | AUPRC |")
@@ -100,6 +100,9 @@ def main(argv=None) -> list[dict]:
         print(f"| {r['model']} | {r['package']} | {r['epochs']} | {r['train_seconds']} | "
               f"{r['auroc']} | {r['auprc']} |")  # fmt: skip
     if a.out:
+        import os
+
+        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)
     return rows
