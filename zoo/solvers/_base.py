@@ -238,8 +238,9 @@ class Step:
         ...         seen.append((step.k, float(step.res.max())))
         ...         return super()._advance(state, step)
         >>> _ = Spy(tol=1e-3, max_iter=3, warn=False)(lambda z: 0.5 * z + 1, torch.zeros(1, 1))
-        >>> [k for k, _ in seen], round(seen[0][1], 3)
-        ([0, 1, 2], 1.0)
+        >>> first_k, first_res = seen[0]
+        >>> len(seen), first_k, round(first_res, 3)
+        (3, 0, 1.0)
     """
 
     k: int
@@ -459,7 +460,7 @@ class FixedPointSolver(abc.ABC):
                 "iterations for some samples; returning the lowest-residual iterates (the "
                 "returned SolverStats has the per-sample residuals)",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # past __call__'s torch.compiler.disable wrapper, to the caller
             )
 
     @torch.compiler.disable(recursive=False)
