@@ -833,7 +833,8 @@ BF16_TOLERANCE = {
     "bpc": 0.01,
     "mse": 0.05,
     "nll": 0.05,
-}  # points, then relative (README)
+    "auroc": 0.02,
+}  # points, then relative (docs/reliability.md)
 
 
 @pytest.mark.slow  # about 6 minutes on 2 idle cores (bf16 convolutions take a slow CPU path)

@@ -492,7 +492,8 @@ class TaskSpec:
         lines = [
             "",
             "Other libraries' models, run here on the same data, split and normalization "
-            f"(`{script}`; each one's training budget in its row):",
+            f"(`{script}`; each one's training budget in its row)"
+            + (f", on {peers[0]['grid']}:" if peers[0].get("grid") else ":"),
             "",
             "| model (run here) | package | " + " | ".join(m.name for m in keys) + " | training |",
             "|---|---|" + "---|" * len(keys) + "---|",
