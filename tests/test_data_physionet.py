@@ -57,3 +57,27 @@ def test_real_physionet(zoo_data_dir):
     dm.setup()
     assert len(dm.splits["train"]) + len(dm.splits["test"]) + dm.skipped == 8000
     assert len(dm.splits["test"]) == math.ceil(0.2 * (8000 - dm.skipped))
+
+
+def test_a_held_out_validation_split_comes_from_training_patients_only(tmp_path):
+    _write_sets(tmp_path)
+    ids = lambda recs: [r.record_id for r in recs]  # noqa: E731
+    paper = PhysioNet2012DataModule(data_dir=str(tmp_path), quantization=0.1, batch_size=4)
+    held = PhysioNet2012DataModule(
+        data_dir=str(tmp_path), quantization=0.1, batch_size=4, val_patients=3
+    )
+    paper.setup(), held.setup()
+    assert ids(held.splits["test"]) == ids(paper.splits["test"])  # the paper's test split
+    assert sorted(ids(held.splits["train"]) + ids(held.splits["val"])) == sorted(
+        ids(paper.splits["train"])
+    )
+    assert len(held.splits["val"]) == 3 and "val" not in paper.eval_splits
+    b = next(iter(held.val_dataloader()))
+    assert b.values.shape[0] == 3  # validation reads the held-out patients, not the test split
+    assert next(iter(held.eval_split("val"))).values.shape[0] == 3
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        paper.eval_split("val")
+    with pytest.raises(ValueError, match="leaves no training patients"):
+        PhysioNet2012DataModule(data_dir=str(tmp_path), quantization=0.1, val_patients=7).setup()
+    with pytest.raises(ValueError, match="val_patients"):
+        PhysioNet2012DataModule(val_patients=-1)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import zoo.solvers._anderson as anderson_mod
-from zoo.nn import CNF, DEQ, DEQCell, ODEBlock
+from zoo.nn import CNF, DEQ, DEQCell, ODEBlock, QPLayer, SATLayer
 from zoo.nn._ode import ODEBudgetError
 from zoo.solvers import (
     Anderson,
@@ -476,8 +476,69 @@ EFFECTS[CNF] = {
     "max_num_steps": _cnf_max_num_steps,
 }  # fmt: skip
 
+
+# --- optimization layers ---------------------------------------------------------------------
+
+
+def _qp(**kw):
+    torch.manual_seed(0)
+    layer = QPLayer(**{"n": 4, "n_ineq": 3, "n_eq": 1, **kw}).double()
+    z = layer(torch.randn(2, layer.n, dtype=D))
+    return z, layer
+
+
+def _qp_fixed():
+    z, layer = _qp(fixed={"G": -torch.eye(3, 4)})
+    assert "G" not in dict(layer.named_parameters()) and torch.equal(
+        layer.fixed_G, -torch.eye(3, 4)
+    )
+    z_learned, _ = _qp()
+    assert not torch.allclose(z, z_learned)
+
+
+def _sat(**kw):
+    layer = SATLayer(**{"n": 6, "m": 8, "aux": 1, **kw}).double()
+    z = torch.linspace(0, 1, 2 * layer.n, dtype=D).view(2, layer.n)
+    known = torch.arange(2 * layer.n).view(2, layer.n) % 3 == 0
+    out = layer(z, known)
+    return out, layer
+
+
+def _sat_grad():
+    out_p, phantom = _sat(grad=PhantomGrad(steps=1))
+    out_p.sum().backward()
+    out_i, implicit = _sat(grad=ImplicitGrad(tol=1e-8, max_iter=100))
+    out_i.sum().backward()
+    assert not torch.allclose(phantom.S.grad, implicit.S.grad)
+    with pytest.raises(ValueError, match="differentiates at its fixed point"):
+        _sat(grad=UnrolledGrad())
+
+
+EFFECTS[QPLayer] = {
+    "n": lambda: _differ(lambda n: _qp(n=n, n_ineq=0, n_eq=0), 3, 4, what=lambda r: r[0].shape),
+    "n_ineq": lambda: _differ(lambda m: _qp(n_ineq=m), 0, 3, what=lambda r: r[0].detach()),
+    "n_eq": lambda: _differ(lambda k: _qp(n_eq=k), 0, 1, what=lambda r: r[0].detach()),
+    "fixed": _qp_fixed,
+    "q_eps": lambda: _differ(lambda e: _qp(q_eps=e), 1e-4, 1.0, what=lambda r: r[0].detach()),
+    "tol": lambda: _differ(lambda t: _qp(tol=t), 1e-2, 1e-12, what=lambda r: r[1].stats.n_iter),
+    "max_iter": lambda: _differ(lambda i: _qp(max_iter=i), 1, 30, what=lambda r: r[1].stats.n_iter),
+}  # fmt: skip
+
+EFFECTS[SATLayer] = {
+    "n": lambda: _differ(lambda n: _sat(n=n), 6, 7, what=lambda r: r[0].shape),
+    "m": lambda: _differ(lambda m: _sat(m=m), 8, 12, what=lambda r: r[0].detach()),
+    "aux": lambda: _differ(lambda a: _sat(aux=a), 0, 3, what=lambda r: r[0].detach()),
+    "k": lambda: _differ(lambda k: _sat(k=k), 3, 6, what=lambda r: r[0].detach()),
+    "method": lambda: _differ(lambda m: _sat(method=m, tol=1e-6), "sequential", "parallel",
+                              what=lambda r: r[1].stats.trace.shape[0]),
+    "tol": lambda: _differ(lambda t: _sat(tol=t), 1e-2, 1e-10, what=lambda r: r[1].stats.n_iter),
+    "max_iter": lambda: _differ(lambda i: _sat(max_iter=i), 1, 100, what=lambda r: r[1].stats.n_iter),
+    "grad": _sat_grad,
+    "seed": lambda: _differ(lambda s: _sat(seed=s), 0, 1, what=lambda r: r[0].detach()),
+}  # fmt: skip
+
 CLASSES = [Picard, Anderson, Broyden, Reversible, ImplicitGrad, PhantomGrad, UnrolledGrad,
-           ReversibleGrad, DEQ, ODEBlock, CNF]  # fmt: skip
+           ReversibleGrad, DEQ, ODEBlock, CNF, QPLayer, SATLayer]  # fmt: skip
 
 
 def _cases():

@@ -235,12 +235,16 @@ def _tiny_lm_overrides(cfg: dict, data_dir: Path) -> list[str]:
 
 def _tiny_ts_overrides(cfg: dict, data_dir: Path) -> list[str]:
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
-    margs.update(rec_dims=4, units=4)
+    margs.update(units=4, **({"hidden": 4} if "hidden" in margs else {"rec_dims": 4}))
     if "latent_dim" in margs:
         margs.update(latent_dim=3)
     data_cls = cfg["data"]["class_path"].rsplit(".", 1)[-1]
+    held = cfg["data"].get("init_args", {}).get("val_patients")
     data = {
-        "PhysioNet2012DataModule": [f"--data.init_args.data_dir={data_dir}"],
+        "PhysioNet2012DataModule": [
+            f"--data.init_args.data_dir={data_dir}",
+            *(["--data.init_args.val_patients=2"] if held else []),
+        ],
         "PeriodicDataModule": ["--data.init_args.n=12", "--data.init_args.n_points=10"],
         "HopperDataModule": ["--data.init_args.n=10", "--data.init_args.steps=6"],
     }[data_cls]

@@ -317,6 +317,9 @@ class PhysioNet2012DataModule(IrregularDataModule):
         normalization: ``"reference"`` (``(x - min) / max``, the paper's code) or ``"minmax"``.
         seed: Seed of the 80/20 split (42 in the paper).
         n_patients: Use only the first N patients (by record id) - smoke tests.
+        val_patients: Hold this many of the training patients out as a validation split
+            (``val``), drawn with ``seed + 1``; the test split stays the paper's. 0 (the
+            paper's protocol) validates on the test split, as the reference code does.
 
     Example:
         >>> from zoo.data import PhysioNet2012DataModule
@@ -336,9 +339,15 @@ class PhysioNet2012DataModule(IrregularDataModule):
         normalization: str = "reference",
         seed: int = 42,
         n_patients: int | None = None,
+        val_patients: int = 0,
     ) -> None:
         super().__init__()
         check_positive(type(self).__name__, batch_size=batch_size)
+        if isinstance(val_patients, bool) or not isinstance(val_patients, int) or val_patients < 0:
+            raise ValueError(
+                f"val_patients must be a count of training patients to hold out (0 = none, the "
+                f"paper's protocol), got {val_patients!r}"
+            )
         if (
             isinstance(quantization, bool)
             or not isinstance(quantization, (int, float))
@@ -355,6 +364,9 @@ class PhysioNet2012DataModule(IrregularDataModule):
         self.save_hyperparameters()
         self.data_dir, self.quantization, self.batch_size = data_dir, quantization, batch_size
         self.normalization, self.seed, self.n_patients = normalization, seed, n_patients
+        self.val_patients = val_patients
+        if val_patients:
+            self.eval_splits = ("test", "val", "train")
         self.splits: dict[str, list[Record]] = {}
         self.skipped = 0
 
@@ -380,6 +392,16 @@ class PhysioNet2012DataModule(IrregularDataModule):
             "test": [recs[i] for i in perm[:n_test]],
             "train": [recs[i] for i in perm[n_test:]],
         }
+        if self.val_patients:
+            train = self.splits["train"]
+            if self.val_patients >= len(train):
+                raise ValueError(
+                    f"val_patients={self.val_patients} leaves no training patients (the training "
+                    f"split has {len(train)}): hold out fewer"
+                )
+            held = np.random.RandomState(self.seed + 1).permutation(len(train))
+            self.splits["val"] = [train[i] for i in sorted(held[: self.val_patients])]
+            self.splits["train"] = [train[i] for i in sorted(held[self.val_patients :])]
 
     def _dataset(self, split: str) -> Dataset:
         return _Records(self.splits[split])

@@ -1,0 +1,212 @@
+"""A differentiable MAXSAT layer (SATNet, Wang, Donti, Wilder and Kolter, ICML 2019).
+
+Each of the layer's variables (a truth direction ``v_T``, the ``n`` problem variables and ``aux``
+hidden ones) is a unit vector ``v_i`` in ``R^k``; ``m`` learned clauses ``S`` (one row per
+variable) define the low-rank semidefinite relaxation of MAXSAT, ``min <S S', V'V>``. A known
+variable with probability ``z_i`` is fixed at ``v_i = -cos(pi z_i) v_T + sin(pi z_i) u_i`` (``u_i``
+a fixed unit vector orthogonal to ``v_T``); the others are solved for, and read out as
+``z_o = arccos(-v_o' v_T) / pi``.
+
+The solve: the mixing method, block coordinate descent ``v_o <- -g_o / ||g_o||`` with
+``g_o = sum_{j != o} (S S')_{oj} v_j`` over the unknown variables in turn (``method=
+"sequential"``, the paper's), or the same update applied to every variable at once and
+accelerated by the zoo's Anderson solver (``"parallel"``: one batched matrix product an
+iteration instead of a Python-level loop over variables).
+
+The gradient: both methods stop at a fixed point of the simultaneous update
+``T(V)_o = -g_o(V) / ||g_o(V)||`` (each coordinate step leaves a point unchanged exactly when
+``T`` does), so the implicit function theorem on ``V = T(V; S, z_in)`` gives the exact gradient
+of the relaxation's solution, solved by the zoo's :class:`~zoo.solvers.ImplicitGrad` (the
+paper's backward pass adds a proximal term ``prox_lam`` to the same linear system and runs a
+fixed number of sweeps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor, nn
+
+from ..solvers import Anderson, Equilibrium, ImplicitGrad, SolverStats
+from ..solvers._grad import AtFixedPoint
+
+__all__ = ["SATLayer"]
+
+
+class SATLayer(nn.Module):
+    """A SATNet layer: complete partially known assignments by a learned MAXSAT relaxation.
+
+    Args:
+        n: Problem variables (inputs and outputs of the layer).
+        m: Clauses (the rank of the learned clause matrix ``S``).
+        aux: Hidden variables the clauses may use.
+        k: Dimension of each variable's vector; default ``ceil(sqrt(2 (n + 1 + aux))) + 1``, the
+            rank at which the relaxation's low-rank solutions are its global optima.
+        method: ``"sequential"`` (the paper's coordinate sweeps) or ``"parallel"`` (simultaneous
+            updates, Anderson-accelerated).
+        tol: Stop when the largest change of a variable's vector over one sweep (sequential) or
+            the relative residual ``||T(V) - V|| / ||T(V)||`` (parallel) is at most this.
+        max_iter: Sweeps (sequential) or Anderson iterations (parallel) at most.
+        grad: The gradient mode, one that differentiates at the fixed point (default
+            ``ImplicitGrad(tol=1e-6, max_iter=200)``; a ``PhantomGrad`` is cheaper and
+            inexact).
+        seed: Seed of the fixed random directions (the unknowns' starting vectors, the inputs'
+            ``u_i``, the sweep order): the layer is deterministic.
+
+    Inputs: ``z`` ``(B, n)`` probabilities in ``[0, 1]`` and ``is_input`` ``(B, n)`` (bool or
+    0/1): which entries are given. Output: ``(B, n)``, the given entries unchanged and the others
+    solved. After a call, :attr:`stats` holds the solve's :class:`~zoo.solvers.SolverStats`.
+
+    Example:
+        >>> import torch
+        >>> layer = SATLayer(3, m=4, aux=1).double()
+        >>> z = torch.tensor([[1.0, 0.0, 0.5]], dtype=torch.float64)
+        >>> out = layer(z, torch.tensor([[True, True, False]]))
+        >>> out.shape, bool(out[0, :2].eq(z[0, :2]).all()), layer.stats.converged
+        (torch.Size([1, 3]), True, True)
+    """
+
+    def __init__(
+        self,
+        n: int,
+        m: int,
+        aux: int = 0,
+        *,
+        k: int | None = None,
+        method: str = "sequential",
+        tol: float = 1e-5,
+        max_iter: int = 100,
+        grad: AtFixedPoint | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, v, low in (("n", n, 1), ("m", m, 1), ("aux", aux, 0), ("max_iter", max_iter, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        if method not in ("sequential", "parallel"):
+            raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
+        if not (isinstance(tol, (int, float)) and tol > 0):
+            raise ValueError(f"tol must be a positive number, got {tol!r}")
+        grad = ImplicitGrad(tol=1e-6, max_iter=200) if grad is None else grad
+        if not isinstance(grad, AtFixedPoint):
+            raise ValueError(
+                f"a SATLayer differentiates at its fixed point: use ImplicitGrad or PhantomGrad, "
+                f"not {type(grad).__name__} (its sequential sweeps are not the map it would "
+                "unroll)"
+            )
+        N = n + 1 + aux
+        k = math.ceil(math.sqrt(2 * N)) + 1 if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"k must be an int >= 2, got {k!r}")
+        self.n, self.m, self.aux, self.k = n, m, aux, k
+        self.method, self.tol, self.max_iter, self.grad = method, float(tol), max_iter, grad
+        gen = torch.Generator().manual_seed(seed)
+        # the reference's initial clause scale: N(0, 1/2 / (N + m))
+        self.S = nn.Parameter(torch.randn(N, m, generator=gen) * math.sqrt(0.5 / (N + m)))
+        dirs = torch.randn(N, k, generator=gen)
+        dirs[:, 0] = 0.0  # orthogonal to the truth direction e_0
+        self.register_buffer("dirs", dirs / dirs.norm(dim=1, keepdim=True), persistent=False)
+        start = torch.randn(N, k, generator=gen)
+        self.register_buffer("start", start / start.norm(dim=1, keepdim=True), persistent=False)
+        self.register_buffer("order", torch.randperm(N - 1, generator=gen) + 1, persistent=False)
+        self.stats: SolverStats | None = None
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, m={self.m}, aux={self.aux}, k={self.k}, method={self.method!r}"
+
+    # -- the relaxation ------------------------------------------------------------------------
+
+    def _check(self, z: Tensor, is_input: Tensor) -> Tensor:
+        if z.dim() != 2 or z.shape[1] != self.n:
+            raise ValueError(f"z must be (batch, {self.n}), got shape {tuple(z.shape)}")
+        if is_input.shape != z.shape:
+            raise ValueError(
+                f"is_input must have z's shape {tuple(z.shape)}, got {tuple(is_input.shape)}"
+            )
+        if not torch.isfinite(z).all() or z.min() < 0 or z.max() > 1:
+            raise ValueError("z must hold probabilities in [0, 1] (no NaN)")
+        known = is_input.bool()
+        if known.all():
+            raise ValueError("every variable is given: there is nothing for the layer to solve")
+        return known
+
+    def _known(self, z: Tensor, known: Tensor) -> tuple[Tensor, Tensor]:
+        """The fixed vectors ``(B, N, k)`` (truth, given inputs; zero elsewhere) and the mask of
+        fixed rows ``(B, N, 1)``."""
+        B = z.shape[0]
+        full_z = torch.cat([z.new_ones(B, 1), z, z.new_zeros(B, self.aux)], 1)  # truth: z = 1
+        fixed = torch.cat([known.new_ones(B, 1), known, known.new_zeros(B, self.aux)], 1)
+        angle = math.pi * full_z[..., None]
+        e0 = torch.zeros_like(self.dirs[0]).index_fill_(0, torch.tensor(0, device=z.device), 1.0)
+        vec = -torch.cos(angle) * e0 + torch.sin(angle) * self.dirs
+        return torch.where(fixed[..., None], vec, torch.zeros_like(vec)), fixed[..., None]
+
+    def _map(self, C: Tensor, V_fixed: Tensor, fixed: Tensor):
+        """``T``: every unknown variable's update at once, on flattened ``(B, N k)`` states."""
+        B, N, k = V_fixed.shape
+        diag = torch.diagonal(C)[:, None]
+
+        def T(flat: Tensor) -> Tensor:
+            V = torch.where(fixed, V_fixed, flat.view(B, N, k))
+            g = C @ V - diag * V
+            new = -g / g.norm(dim=2, keepdim=True).clamp_min(1e-30)
+            return torch.where(fixed, V_fixed, new).reshape(B, N * k)
+
+        return T
+
+    @torch.no_grad()
+    def _sweeps(self, V0: Tensor, fixed: Tensor) -> tuple[Tensor, SolverStats]:
+        """The mixing method: coordinate sweeps over the unknown variables."""
+        begin = time.perf_counter()
+        S = self.S.detach().to(V0.dtype)
+        snorm = (S * S).sum(1)
+        V = V0.clone()
+        W = V.transpose(1, 2) @ S  # (B, k, m): V'S, updated as variables move
+        free = ~fixed[..., 0]
+        trace, change = [], V.new_zeros(V.shape[0])
+        it = 0
+        while it < self.max_iter:
+            it += 1
+            change = V.new_zeros(V.shape[0])
+            for o in self.order.tolist():
+                s_o = S[o]
+                g = W @ s_o - snorm[o] * V[:, o]
+                new = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
+                step = torch.where(free[:, o, None], new - V[:, o], torch.zeros_like(new))
+                V[:, o] += step
+                W += step[:, :, None] * s_o
+                change = torch.maximum(change, step.norm(dim=1))
+            trace.append(change)
+            if bool((change <= self.tol).all()):
+                break
+        stats = SolverStats(
+            nfe=it, n_iter=it, trace=torch.stack(trace), abs_residual=change,
+            rel_residual=change, converged_mask=change <= self.tol,
+            wall_time=time.perf_counter() - begin, stop_mode="abs", tol=self.tol,
+            returned="iterate",
+        )  # fmt: skip
+        return V.reshape(V.shape[0], -1), stats
+
+    def forward(self, z: Tensor, is_input: Tensor) -> Tensor:
+        known = self._check(z, is_input)
+        B, N, k = z.shape[0], self.S.shape[0], self.k
+        V_fixed, fixed = self._known(z.to(self.S.dtype), known)
+        C = self.S @ self.S.T
+        T = self._map(C, V_fixed, fixed)
+        V0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
+        solver = Anderson(m=5, tol=self.tol, max_iter=self.max_iter, stop_mode="rel", warn=False)
+        problem = Equilibrium(
+            map=T,
+            z0=V0.reshape(B, N * k).detach(),
+            solver=solver,
+            inputs=(self.S, z),
+            solve=(lambda: self._sweeps(V0.detach(), fixed)) if self.method == "sequential"
+            else None,
+        )  # fmt: skip
+        flat, self.stats = self.grad.run(problem)
+        V = flat.view(B, N, k)
+        cos = (-V[:, 1 : self.n + 1, 0]).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # arccos' is finite
+        solved = torch.arccos(cos) / math.pi
+        return torch.where(known, z, solved.to(z.dtype))
