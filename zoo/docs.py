@@ -163,12 +163,38 @@ def bench_summary() -> str:
     return "\n".join(out)
 
 
+def readme_table() -> list[str]:
+    """The README's checkpoint table: one short table per task (the checkpoint, its primary
+    figure and the figure to read it against); the site's zoo page has the full table."""
+    from . import cards
+    from .tasks import get_task
+
+    by_task: dict[str, list[str]] = {}
+    for name in _shipped():
+        by_task.setdefault(cards.card_info(name)["task"], []).append(name)
+    lines: list[str] = []
+    for task in sorted(by_task):
+        lines += [f"**{task}**", "", "| checkpoint | ours (test) | to compare |", "|---|---|---|"]
+        for name in by_task[task]:
+            info = cards.card_info(name)
+            row = cards.shipped_row(name)
+            key = row["primary_metric"]
+            metric = next((m for m in get_task(task).metrics if m.key == key), None)
+            label = metric.label if metric is not None else key
+            lines.append(
+                f"| [{name}](model_cards/{name}.md) | {label} {_value(row['metrics'][key])} | "
+                f"{_reference(info, key)} |"
+            )
+        lines.append("")
+    return lines[:-1]
+
+
 def _readme_with_table(text: str) -> str:
     if TABLE_START not in text or TABLE_END not in text:
         raise ValueError(f"README.md lacks the table markers {TABLE_START!r} ... {TABLE_END!r}")
     head, rest = text.split(TABLE_START, 1)
     _, tail = rest.split(TABLE_END, 1)
-    return head + TABLE_START + "\n" + "\n".join(checkpoint_table()) + "\n" + TABLE_END + tail
+    return head + TABLE_START + "\n" + "\n".join(readme_table()) + "\n" + TABLE_END + tail
 
 
 def rendered() -> dict[Path, str]:

@@ -259,6 +259,11 @@ register_pretrained(
             "ode_rnn.physionet_mortality",
             "ode_rnn.physionet_mortality",
         ),
+        "gru_delta_t.physionet_mortality": series_entry(
+            PHYSIONET_1MIN_MORTALITY,
+            "gru_delta_t.physionet_mortality",
+            "gru_delta_t.physionet_mortality",
+        ),
         "rnn_vae.physionet": series_entry(
             PHYSIONET_1MIN,
             "rnn_vae.physionet",
