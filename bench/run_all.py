@@ -35,6 +35,7 @@ SCRIPTS = [
     ("import_time", "time to zoo.load in a fresh process"),
     ("reversible", "reversible DEQs against the implicit gradient: memory and step time"),
     ("parallel_sampling", "parallel-in-time sampling of the flow-matching flow: rounds, time"),
+    ("optlayers", "the QP layer against cvxpylayers; SATNet's sequential and parallel solves"),
 ]
 
 

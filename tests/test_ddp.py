@@ -48,7 +48,7 @@ def _build(kind: str):
     torch.manual_seed(0)
     if kind in ("implicit", "phantom"):
         return _small_deq(kind)
-    if kind in ("ffjord", "odenet", "latent_ode", "mdeq_seg"):
+    if kind in ("ffjord", "odenet", "latent_ode", "mdeq_seg", "satnet", "optnet"):
         return _build_more(kind)
     if kind == "mdeq":
         m = zoo.create_model(
@@ -83,13 +83,20 @@ def _build_more(kind: str):
             grad={"name": "implicit", "tol": 1e-10, "max_iter": 60},
         )  # fmt: skip
         return m.double().eval()  # eval: the head's BatchNorm uses its running stats
+    if kind == "satnet":  # well posed (more clauses than variables), solved tightly
+        m = zoo.create_model("satnet", n_bits=8, m=16, aux=2, cell_bits=1, k=5, tol=1e-12,
+                             max_iter=2000, grad_tol=1e-12, grad_max_iter=500)  # fmt: skip
+        return m.double()
+    if kind == "optnet":
+        return zoo.create_model("optnet", box=2, tol=1e-12).double()
     from zoo.models.latent_ode import LatentODE
 
     m = LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, rtol=1e-9, atol=1e-9)
     return m.double().eval()  # eval: z0 = posterior mean, so no sampling noise
 
 
-KINDS = ["implicit", "phantom", "mdeq", "deq_lm", "ffjord", "odenet", "mdeq_seg", "latent_ode"]
+KINDS = ["implicit", "phantom", "mdeq", "deq_lm", "ffjord", "odenet", "mdeq_seg", "latent_ode",
+         "satnet", "optnet"]  # fmt: skip
 
 
 def _batch(kind: str) -> tuple[torch.Tensor, ...]:
@@ -107,6 +114,12 @@ def _batch(kind: str) -> tuple[torch.Tensor, ...]:
     if kind == "mdeq_seg":  # every pixel labelled: the per-pixel mean is a per-sample mean
         x = torch.randn(4, 1, 8, 8, generator=g, dtype=f64)
         return x, torch.randint(0, 11, (4, 8, 8), generator=g)
+    if kind in ("satnet", "optnet"):
+        n = 8 if kind == "satnet" else 64
+        target = torch.randint(0, 2, (4, n), generator=g).to(f64)
+        given = torch.rand(4, n, generator=g) < 0.5
+        given[:, -1] = False
+        return target * given, given, target
     if kind == "latent_ode":
         mask = (torch.rand(4, 6, 2, generator=g) < 0.6).to(f64)
         mask[:, 0, 0] = 1
@@ -123,6 +136,9 @@ def _loss(model, kind, *batch):
         v, mk = batch
         t = torch.linspace(0, 1, v.shape[1], dtype=v.dtype)
         return model.loss(model.reconstruct(t, v, mk), v, mk)
+    if kind in ("satnet", "optnet"):  # the task's loss: a per-sample mean over the bits to find
+        inputs, given, target = batch
+        return ((model(inputs, given) - target) ** 2 * ~given).sum(1).mean()
     out = model(batch[0])
     if kind in ("implicit", "phantom"):
         return out.pow(2).sum(1).mean()
@@ -164,7 +180,7 @@ def _worker(rank, world, kind, out):
         )
 
 
-@pytest.mark.parametrize("kind", KINDS[:7])
+@pytest.mark.parametrize("kind", KINDS[:7] + KINDS[8:])
 def test_ddp_gradients_equal_the_full_batch_gradients(kind, tmp_path):
     from _dist import spawn_two
 

@@ -168,3 +168,22 @@ def test_equals_cvxpy_and_cvxpylayers():
         assert (zc - z[i]).abs().max() < 1e-5
         for a, t in zip(ours, theirs):
             assert (a.grad[i] - t.grad).abs().max() < 1e-5
+
+
+def test_large_batched_systems_are_solved_right_on_several_threads():
+    """The torch 2.14 CPU wheels' batched LU returns corrupt pivots from about 168 x 168 on
+    several threads; the layer's solves must not (OptNet's 4x4 Sudoku KKT system is 168 x 168)."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(5)
+        n, k = 64, 40
+        Q = 0.1 * torch.eye(n, dtype=D)
+        p = -torch.rand(8, n, generator=g, dtype=D)
+        A = torch.rand(k, n, generator=g, dtype=D)
+        b = A @ torch.rand(n, generator=g, dtype=D)
+        z, stats = qp_solve(Q, p, -torch.eye(n, dtype=D), torch.zeros(n, dtype=D), A, b)
+        assert stats.converged and torch.get_num_threads() == 2
+        assert torch.allclose(z @ A.T, b.expand(8, k), atol=1e-9) and (z > -1e-9).all()
+    finally:
+        torch.set_num_threads(n_threads)

@@ -112,6 +112,8 @@ def _tiny_overrides(recipe: Path, data_dir: Path) -> list[str]:
         return _tiny_seg_overrides(cfg, data_dir)
     if cfg["model"]["class_path"].endswith("DensityEstimation"):
         return _tiny_density_overrides(cfg, data_dir)
+    if cfg["model"]["class_path"].endswith("ConstraintSatisfaction"):
+        return _tiny_csp_overrides(cfg, data_dir)
     margs = dict(cfg["model"]["init_args"].get("model_args") or {})
     if cfg["model"]["init_args"]["arch"] in ("odenet", "odenet_reg", "resnet_small"):
         return _tiny_odenet_overrides(cfg, margs, data_dir)
@@ -231,6 +233,23 @@ def _tiny_lm_overrides(cfg: dict, data_dir: Path) -> list[str]:
         "--data.init_args.bptt=8",
         "--data.init_args.vocab_size=64",
     ] + (["--data.init_args.download=false"] if "download" in cfg["data"]["init_args"] else [])
+
+
+def _tiny_csp_overrides(cfg: dict, data_dir: Path) -> list[str]:
+    margs = dict(cfg["model"]["init_args"].get("model_args") or {})
+    if cfg["model"]["init_args"]["arch"] == "satnet" and not margs.get("chain"):
+        margs.update(m=8, aux=2, max_iter=5)
+    return [
+        *CPU_ONE_PROCESS,
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={data_dir / 'runs'}",
+        f"--model.init_args.model_args={json.dumps(margs)}",
+        "--data.init_args.n_train=24",
+        "--data.init_args.n_val=4",
+        "--data.init_args.n_test=4",
+        "--data.init_args.batch_size=4",
+        *(["--data.init_args.length=5"] if "Parity" in cfg["data"]["class_path"] else []),
+    ]
 
 
 def _tiny_ts_overrides(cfg: dict, data_dir: Path) -> list[str]:

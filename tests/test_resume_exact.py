@@ -76,6 +76,13 @@ SCRIPT = textwrap.dedent(
         margs = dict(hidden=[8], trace="hutchinson", rtol=1e-4, atol=1e-4)
         task = DensityEstimation(arch="ffjord_toy", model_args=margs, lr=1e-2)
         dm = datamodule_class("toy2d")(n_train=40, n_test=16, batch_size=4, eval_batch_size=16)
+    elif family == "satnet":  # the SATNet layer's own solve and implicit gradient
+        from zoo.data.puzzles import SudokuDataModule
+        from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction
+        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
+        margs = dict(n_bits=64, m=8, aux=2, cell_bits=4, max_iter=5, grad_max_iter=5)
+        task = ConstraintSatisfaction(arch="satnet", model_args=margs, lr=1e-2, min_lr=1e-2)
+        dm = SudokuDataModule(box=2, n_train=40, n_val=4, n_test=4, clues=(6, 9), batch_size=4)
     else:
         from zoo.data import SOTUDataModule
         from zoo.tasks import LanguageModeling
@@ -101,7 +108,7 @@ def _run(root, kill_at, resume, tests, family):
 
 
 # the MDEQ in the default run; every other family in the slow set (`.ci/run` runs both)
-FAMILIES = ["mdeq"] + [
+FAMILIES = ["mdeq", "satnet"] + [
     pytest.param(f, marks=pytest.mark.slow)
     for f in ("latent_ode", "lm", "ffjord", "odenet", "mdeq_seg")
 ]

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import ODEBlock
-from ._registry import register_model
-from .latent_ode import TimeSeriesModel, make_label_head, ragged_from_union
+from ._registry import register_model, register_pretrained
+from .latent_ode import PHYSIONET, TimeSeriesModel, make_label_head, ragged_from_union
 
 __all__ = ["HermitePath", "NeuralCDE"]
 
@@ -233,3 +233,27 @@ class NeuralCDE(TimeSeriesModel):
 def ncde(**kwargs) -> NeuralCDE:
     """A neural CDE with a cubic Hermite (backward differences) observation path."""
     return NeuralCDE(**kwargs)
+
+
+_NCDE_PAPER = (
+    "Kidger, Morrill, Foster, Lyons. Neural Controlled Differential Equations for Irregular Time "
+    "Series. NeurIPS 2020. arXiv:2005.08926"
+)
+
+# in-hospital mortality on the Latent ODE protocol's patients, split and normalization, on the
+# hourly grid (a knot per observed hour)
+PHYSIONET_1H_MORTALITY = dict(
+    PHYSIONET,
+    task="time-series-classification",
+    datamodule_args={"quantization": 1.0},
+    sample="physionet2012_1h",
+    paper=_NCDE_PAPER,
+)
+
+register_pretrained(
+    {
+        "ncde.physionet_mortality": dict(
+            PHYSIONET_1H_MORTALITY, recipe="recipes/ncde/ncde.physionet_mortality.yaml"
+        ),
+    }
+)

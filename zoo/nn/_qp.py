@@ -8,6 +8,7 @@ KKT matrix, never a pass back through the solver's iterations.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping
@@ -21,6 +22,22 @@ from ..solvers._base import SolverStats
 __all__ = ["QPLayer", "qp_solve"]
 
 _NAMES = ("Q", "p", "G", "h", "A", "b")
+
+
+@contextlib.contextmanager
+def _lapack_threads(x: Tensor):
+    """Batched LU factorizations and solves on one thread on the CPU: the MKL of the torch
+    2.14 wheels returns corrupt pivots for batched ``getrf``/``getrs`` of matrices from about
+    168 x 168 when it runs on several threads ("DLASWP: parameter 6 was incorrect")."""
+    n = torch.get_num_threads()
+    if x.device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -169,7 +186,8 @@ class _QPFunction(torch.autograd.Function):
         Qb, Gb, Ab = (_batched(x, B, 2) for x in (Q, G, A))
         hb, bb = (_batched(x, B, 1) for x in (h, b))
         Qb = 0.5 * (Qb + Qb.transpose(1, 2))
-        z, lam, nu, s, stats = _interior_point(Qb, p, Gb, hb, Ab, bb, tol, max_iter)
+        with _lapack_threads(p):
+            z, lam, nu, s, stats = _interior_point(Qb, p, Gb, hb, Ab, bb, tol, max_iter)
         holder.append(stats)
         ctx.save_for_backward(z, lam, nu, s, Q, p, G, h, A, b)
         return z
@@ -191,7 +209,8 @@ class _QPFunction(torch.autograd.Function):
         J[:, n : n + m, n : n + m] = -torch.diag_embed(s)
         J[:, n + m :, :n] = Ab
         rhs = torch.cat([gz, gz.new_zeros(B, m + q)], 1)
-        u = torch.linalg.solve(J.transpose(1, 2), rhs[..., None])[..., 0]
+        with _lapack_threads(J):
+            u = torch.linalg.solve(J.transpose(1, 2), rhs[..., None])[..., 0]
         u1, u2, u3 = u[:, :n], u[:, n : n + m], u[:, n + m :]
         inputs = [x.detach().requires_grad_(ctx.needs_input_grad[3 + i]) for i, x in
                   enumerate((Q, p, G, h, A, b))]  # fmt: skip

@@ -191,8 +191,15 @@ class SATLayer(nn.Module):
 
     def forward(self, z: Tensor, is_input: Tensor) -> Tensor:
         known = self._check(z, is_input)
+        # the relaxation is solved in the layer's own precision, also under autocast (bfloat16
+        # would stop the mixing method short of its tolerance)
+        with torch.autocast(z.device.type, enabled=False):
+            out = self._solve(z.to(self.S.dtype), known)
+        return torch.where(known, z, out.to(z.dtype))
+
+    def _solve(self, z: Tensor, known: Tensor) -> Tensor:
         B, N, k = z.shape[0], self.S.shape[0], self.k
-        V_fixed, fixed = self._known(z.to(self.S.dtype), known)
+        V_fixed, fixed = self._known(z, known)
         C = self.S @ self.S.T
         T = self._map(C, V_fixed, fixed)
         V0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
@@ -208,5 +215,4 @@ class SATLayer(nn.Module):
         flat, self.stats = self.grad.run(problem)
         V = flat.view(B, N, k)
         cos = (-V[:, 1 : self.n + 1, 0]).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # arccos' is finite
-        solved = torch.arccos(cos) / math.pi
-        return torch.where(known, z, solved.to(z.dtype))
+        return torch.arccos(cos) / math.pi

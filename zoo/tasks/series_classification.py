@@ -88,17 +88,19 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             *self._leaderboard_heading(dataset, rows),
             f"Protocol: {self.protocol_note(None)}.",
             "",
-            "| model | AUROC (ours) | AUPRC (ours) | AUROC (paper, theirs) | NFE | ms/series |",
-            "|---|---|---|---|---|---|",
+            "| model | grid | AUROC (ours) | AUPRC (ours) | AUROC (paper, theirs) | NFE | ms/series |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             info = infos[r["name"]]
             paper = [p for p in info.get("papers") or [] if p.get("metric") == self.primary]
             theirs = f"{paper[0]['value']:.3g} ({paper[0]['setup']})" if paper else "-"
             m = r["metrics"]
+            q = (info.get("datamodule_args") or {}).get("quantization")
+            grid = "-" if q is None else (f"{q:g} h" if q >= 1 else f"{round(q * 60):g} min")
             lines.append(
-                f"| {r['name']} | {m.get('auroc', '-')} | {m.get('auprc', '-')} | {theirs} | "
-                f"{_nfe(r)} | {r['latency_ms_per_sample']:.2f} |"
+                f"| {r['name']} | {grid} | {m.get('auroc', '-')} | {m.get('auprc', '-')} | "
+                f"{theirs} | {_nfe(r)} | {r['latency_ms_per_sample']:.2f} |"
             )
         if first["split"] != "test":
             lines += ["", f"These are on {first['split']}; the cards report the test split."]

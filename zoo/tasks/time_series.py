@@ -459,6 +459,8 @@ class TimeSeriesSpec(TaskSpec):
     def figures(self, name, model, rows, info, out_dir, data_dir=None):
         from ._series_plot import plot_trajectories
 
+        if not model.reconstructs:  # a pure classifier has no trajectory to draw
+            return []
         png = out_dir / f"{name}.trajectories.png"
         plot_trajectories(name, model, self.protocol(info), png, data_dir)
         return [("test trajectories", png)]

@@ -1,0 +1,131 @@
+"""The optimization layers' forward cost.
+
+* ``qp``: ``zoo.nn.qp_solve`` (batched interior point) against ``cvxpylayers`` (one conic solve
+  per problem through diffcp and Clarabel) on a batch of 128 random feasible QPs with ``n``
+  variables, ``n`` inequalities and ``n/4`` equalities, in float64. Columns: ``zoo_ms`` and
+  ``cvxpylayers_ms`` (median forward over the batch), ``speedup``, ``max_abs_diff`` between the
+  two solutions (cvxpylayers' are accurate to about the square root of its gap tolerance: it
+  solves the quadratic as a second-order cone).
+* ``sat``: ``zoo.nn.SATLayer`` with the paper's sequential coordinate sweeps (a Python-level loop
+  over the variables) against the parallel update accelerated by Anderson, for SATNet's 4x4 and
+  9x9 Sudoku layers (n = 64 and 729 variables, m = 4n/5 clauses, aux = n/3): ``ms`` per forward
+  on a batch of 8 puzzles (random clauses), iterations, and the largest difference of the
+  outputs between the two methods.
+
+The ``satnet`` package (PyPI 0.1.4), the paper's C++/CUDA kernels, would be the natural speed
+reference for the second table; its source distribution does not build (it lacks its
+``satnet.h`` header), so it is not measured here.
+
+Run: python bench/optlayers.py [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+
+import torch
+from _cells import report
+from _harness import parser, setup
+
+QP_COLS = ["n", "batch", "zoo_ms", "zoo_iters", "cvxpylayers_ms", "speedup", "max_abs_diff"]
+SAT_COLS = ["layer", "n", "m", "aux", "k", "method", "ms", "iters", "converged", "max_abs_diff"]
+
+
+def _qps(B: int, n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    d = torch.float64
+    m, k = n, max(n // 4, 1)
+    P = torch.randn(n, n, generator=g, dtype=d)
+    Q = P.T @ P + 0.5 * torch.eye(n, dtype=d)
+    p = torch.randn(B, n, generator=g, dtype=d)
+    G = torch.randn(m, n, generator=g, dtype=d)
+    z0 = torch.randn(n, generator=g, dtype=d)
+    h = G @ z0 + torch.rand(m, generator=g, dtype=d)
+    A = torch.randn(k, n, generator=g, dtype=d)
+    return Q, p, G, h, A, A @ z0
+
+
+def _time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def qp_rows(sizes, B: int, repeats: int) -> list[dict]:
+    return [_qp_row(n, B, repeats) for n in sizes]
+
+
+def _qp_row(n: int, B: int, repeats: int) -> dict:
+    from zoo.nn import qp_solve
+
+    Q, p, G, h, A, b = _qps(B, n)
+    z, stats = qp_solve(Q, p, G, h, A, b)
+    row = {"n": n, "batch": B, "zoo_ms": round(_time(lambda: qp_solve(Q, p, G, h, A, b),
+                                                   repeats), 1), "zoo_iters": stats.n_iter}  # fmt: skip
+    try:
+        import cvxpy as cp
+        from cvxpylayers.torch import CvxpyLayer
+    except ImportError:  # a dev-only dependency
+        return row
+    x = cp.Variable(n)
+    q = cp.Parameter(n)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, Q.numpy()) + q @ x),
+                      [G.numpy() @ x <= h.numpy(), A.numpy() @ x == b.numpy()])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = CvxpyLayer(prob, parameters=[q], variables=[x])
+        args = {"solve_method": "Clarabel", "n_jobs_forward": 1}
+        ms = _time(lambda: layer(p, solver_args=args), repeats)
+        (zc,) = layer(p, solver_args=args)
+    row.update(cvxpylayers_ms=round(ms, 1), speedup=round(ms / row["zoo_ms"], 1),
+               max_abs_diff=float(f"{(zc - z).abs().max():.2g}"))  # fmt: skip
+    print(row, flush=True)
+    return row
+
+
+def sat_rows(layers, B: int, repeats: int, max_iter: int) -> list[dict]:
+    from zoo.nn import SATLayer
+
+    rows = []
+    for name, n in layers:
+        m, aux = 4 * n // 5, n // 3
+        g = torch.Generator().manual_seed(0)
+        z = torch.rand(B, n, generator=g)
+        known = torch.rand(B, n, generator=g) < 0.4
+        out = {}
+        for method in ("sequential", "parallel"):
+            layer = SATLayer(n, m, aux, method=method, tol=1e-4, max_iter=max_iter)
+            with torch.no_grad():
+                ms = _time(lambda layer=layer, z=z, known=known: layer(z, known), repeats)
+                out[method] = layer(z, known)
+            st = layer.stats
+            rows.append({"layer": name, "n": n, "m": m, "aux": aux, "k": layer.k, "method": method,
+                         "ms": round(ms, 1), "iters": st.n_iter, "converged": st.converged})  # fmt: skip
+        rows[-1]["max_abs_diff"] = float(f"{(out['sequential'] - out['parallel']).abs().max():.2g}")
+        print(rows[-2:], flush=True)
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    p = parser(__doc__, "optlayers_qp.json")
+    p.add_argument("--repeats", type=int, default=3)
+    a = setup(p.parse_args(argv))
+    warnings.simplefilter("ignore")
+    sizes, B = ((8,), 16) if a.quick else ((8, 16, 32), 128)
+    repeats = 1 if a.quick else a.repeats
+    qp = qp_rows(sizes, B, repeats)
+    report(qp, QP_COLS, a.out)
+    layers = [("4x4 Sudoku", 64)] if a.quick else [("4x4 Sudoku", 64), ("9x9 Sudoku", 729)]
+    sat = sat_rows(layers, 2 if a.quick else 8, repeats, 5 if a.quick else 100)
+    report(sat, SAT_COLS, a.out.replace("optlayers_qp", "optlayers_sat"))
+    return qp + sat
+
+
+if __name__ == "__main__":
+    main()

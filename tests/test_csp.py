@@ -1,0 +1,60 @@
+"""The constraint-satisfaction task and models: the score against its definition, the loss over
+the bits to find, OptNet's QP with the true rules of Sudoku solving generated puzzles."""
+
+import random
+
+import torch
+
+import zoo
+from zoo.data.puzzles import make_sudoku, sudoku_bits
+from zoo.models.optlayers import sudoku_constraints
+from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction, PuzzleScore
+
+
+def test_score_equals_its_definition():
+    g = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.one_hot(torch.randint(0, 4, (50, 16), generator=g), 4).float()
+    given = (torch.rand(50, 16, generator=g) < 0.5).repeat_interleave(4, 1)
+    probs = torch.rand(50, 64, generator=g)
+    score = PuzzleScore(cell_bits=4)
+    for i in range(0, 50, 7):  # accumulated over uneven batches
+        score.update(
+            probs[i : i + 7].view(-1, 64), given[i : i + 7], target.view(50, 64)[i : i + 7]
+        )
+    pred, true = probs.view(50, 16, 4).argmax(-1), target.argmax(-1)
+    find = ~given.view(50, 16, 4)[..., 0]
+    right = (pred == true) & find
+    solved = ((pred == true) | ~find).all(1).float().mean() * 100
+    assert score.compute() == {
+        "solved": round(float(solved), 2),
+        "cells": round(100 * float(right.sum() / find.sum()), 2),
+    }
+
+
+def test_the_loss_reads_only_the_bits_to_find():
+    task = ConstraintSatisfaction(arch="mlp_csp", model_args={"n_bits": 8, "hidden": [4],
+                                                              "cell_bits": 1})  # fmt: skip
+    target = torch.tensor([[1.0, 0, 1, 0, 1, 0, 1, 0]])
+    given = torch.tensor([[True] * 4 + [False] * 4])
+    loss = task._common_step((target * given, given, target), "val")
+    probs = task.model(target * given, given)[:, 4:].clamp(1e-6, 1 - 1e-6)
+    ref = torch.nn.functional.binary_cross_entropy(probs, target[:, 4:])
+    assert torch.isclose(loss, ref)
+
+
+def test_optnet_with_the_true_rules_solves_generated_puzzles():
+    """OptNet's QP with Sudoku's true equalities (A z = 1) and z >= 0 completes puzzles with one
+    solution: an independent check of the QP layer, the encoding and the decoding together."""
+    model = zoo.create_model("optnet", box=2, tol=1e-10)
+    with torch.no_grad():
+        model.qp.A.copy_(sudoku_constraints(2))
+        model.qp.log_z0.fill_(torch.log(torch.tensor(0.25)))  # b = A (1/4) = 1
+    rng = random.Random(3)
+    pairs = [make_sudoku(rng, box=2, clues=8) for _ in range(20)]
+    target = sudoku_bits([s for _, s in pairs], 2)
+    given = sudoku_bits([p for p, _ in pairs], 2).view(20, 16, 4).sum(-1, keepdim=True) > 0
+    given = given.expand(20, 16, 4).reshape(20, 64)
+    probs = model(target * given, given)
+    assert model.cost().converged
+    solved = (model.decode(probs) == model.decode(target)).all(1)
+    assert solved.float().mean() >= 0.9, solved

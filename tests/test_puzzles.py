@@ -1,0 +1,105 @@
+"""The constraint-satisfaction data: the Sudoku solver against brute force, the generator's
+guarantees (unique solutions, clue counts, seeds), the bit encoding, parity."""
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from zoo.data.puzzles import (
+    ParityDataModule,
+    SudokuDataModule,
+    make_sudoku,
+    parity_examples,
+    solve_sudoku,
+    sudoku_bits,
+)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _all_4x4_grids():
+    """Every valid 4x4 grid, by brute force over row permutations (an independent answer)."""
+    perms = list(itertools.permutations(range(1, 5)))
+    grids = []
+    for rows in itertools.product(perms, repeat=4):
+        if any(len({r[c] for r in rows}) < 4 for c in range(4)):
+            continue
+        boxes = [{rows[r][c] for r in (br, br + 1) for c in (bc, bc + 1)}
+                 for br in (0, 2) for bc in (0, 2)]  # fmt: skip
+        if all(len(b) == 4 for b in boxes):
+            grids.append([v for r in rows for v in r])
+    return grids
+
+
+GRIDS_4x4 = _all_4x4_grids()
+
+
+def test_there_are_288_4x4_grids_and_the_solver_finds_each_one():
+    assert len(GRIDS_4x4) == 288
+    assert sorted(solve_sudoku([0] * 16, box=2, limit=1000)) == sorted(GRIDS_4x4)
+
+
+def test_solver_counts_equal_brute_force_on_random_4x4_puzzles():
+    rng = random.Random(0)
+    for _ in range(200):
+        grid = rng.choice(GRIDS_4x4)
+        puzzle = [v if rng.random() < 0.35 else 0 for v in grid]
+        consistent = [g for g in GRIDS_4x4 if all(p in (0, v) for p, v in zip(puzzle, g))]
+        assert sorted(solve_sudoku(puzzle, box=2, limit=1000)) == sorted(consistent)
+    assert solve_sudoku([1, 1] + [0] * 14, box=2) == []  # a contradiction
+    with pytest.raises(ValueError, match="16 cells"):
+        solve_sudoku([0] * 15, box=2)
+
+
+def test_generated_9x9_puzzles_have_one_solution_and_their_clue_count():
+    rng = random.Random(1)
+    for clues in (30, 35, 40):
+        puzzle, solution = make_sudoku(rng, box=3, clues=clues)
+        assert sum(v > 0 for v in puzzle) == clues
+        assert all(p in (0, s) for p, s in zip(puzzle, solution))
+        assert solve_sudoku(puzzle, box=3, limit=2) == [solution]
+        for unit in ([solution[r * 9 : r * 9 + 9] for r in range(9)] +
+                     [solution[c::9] for c in range(9)]):  # fmt: skip
+            assert sorted(unit) == list(range(1, 10))
+
+
+def test_bits_are_one_hot_per_cell():
+    grid = [1, 0, 3, 4] + [0] * 12
+    bits = sudoku_bits([grid], box=2).view(16, 4)
+    assert bits[0].tolist() == [1, 0, 0, 0] and bits[1].sum() == 0 and bits[3, 3] == 1
+
+
+def test_sudoku_datamodule_splits_seeds_and_cache():
+    dm = SudokuDataModule(box=2, n_train=30, n_val=5, n_test=10, clues=(6, 8), batch_size=4)
+    inputs, given, target = dm.eval_split("test")
+    assert target.shape == (10, 64) and given.dtype == torch.bool
+    assert torch.equal(inputs, target * given) and (target.view(10, 16, 4).sum(2) == 1).all()
+    cells = given.view(10, 16, 4)[..., 0].sum(1)
+    assert ((cells >= 6) & (cells <= 8)).all()
+    assert dm.eval_split("train")[0].shape[0] == 25 and dm.eval_split("val")[0].shape[0] == 5
+    again = SudokuDataModule(box=2, n_train=30, n_val=5, n_test=10, clues=(6, 8))
+    assert torch.equal(again.eval_split("test")[2], target)  # seeded (and read from the cache)
+    other = SudokuDataModule(box=2, n_train=30, n_val=5, n_test=10, clues=(6, 8), seed=1)
+    assert not torch.equal(other.eval_split("test")[2], target)
+    x, g, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 64) and g.shape == (4, 64)
+    with pytest.raises(ValueError, match="unknown split"):
+        dm.eval_split("dev")
+    with pytest.raises(ValueError, match="box must be"):
+        SudokuDataModule(box=4)
+    with pytest.raises(ValueError, match="clues"):
+        SudokuDataModule(box=2, clues=(0, 20))
+
+
+def test_parity_examples_and_datamodule():
+    bits, parity = parity_examples(100, 20, seed=0)
+    assert torch.equal(parity, bits.sum(1) % 2) and bits.unique().tolist() == [0.0, 1.0]
+    inputs, given, target = ParityDataModule(length=20, n_train=50, n_val=10,
+                                             n_test=20).eval_split("test")  # fmt: skip
+    assert target.shape == (20, 21) and not given[:, -1].any() and given[:, :-1].all()
+    assert torch.equal(target[:, -1], target[:, :-1].sum(1) % 2) and (inputs[:, -1] == 0).all()

@@ -1,0 +1,374 @@
+"""Optimization layers as models of constraint satisfaction: SATNet (a learned MAXSAT
+relaxation, :class:`~zoo.nn.SATLayer`), OptNet (a learned quadratic program,
+:class:`~zoo.nn.QPLayer`) and an explicit MLP of the same size as their baseline.
+
+Every model maps ``(inputs, given)`` (bits of a partial assignment and which are known, both
+``(B, n_bits)``) to the probability of each bit ``(B, n_bits)``, the given bits unchanged. The
+bits come in cells of :attr:`cell_bits` (a Sudoku cell is one-hot over its digits; a parity bit
+is its own cell), which is how a prediction is decoded.
+
+With ``chain=True`` a model is a three-variable rule applied along a bit string: the rule maps
+(the running value, the next bit) to the next running value, whose last value is the output
+(SATNet's parity: the running values are rounded between steps, so the rule is learned from the
+last step's supervision alone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import QPLayer, SATLayer, qp_solve
+from ..solvers import ImplicitGrad
+from ._base import Cost, ZooModel, _check_budget
+from ._registry import register_model, register_pretrained
+
+__all__ = ["MLPSolver", "OptNetSudoku", "SATNetSolver", "sudoku_constraints"]
+
+
+def _check_bits(model, inputs: Tensor, given: Tensor) -> Tensor:
+    n = model.n_bits
+    if inputs.dim() != 2 or (n is not None and inputs.shape[1] != n):
+        want = f"(batch, {n})" if n is not None else "(batch, bits)"
+        raise ValueError(f"{model.arch}: inputs must be {want} bits, got {tuple(inputs.shape)}")
+    if given.shape != inputs.shape:
+        raise ValueError(
+            f"{model.arch}: given must have the inputs' shape {tuple(inputs.shape)}, got "
+            f"{tuple(given.shape)}"
+        )
+    if not torch.isfinite(inputs).all() or inputs.min() < 0 or inputs.max() > 1:
+        raise ValueError(f"{model.arch}: inputs must be bits or probabilities in [0, 1]")
+    return given.bool()
+
+
+class _CSPModel(ZooModel):
+    """What the constraint-satisfaction models share: the bit checks, the chain, the decode."""
+
+    description = ""
+    cell_bits: int = 1
+    n_bits: int | None = None
+    chain: bool = False
+    round_between: bool = True
+
+    def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
+        known = _check_bits(self, inputs, given)
+        if not self.chain:
+            return self._rule(inputs, known)
+        if known[:, -1].any() or not known[:, :-1].all():
+            raise ValueError(
+                f"{self.arch} (chain): every bit but the last must be given, and the last not"
+            )
+        B, L = inputs.shape[0], inputs.shape[1] - 1
+        mask = torch.tensor([True, True, False], device=inputs.device).expand(B, 3)
+        run = inputs[:, :1]
+        for i in range(1, L):
+            step = torch.cat([run, inputs[:, i : i + 1], run.new_zeros(B, 1)], 1)
+            out = self._rule(step, mask)[:, 2:]
+            run = out if i == L - 1 or not self.round_between else (out > 0.5).to(out.dtype)
+        return torch.cat([inputs[:, :-1], run], 1)
+
+    def decode(self, probs: Tensor) -> Tensor:
+        """The predicted value of each cell ``(B, n_cells)``: the argmax over a one-hot cell's
+        bits, or the bit itself rounded."""
+        if self.cell_bits == 1:
+            return (probs > 0.5).long()
+        return probs.view(probs.shape[0], -1, self.cell_bits).argmax(-1)
+
+
+class SATNetSolver(_CSPModel):
+    """A SATNet layer over the bits of a puzzle (or a three-variable SATNet rule along a bit
+    string, ``chain=True``).
+
+    Args:
+        n_bits: Bits of a puzzle (729 for 9x9 Sudoku); ignored with ``chain`` (the rule has 3).
+        m: Clauses.
+        aux: Hidden variables.
+        cell_bits: Bits per cell (9 for 9x9 Sudoku, 1 for parity).
+        chain: Apply a three-variable rule along the bits (parity).
+        round_between: With ``chain``, round the running value between steps (SATNet's parity:
+            only the last step is then trained); ``False`` passes probabilities, so every step
+            is trained from the last bit's supervision.
+        k: Vector dimension (default: see :class:`~zoo.nn.SATLayer`).
+        method: ``"sequential"`` or ``"parallel"`` solve.
+        tol: The solve's tolerance.
+        max_iter: The solve's iterations at most.
+        grad_tol: Tolerance of the implicit backward solve.
+        grad_max_iter: Its iterations at most.
+
+    Example:
+        >>> import torch
+        >>> model = SATNetSolver(n_bits=3, m=4, aux=2, chain=True)
+        >>> bits = torch.tensor([[1.0, 0.0, 1.0, 0.0]]); given = torch.tensor([[1, 1, 1, 0]])
+        >>> model(bits, given).shape
+        torch.Size([1, 4])
+    """
+
+    arch = "satnet"
+    description = "A SATNet layer (a learned MAXSAT relaxation solved by the mixing method)"
+
+    def __init__(
+        self,
+        n_bits: int = 729,
+        m: int = 600,
+        aux: int = 300,
+        cell_bits: int = 9,
+        chain: bool = False,
+        round_between: bool = True,
+        k: int | None = None,
+        method: str = "parallel",
+        tol: float = 1e-4,
+        max_iter: int = 100,
+        grad_tol: float = 1e-4,
+        grad_max_iter: int = 100,
+    ) -> None:
+        super().__init__()
+        self._capture(locals())
+        self.chain, self.cell_bits = bool(chain), cell_bits
+        self.round_between = bool(round_between)
+        self.n_bits = None if chain else n_bits
+        grad = ImplicitGrad(tol=grad_tol, max_iter=grad_max_iter)
+        self.sat = SATLayer(3 if chain else n_bits, m, aux, k=k, method=method, tol=tol,
+                            max_iter=max_iter, grad=grad)  # fmt: skip
+        self._nfe = 0
+
+    def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:
+        out = self.sat(inputs, given)
+        self._nfe += self.sat.stats.nfe
+        self._stats = self.sat.stats
+        return out
+
+    def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
+        self._nfe = 0
+        return super().forward(inputs, given)
+
+    def set_inference_budget(self, max_iter=None, tol=None, rtol=None, atol=None) -> None:
+        """The SATNet solve's ``max_iter`` and ``tol`` (rtol/atol are refused)."""
+        _check_budget(max_iter, tol, rtol, atol)
+        if rtol is not None or atol is not None:
+            raise ValueError("a SATNet layer's budget is max_iter and tol, not rtol/atol")
+        if max_iter is not None:
+            self.sat.max_iter = int(max_iter)
+        if tol is not None:
+            self.sat.tol = float(tol)
+
+    def inference_budget(self) -> dict[str, Any]:
+        return {"max_iter": self.sat.max_iter, "tol": self.sat.tol, "method": self.sat.method}
+
+    def cost(self) -> Cost:
+        st = getattr(self, "_stats", None)
+        if st is None:
+            return Cost()
+        back = self.sat.grad.last_stats if isinstance(self.sat.grad, ImplicitGrad) else None
+        return Cost(
+            nfe_forward=int(self._nfe),
+            nfe_backward=int(back.nfe) if back is not None else 0,
+            residual=float(st.residual.max()) if st.residual.numel() else None,
+            converged=bool(st.converged),
+        )
+
+
+def sudoku_constraints(box: int) -> Tensor:
+    """The linear equalities of a one-hot Sudoku board, ``A z = 1``, reduced to independent rows
+    (every cell holds one digit; every digit once per row, column and box).
+
+    Example:
+        >>> sudoku_constraints(2).shape  # OptNet's 4x4 boards: 40 independent equalities
+        torch.Size([40, 64])
+    """
+    n = box * box
+    rows = []
+    idx = lambda r, c, d: (r * n + c) * n + d  # noqa: E731
+    for r in range(n):
+        for c in range(n):
+            rows.append([idx(r, c, d) for d in range(n)])
+    for d in range(n):
+        for u in range(n):
+            rows.append([idx(u, c, d) for c in range(n)])
+            rows.append([idx(r, u, d) for r in range(n)])
+            br, bc = u // box * box, u % box * box
+            rows.append([idx(br + i, bc + j, d) for i in range(box) for j in range(box)])
+    A = torch.zeros(len(rows), n**3, dtype=torch.float64)
+    for i, cols in enumerate(rows):
+        A[i, cols] = 1.0
+    keep: list[int] = []
+    for i in range(len(rows)):  # greedy: a row joins when it raises the rank
+        if torch.linalg.matrix_rank(A[keep + [i]]) > len(keep):
+            keep.append(i)
+    return A[keep].float()
+
+
+class OptNetSudoku(_CSPModel):
+    """OptNet's Sudoku model: ``z = argmin 1/2 q |z|^2 - x'z  s.t.  Az = b, z >= 0`` with the
+    puzzle's bits ``x`` and learned ``A`` and ``b = A exp(log_z0)`` (the rules are never given:
+    ``A`` starts random, with as many rows as the true rules have independent equalities).
+
+    Args:
+        box: 2 for 4x4 boards (OptNet's), 3 for 9x9.
+        q_penalty: ``q``, the ridge that makes the program strictly convex (OptNet: 0.1).
+        tol: Interior-point tolerance (solved in float64).
+        max_iter: Interior-point iterations at most.
+        seed: Seed of ``A``'s initial values.
+
+    Example:
+        >>> import torch
+        >>> model = OptNetSudoku(box=2)
+        >>> x = torch.zeros(1, 64); x[0, 0] = 1.0; given = torch.zeros(1, 64, dtype=torch.bool)
+        >>> given[0, :4] = True
+        >>> model(x, given).shape, model.cost().converged
+        (torch.Size([1, 64]), True)
+    """
+
+    arch = "optnet"
+    description = (
+        "An OptNet layer (a learned quadratic program, interior point, implicit KKT gradient)"
+    )
+
+    def __init__(
+        self,
+        box: int = 2,
+        q_penalty: float = 0.1,
+        tol: float = 1e-8,
+        max_iter: int = 30,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self._capture(locals())
+        n = box**6
+        self.cell_bits, self.n_bits = box * box, n
+        n_eq = sudoku_constraints(box).shape[0]
+        eye = torch.eye(n)
+        self.qp = QPLayer(n, n_ineq=n, n_eq=n_eq, tol=tol, max_iter=max_iter,
+                          fixed={"Q": q_penalty * eye, "G": -eye, "h": torch.zeros(n)})  # fmt: skip
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(seed)
+            self.qp.A.copy_(torch.rand(n_eq, n, generator=g))  # OptNet's uniform start
+
+    def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:
+        prob = {k: v.double() for k, v in self.qp.problem().items()}
+        qp = self.qp
+        z, self._stats = qp_solve(prob["Q"], -inputs.double(), prob["G"], prob["h"], prob["A"],
+                                  prob["b"], tol=qp.tol, max_iter=qp.max_iter)  # fmt: skip
+        qp.stats = self._stats
+        z = z.to(inputs.dtype).clamp(0.0, 1.0)
+        return torch.where(given, inputs, z)
+
+    def set_inference_budget(self, max_iter=None, tol=None, rtol=None, atol=None) -> None:
+        """The interior point's ``max_iter`` and ``tol`` (rtol/atol are refused)."""
+        _check_budget(max_iter, tol, rtol, atol)
+        if rtol is not None or atol is not None:
+            raise ValueError("an OptNet layer's budget is max_iter and tol, not rtol/atol")
+        if max_iter is not None:
+            self.qp.max_iter = int(max_iter)
+        if tol is not None:
+            self.qp.tol = float(tol)
+
+    def inference_budget(self) -> dict[str, Any]:
+        return {"max_iter": self.qp.max_iter, "tol": self.qp.tol, "method": "interior point"}
+
+    def cost(self) -> Cost:
+        st = getattr(self, "_stats", None)
+        if st is None:
+            return Cost()
+        return Cost(nfe_forward=int(st.nfe), residual=float(st.residual.max()),
+                    converged=bool(st.converged))  # fmt: skip
+
+
+class MLPSolver(_CSPModel):
+    """The explicit baseline: an MLP from the puzzle's bits and mask to every bit's logit (or,
+    with ``chain=True``, from the running value and the next bit to the next running value).
+
+    Args:
+        n_bits: Bits of a puzzle (ignored with ``chain``: the rule reads 2 bits).
+        hidden: Hidden layer widths (ReLU).
+        cell_bits: Bits per cell.
+        chain: Apply the rule along the bits (parity).
+        round_between: With ``chain``, round the running value between steps (see
+            :class:`SATNetSolver`).
+
+    Example:
+        >>> import torch
+        >>> model = MLPSolver(n_bits=64, hidden=[20], cell_bits=4)
+        >>> x = torch.zeros(2, 64); given = torch.zeros(2, 64, dtype=torch.bool)
+        >>> model(x, given).shape
+        torch.Size([2, 64])
+    """
+
+    arch = "mlp_csp"
+    description = "An MLP of the same size (the explicit baseline)"
+
+    def __init__(
+        self,
+        n_bits: int = 729,
+        hidden: list[int] | tuple[int, ...] = (400,),
+        cell_bits: int = 9,
+        chain: bool = False,
+        round_between: bool = True,
+    ) -> None:
+        super().__init__()
+        self._capture(locals())
+        self.chain, self.cell_bits = bool(chain), cell_bits
+        self.round_between = bool(round_between)
+        self.n_bits = None if chain else n_bits
+        d_in, d_out = (2, 1) if chain else (2 * n_bits, n_bits)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(d_in, h), nn.ReLU()]
+            d_in = h
+        self.net = nn.Sequential(*layers, nn.Linear(d_in, d_out))
+
+    def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:
+        if self.chain:
+            return torch.cat([inputs[:, :2], torch.sigmoid(self.net(inputs[:, :2]))], 1)
+        logits = self.net(torch.cat([inputs, given.to(inputs.dtype)], 1))
+        return torch.where(given, inputs, torch.sigmoid(logits))
+
+
+@register_model(family="optlayers", task="constraint-satisfaction")
+def satnet(**kwargs) -> SATNetSolver:
+    """A SATNet layer over a puzzle's bits (SATNet's 9x9 Sudoku: m=600, aux=300)."""
+    return SATNetSolver(**kwargs)
+
+
+@register_model(family="optlayers", task="constraint-satisfaction")
+def optnet(**kwargs) -> OptNetSudoku:
+    """OptNet's Sudoku QP (learned equality constraints, z >= 0)."""
+    return OptNetSudoku(**kwargs)
+
+
+@register_model(family="optlayers", task="constraint-satisfaction")
+def mlp_csp(**kwargs) -> MLPSolver:
+    """The explicit MLP baseline of the optimization layers."""
+    return MLPSolver(**kwargs)
+
+
+_OPTNET_PAPER = (
+    "Amos, Kolter. OptNet: Differentiable Optimization as a Layer in Neural Networks. ICML 2017. "
+    "arXiv:1703.00443"
+)
+_SUDOKU4 = {"box": 2, "n_train": 9000, "n_val": 500, "n_test": 1000, "clues": [6, 10]}
+
+
+def _sudoku4(recipe: str) -> dict:
+    return dict(
+        task="constraint-satisfaction",
+        dataset="sudoku4",
+        datamodule="sudoku",
+        datamodule_args=dict(_SUDOKU4),
+        sample="sudoku4",
+        license="apache-2.0",
+        paper=_OPTNET_PAPER,
+        recipe=f"recipes/optlayers/{recipe}.yaml",
+    )
+
+
+register_pretrained(
+    {
+        "optnet.sudoku4": dict(_sudoku4("optnet.sudoku4"), card_budgets=[2, 4, 6, 8]),
+        "mlp_csp.sudoku4": _sudoku4("mlp_csp.sudoku4"),
+    }
+)
