@@ -58,3 +58,19 @@ def test_optnet_with_the_true_rules_solves_generated_puzzles():
     assert model.cost().converged
     solved = (model.decode(probs) == model.decode(target)).all(1)
     assert solved.float().mean() >= 0.9, solved
+
+
+def test_momentum_reaches_the_optimizer_or_is_refused():
+    import pytest
+
+    def optimizer(**kw):
+        task = ConstraintSatisfaction(arch="mlp_csp", model_args={"n_bits": 4, "hidden": [2]},
+                                      lr=0.1, min_lr=0.1, **kw)  # fmt: skip
+        task.__dict__["_total_steps"] = lambda: 10
+        return task.configure_optimizers()["optimizer"]
+
+    plain = optimizer(optimizer="momentum", momentum=0.0)
+    assert plain.defaults["momentum"] == 0.0 and not plain.defaults["nesterov"]
+    assert optimizer(optimizer="sgd").defaults["momentum"] == 0.9  # timm's default: Nesterov
+    with pytest.raises(ValueError, match="momentum must be"):
+        optimizer(optimizer="sgd", momentum=1.5)

@@ -76,6 +76,18 @@ SCRIPT = textwrap.dedent(
         margs = dict(hidden=[8], trace="hutchinson", rtol=1e-4, atol=1e-4)
         task = DensityEstimation(arch="ffjord_toy", model_args=margs, lr=1e-2)
         dm = datamodule_class("toy2d")(n_train=40, n_test=16, batch_size=4, eval_batch_size=16)
+    elif family == "ncde":  # a classifier of irregular series: the label's loss alone
+        from _formats import write_physionet
+        from zoo.data import PhysioNet2012DataModule
+        from zoo.tasks import TimeSeries
+        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
+        if not (root / "data").exists():
+            write_physionet(root / "data", n_a=30, n_b=14)
+        margs = dict(input_dim=41, hidden=4, units=8, rtol=1e-3, atol=1e-3)
+        task = TimeSeries(arch="ncde", model_args=margs, classif_weight=1.0, n_samples=1,
+                          optimizer="adam", lr=1e-2)
+        dm = PhysioNet2012DataModule(data_dir=str(root / "data"), quantization=1.0, batch_size=4,
+                                     val_patients=4)
     elif family == "satnet":  # the SATNet layer's own solve and implicit gradient
         from zoo.data.puzzles import SudokuDataModule
         from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction
@@ -110,7 +122,7 @@ def _run(root, kill_at, resume, tests, family):
 # the MDEQ in the default run; every other family in the slow set (`.ci/run` runs both)
 FAMILIES = ["mdeq", "satnet"] + [
     pytest.param(f, marks=pytest.mark.slow)
-    for f in ("latent_ode", "lm", "ffjord", "odenet", "mdeq_seg")
+    for f in ("latent_ode", "lm", "ffjord", "odenet", "mdeq_seg", "ncde")
 ]
 
 

@@ -200,8 +200,9 @@ class ZooTask(pl.LightningModule):
                     f"{key}={v!r}: a learning rate is a positive finite number "
                     f"({'> 0' if key == 'lr' else '>= 0'}), e.g. 1e-3"
                 )
+        extra = {} if hp.get("momentum") is None else {"momentum": float(hp.momentum)}
         opt = create_optimizer_v2(
-            self.model, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay
+            self.model, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, **extra
         )
         total = self._total_steps()
         sched = CosineLRScheduler(

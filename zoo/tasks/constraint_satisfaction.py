@@ -68,7 +68,10 @@ class ConstraintSatisfaction(ZooTask):
         loss: ``"bce"`` (binary cross-entropy of the bits to find, SATNet's) or ``"mse"`` (their
             squared error, OptNet's).
         lr: Peak learning rate.
-        optimizer: timm optimizer name.
+        optimizer: timm optimizer name (timm's ``sgd`` is Nesterov SGD, ``momentum`` SGD with
+            classical momentum).
+        momentum: The optimizer's momentum where it has one (``None``: timm's default, 0.9);
+            ``optimizer: momentum`` with ``momentum: 0`` is plain SGD, SATNet's parity setting.
         weight_decay: Weight decay.
         min_lr: Final learning rate of the cosine schedule (equal to ``lr``: constant).
         bf16: bfloat16 autocast (refused by the optimization layers' solvers: keep it off).
@@ -90,6 +93,7 @@ class ConstraintSatisfaction(ZooTask):
         loss: str = "bce",
         lr: float = 2e-3,
         optimizer: str = "adam",
+        momentum: float | None = None,
         weight_decay: float = 0.0,
         min_lr: float = 2e-3,
         bf16: bool = False,
@@ -97,6 +101,8 @@ class ConstraintSatisfaction(ZooTask):
         skip_unconverged: bool = False,
     ) -> None:
         super().__init__()
+        if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}")
         if loss not in ("bce", "mse"):
             raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
         if bf16:
