@@ -180,7 +180,9 @@ def _worker(rank, world, kind, out):
         )
 
 
-@pytest.mark.parametrize("kind", KINDS[:7] + KINDS[8:])
+@pytest.mark.parametrize(
+    "kind", KINDS[:7] + [pytest.param(k, marks=pytest.mark.slow) for k in KINDS[8:]]
+)
 def test_ddp_gradients_equal_the_full_batch_gradients(kind, tmp_path):
     from _dist import spawn_two
 

@@ -81,6 +81,30 @@ def main() -> None:
         zoo.load(n)
         print(f"  zoo.load({n!r}) -> {time.perf_counter() - t0:.2f} s")
     leaderboard(sample=not full, out="leaderboard.md")
+    if "optnet.sudoku4" in names:
+        puzzle_demo()
+
+
+def board(cells, n: int) -> str:
+    """A Sudoku grid as text, ``.`` for a blank (``cells``: ``n * n`` digits, 0 for blank)."""
+    rows = [" ".join(str(int(v)) if v else "." for v in cells[r * n : r * n + n]) for r in range(n)]
+    return "\n".join(rows)
+
+
+def puzzle_demo() -> None:
+    """A shipped 4x4 puzzle, and optnet.sudoku4's answer (learned from examples alone)."""
+    import zoo
+
+    model = zoo.load("optnet.sudoku4")
+    inputs, given, target = zoo.example_batch(model, 1)
+    cells = given.view(16, 4)[:, 0]
+    puzzle = (model.decode(inputs)[0] + 1) * cells
+    answer = model.decode(model(inputs, given))[0] + 1
+    right = bool((answer == model.decode(target)[0] + 1).all())
+    print("\na 4x4 test puzzle (shipped sample) and optnet.sudoku4's answer:")
+    for a, b in zip(board(puzzle.tolist(), 4).split("\n"), board(answer.tolist(), 4).split("\n")):
+        print(f"  {a}    {b}")
+    print(f"  {'solved' if right else 'not solved'}; its QP: {model.cost()}")
 
 
 if __name__ == "__main__":

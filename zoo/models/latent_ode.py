@@ -611,6 +611,11 @@ register_pretrained(
             "latent_ode_rnn_enc.physionet",
             "latent_ode_rnn_enc.physionet",
         ),
+        "latent_ode.physionet_mortality": series_entry(
+            PHYSIONET_1MIN_MORTALITY,
+            "latent_ode.physionet_mortality",
+            "latent_ode.physionet_mortality",
+        ),
         "latent_ode.physionet_extrap": series_entry(
             PHYSIONET_1MIN_EXTRAP,
             "latent_ode.physionet_extrap",
