@@ -350,6 +350,11 @@ _OPTNET_PAPER = (
     "Amos, Kolter. OptNet: Differentiable Optimization as a Layer in Neural Networks. ICML 2017. "
     "arXiv:1703.00443"
 )
+_SATNET_PAPER = (
+    "Wang, Donti, Wilder, Kolter. SATNet: Bridging deep learning and logical reasoning using a "
+    "differentiable satisfiability solver. ICML 2019. arXiv:1905.12149"
+)
+_PARITY20 = {"length": 20, "n_train": 9000, "n_val": 500, "n_test": 1000}
 _SUDOKU4 = {"box": 2, "n_train": 9000, "n_val": 500, "n_test": 1000, "clues": [6, 10]}
 
 
@@ -366,8 +371,23 @@ def _sudoku4(recipe: str) -> dict:
     )
 
 
+def _parity(recipe: str) -> dict:
+    return dict(
+        task="constraint-satisfaction",
+        dataset="parity20",
+        datamodule="parity",
+        datamodule_args=dict(_PARITY20),
+        sample="parity20",
+        license="apache-2.0",
+        paper=_SATNET_PAPER,
+        recipe=f"recipes/optlayers/{recipe}.yaml",
+    )
+
+
 register_pretrained(
     {
+        "satnet.parity": _parity("satnet.parity"),
+        "mlp_csp.parity": _parity("mlp_csp.parity"),
         "optnet.sudoku4": dict(_sudoku4("optnet.sudoku4"), card_budgets=[2, 4, 6, 8]),
         "mlp_csp.sudoku4": _sudoku4("mlp_csp.sudoku4"),
     }
