@@ -80,7 +80,50 @@ class _CSPModel(ZooModel):
         return probs.view(probs.shape[0], -1, self.cell_bits).argmax(-1)
 
 
-class SATNetSolver(_CSPModel):
+class _SolverBudget:
+    """The test-time budget and cost of a model whose forward is one optimization solve:
+    ``_solve_layer()`` has ``max_iter`` and ``tol``; ``_stats`` is the last solve's stats."""
+
+    _what = "layer"
+    _stats = None
+
+    def _solve_layer(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _method(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def set_inference_budget(self, max_iter=None, tol=None, rtol=None, atol=None) -> None:
+        """The solve's ``max_iter`` and ``tol`` (rtol/atol are refused)."""
+        _check_budget(max_iter, tol, rtol, atol)
+        if rtol is not None or atol is not None:
+            raise ValueError(f"{self._what}'s budget is max_iter and tol, not rtol/atol")
+        layer = self._solve_layer()
+        if max_iter is not None:
+            layer.max_iter = int(max_iter)
+        if tol is not None:
+            layer.tol = float(tol)
+
+    def inference_budget(self) -> dict[str, Any]:
+        layer = self._solve_layer()
+        return {"max_iter": layer.max_iter, "tol": layer.tol, "method": self._method()}
+
+    def _backward_nfe(self) -> int:
+        return 0
+
+    def cost(self) -> Cost:
+        st = self._stats
+        if st is None:
+            return Cost()
+        return Cost(
+            nfe_forward=int(getattr(self, "_nfe", st.nfe)),
+            nfe_backward=self._backward_nfe(),
+            residual=float(st.residual.max()) if st.residual.numel() else None,
+            converged=bool(st.converged),
+        )
+
+
+class SATNetSolver(_SolverBudget, _CSPModel):
     """A SATNet layer over the bits of a puzzle (or a three-variable SATNet rule along a bit
     string, ``chain=True``).
 
@@ -146,30 +189,17 @@ class SATNetSolver(_CSPModel):
         self._nfe = 0
         return super().forward(inputs, given)
 
-    def set_inference_budget(self, max_iter=None, tol=None, rtol=None, atol=None) -> None:
-        """The SATNet solve's ``max_iter`` and ``tol`` (rtol/atol are refused)."""
-        _check_budget(max_iter, tol, rtol, atol)
-        if rtol is not None or atol is not None:
-            raise ValueError("a SATNet layer's budget is max_iter and tol, not rtol/atol")
-        if max_iter is not None:
-            self.sat.max_iter = int(max_iter)
-        if tol is not None:
-            self.sat.tol = float(tol)
+    _what = "a SATNet layer"
 
-    def inference_budget(self) -> dict[str, Any]:
-        return {"max_iter": self.sat.max_iter, "tol": self.sat.tol, "method": self.sat.method}
+    def _solve_layer(self):
+        return self.sat
 
-    def cost(self) -> Cost:
-        st = getattr(self, "_stats", None)
-        if st is None:
-            return Cost()
+    def _method(self) -> str:
+        return self.sat.method
+
+    def _backward_nfe(self) -> int:
         back = self.sat.grad.last_stats if isinstance(self.sat.grad, ImplicitGrad) else None
-        return Cost(
-            nfe_forward=int(self._nfe),
-            nfe_backward=int(back.nfe) if back is not None else 0,
-            residual=float(st.residual.max()) if st.residual.numel() else None,
-            converged=bool(st.converged),
-        )
+        return int(back.nfe) if back is not None else 0
 
 
 def sudoku_constraints(box: int) -> Tensor:
@@ -202,7 +232,7 @@ def sudoku_constraints(box: int) -> Tensor:
     return A[keep].float()
 
 
-class OptNetSudoku(_CSPModel):
+class OptNetSudoku(_SolverBudget, _CSPModel):
     """OptNet's Sudoku model: ``z = argmin 1/2 q |z|^2 - x'z  s.t.  Az = b, z >= 0`` with the
     puzzle's bits ``x`` and learned ``A`` and ``b = A exp(log_z0)`` (the rules are never given:
     ``A`` starts random, with as many rows as the true rules have independent equalities).
@@ -257,25 +287,13 @@ class OptNetSudoku(_CSPModel):
         z = z.to(inputs.dtype).clamp(0.0, 1.0)
         return torch.where(given, inputs, z)
 
-    def set_inference_budget(self, max_iter=None, tol=None, rtol=None, atol=None) -> None:
-        """The interior point's ``max_iter`` and ``tol`` (rtol/atol are refused)."""
-        _check_budget(max_iter, tol, rtol, atol)
-        if rtol is not None or atol is not None:
-            raise ValueError("an OptNet layer's budget is max_iter and tol, not rtol/atol")
-        if max_iter is not None:
-            self.qp.max_iter = int(max_iter)
-        if tol is not None:
-            self.qp.tol = float(tol)
+    _what = "an OptNet layer"
 
-    def inference_budget(self) -> dict[str, Any]:
-        return {"max_iter": self.qp.max_iter, "tol": self.qp.tol, "method": "interior point"}
+    def _solve_layer(self):
+        return self.qp
 
-    def cost(self) -> Cost:
-        st = getattr(self, "_stats", None)
-        if st is None:
-            return Cost()
-        return Cost(nfe_forward=int(st.nfe), residual=float(st.residual.max()),
-                    converged=bool(st.converged))  # fmt: skip
+    def _method(self) -> str:
+        return "interior point"
 
 
 class MLPSolver(_CSPModel):
