@@ -20,12 +20,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..nn import QPLayer, SATLayer, qp_solve
+from ..nn import QPLayer, SATLayer
 from ..solvers import ImplicitGrad
 from ._base import Cost, ZooModel, _check_budget
 from ._registry import register_model, register_pretrained
 
-__all__ = ["MLPSolver", "OptNetSudoku", "SATNetSolver", "sudoku_constraints"]
+__all__ = ["MLPSolver", "OptNetSudoku", "SATNetSolver", "decode_cells", "sudoku_constraints"]
+
+
+def decode_cells(probs: Tensor, cell_bits: int) -> Tensor:
+    """The value of each cell ``(B, n_cells)`` from bit probabilities ``(B, n_bits)``: the argmax
+    over a one-hot cell's bits, or the bit itself rounded when a cell is one bit."""
+    if cell_bits == 1:
+        return (probs > 0.5).long()
+    return probs.reshape(probs.shape[0], -1, cell_bits).argmax(-1)
 
 
 def _check_bits(model, inputs: Tensor, given: Tensor) -> Tensor:
@@ -73,11 +81,8 @@ class _CSPModel(ZooModel):
         return torch.cat([inputs[:, :-1], run], 1)
 
     def decode(self, probs: Tensor) -> Tensor:
-        """The predicted value of each cell ``(B, n_cells)``: the argmax over a one-hot cell's
-        bits, or the bit itself rounded."""
-        if self.cell_bits == 1:
-            return (probs > 0.5).long()
-        return probs.view(probs.shape[0], -1, self.cell_bits).argmax(-1)
+        """The predicted value of each cell ``(B, n_cells)`` (:func:`decode_cells`)."""
+        return decode_cells(probs, self.cell_bits)
 
 
 class _SolverBudget:
@@ -279,11 +284,10 @@ class OptNetSudoku(_SolverBudget, _CSPModel):
             self.qp.A.copy_(torch.rand(n_eq, n, generator=g))  # OptNet's uniform start
 
     def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:
-        prob = {k: v.double() for k, v in self.qp.problem().items()}
-        qp = self.qp
-        z, self._stats = qp_solve(prob["Q"], -inputs.double(), prob["G"], prob["h"], prob["A"],
-                                  prob["b"], tol=qp.tol, max_iter=qp.max_iter)  # fmt: skip
-        qp.stats = self._stats
+        # the layer's own solve, on its data cast to float64 (OptNet solves in double)
+        data = {k: v.double() for k, v in self.qp.problem().items()}
+        z = self.qp(-inputs.double(), **data)
+        self._stats = self.qp.stats
         z = z.to(inputs.dtype).clamp(0.0, 1.0)
         return torch.where(given, inputs, z)
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models import create_model
+from ..models.optlayers import decode_cells
 from ._base import ZooTask
 from ._spec import EvalResult, FiniteGuard, MetricSpec, TaskSpec, load_sample, register_task
 
@@ -40,9 +41,7 @@ class PuzzleScore:
         self.solved = self.puzzles = self.right = self.cells = 0
 
     def _cells(self, bits: Tensor) -> Tensor:
-        if self.cell_bits == 1:
-            return (bits > 0.5).long()
-        return bits.reshape(bits.shape[0], -1, self.cell_bits).argmax(-1)
+        return decode_cells(bits, self.cell_bits)
 
     def update(self, probs: Tensor, given: Tensor, target: Tensor) -> None:
         to_find = ~given.reshape(given.shape[0], -1, self.cell_bits)[..., 0]
