@@ -1,11 +1,14 @@
 """The optimization layers' forward cost.
 
-* ``qp``: ``zoo.nn.qp_solve`` (batched interior point) against ``cvxpylayers`` (one conic solve
-  per problem through diffcp and Clarabel) on a batch of 128 random feasible QPs with ``n``
-  variables, ``n`` inequalities and ``n/4`` equalities, in float64. Columns: ``zoo_ms`` and
-  ``cvxpylayers_ms`` (median forward over the batch), ``speedup``, ``max_abs_diff`` between the
-  two solutions (cvxpylayers' are accurate to about the square root of its gap tolerance: it
-  solves the quadratic as a second-order cone).
+* ``qp``: ``zoo.nn.qp_solve`` (batched interior point) against ``cvxpylayers`` on a batch of 128
+  random feasible QPs with ``n`` variables, ``n`` inequalities and ``n/4`` equalities, in float64,
+  through two of its backends: the default (one conic solve per problem through diffcp and
+  Clarabel; it solves the quadratic as a second-order cone, so its solutions are accurate to
+  about the square root of its gap tolerance) and Moreau (a batched solver that takes the
+  quadratic objective as it is; its interior point method). Columns: ``zoo_ms``,
+  ``cvxpylayers_ms`` and ``moreau_ms`` (median forward over the batch), the speedups
+  ``zoo_ms`` gives over each, and ``max_abs_diff`` / ``moreau_max_abs_diff`` between the
+  solutions.
 * ``sat``: ``zoo.nn.SATLayer`` with the paper's sequential coordinate sweeps (a Python-level loop
   over the variables) against the parallel update accelerated by Anderson, on a batch of 8:
   a well-posed problem of the 4x4 Sudoku layer's size (64 variables, 96 clauses scaled by 3,
@@ -30,7 +33,8 @@ import torch
 from _cells import report
 from _harness import parser, setup
 
-QP_COLS = ["n", "batch", "zoo_ms", "zoo_iters", "cvxpylayers_ms", "speedup", "max_abs_diff"]
+QP_COLS = ["n", "batch", "zoo_ms", "zoo_iters", "cvxpylayers_ms", "speedup", "max_abs_diff",
+           "moreau_ms", "speedup_moreau", "moreau_max_abs_diff"]  # fmt: skip
 SAT_COLS = ["problem", "n", "m", "aux", "k", "method", "tol", "iters", "converged", "ms",
             "ms_per_iter", "max_abs_diff"]  # fmt: skip
 
@@ -87,6 +91,19 @@ def _qp_row(n: int, B: int, repeats: int) -> dict:
         (zc,) = layer(p, solver_args=args)
     row.update(cvxpylayers_ms=round(ms, 1), speedup=round(ms / row["zoo_ms"], 1),
                max_abs_diff=float(f"{(zc - z).abs().max():.2g}"))  # fmt: skip
+    try:
+        import moreau  # noqa: F401
+    except ImportError:  # a dev-only dependency
+        print(row, flush=True)
+        return row
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = CvxpyLayer(prob, parameters=[q], variables=[x], solver="MOREAU")
+        args = {"solver": "ipm"}
+        ms = _time(lambda: layer(p, solver_args=args), repeats)
+        (zc,) = layer(p, solver_args=args)
+    row.update(moreau_ms=round(ms, 1), speedup_moreau=round(ms / row["zoo_ms"], 1),
+               moreau_max_abs_diff=float(f"{(zc - z).abs().max():.2g}"))  # fmt: skip
     print(row, flush=True)
     return row
 

@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ddp import _batch, _build, _loss  # noqa: E402
 
+from zoo.training import close_distributed  # noqa: E402
+
 
 class OneStep(pl.LightningModule):
     def __init__(self, kind: str, out: str) -> None:
@@ -51,7 +53,10 @@ def main(kind: str, out: str) -> None:
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(OneStep(kind, out), data)
+    try:
+        trainer.fit(OneStep(kind, out), data)
+    finally:
+        close_distributed()
 
 
 if __name__ == "__main__":

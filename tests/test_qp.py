@@ -130,11 +130,58 @@ def test_the_layer_learns_its_data_and_keeps_what_is_fixed():
         QPLayer(3, n_eq=3)
 
 
+def _cvxpy_problem(cp, Q, n, m, k):
+    x = cp.Variable(n)
+    par = [cp.Parameter(n), cp.Parameter((m, n)), cp.Parameter(m), cp.Parameter((k, n)),
+           cp.Parameter(k)]  # fmt: skip
+    prob = cp.Problem(
+        cp.Minimize(0.5 * cp.quad_form(x, Q) + par[0] @ x),
+        [par[1] @ x <= par[2], par[3] @ x == par[4]],
+    )
+    return prob, x, par
+
+
+def test_gradients_equal_cvxpylayers_moreau_to_1e_8():
+    """cvxpylayers with its quadratic-objective backend (the Moreau solver's interior point
+    method, with its own implicit differentiation) is the independent answer: solutions and
+    gradients with respect to p, G, h, A and b agree to 1e-8 in float64 on random feasible QPs,
+    each with active and inactive inequalities."""
+    cp = pytest.importorskip("cvxpy")
+    cvxpylayers = pytest.importorskip("cvxpylayers.torch")
+    pytest.importorskip("moreau")
+    import warnings
+
+    B, n, m, k = 6, 6, 8, 2
+    Q, p, G, h, A, b = _problems(B=B, n=n, m=m, k=k, seed=7)
+    ours = [x.clone().requires_grad_() for x in (p, G, h, A, b)]
+    z, stats = qp_solve(Q, *ours)
+    assert stats.converged
+    slack = h - (G @ z.detach()[..., None])[..., 0]
+    active = slack < 1e-9
+    assert active.any(1).all() and (~active).any(1).all()  # both kinds in every problem
+    w = torch.randn_like(z)
+    (z * w).sum().backward()
+    ipm = {"solver": "ipm", "ipm_settings": {"tol_gap_abs": 1e-14, "tol_gap_rel": 1e-14,
+                                             "tol_feas": 1e-14}}  # fmt: skip
+    for i in range(B):
+        prob, x, par = _cvxpy_problem(cp, Q[i].numpy(), n, m, k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            layer = cvxpylayers.CvxpyLayer(prob, parameters=par, variables=[x], solver="MOREAU")
+            theirs = [v[i].clone().requires_grad_() for v in (p, G, h, A, b)]
+            (zc,) = layer(*theirs, solver_args=ipm)
+        (zc * w[i]).sum().backward()
+        assert (zc - z[i]).abs().max() < 1e-8
+        for a, t in zip(ours, theirs):
+            assert (a.grad[i] - t.grad).abs().max() < 1e-8
+
+
 def test_equals_cvxpy_and_cvxpylayers():
     """cvxpy's QP solve (Clarabel, with the quadratic as P) is the independent forward answer
-    to 1e-9. cvxpylayers 1.2 rewrites 1/2 z'Qz as a second-order cone, so its solutions (and
-    gradients) are only as accurate as the square root of the conic gap: about 1e-6 at
-    Clarabel's tightest tolerance that still ends 'Solved'; the gradients agree to that."""
+    to 1e-9. cvxpylayers' default backend (diffcp) rewrites 1/2 z'Qz as a second-order cone, so
+    its solutions (and gradients) are only as accurate as the square root of the conic gap:
+    about 1e-6 at Clarabel's tightest tolerance that still ends 'Solved'; the gradients agree
+    to that."""
     cp = pytest.importorskip("cvxpy")
     cvxpylayers = pytest.importorskip("cvxpylayers.torch")
     import warnings
@@ -148,13 +195,7 @@ def test_equals_cvxpy_and_cvxpylayers():
     args = dict(solve_method="Clarabel", mode="dense", tol_gap_abs=1e-12, tol_gap_rel=1e-12,
                 tol_feas=1e-12, n_jobs_forward=1, n_jobs_backward=1)  # fmt: skip
     for i in range(3):
-        x = cp.Variable(n)
-        par = [cp.Parameter(n), cp.Parameter((m, n)), cp.Parameter(m), cp.Parameter((k, n)),
-               cp.Parameter(k)]  # fmt: skip
-        prob = cp.Problem(
-            cp.Minimize(0.5 * cp.quad_form(x, Q[i].numpy()) + par[0] @ x),
-            [par[1] @ x <= par[2], par[3] @ x == par[4]],
-        )
+        prob, x, par = _cvxpy_problem(cp, Q[i].numpy(), n, m, k)
         for P_, v in zip(par, (p, G, h, A, b)):
             P_.value = v[i].numpy()
         prob.solve(solver="CLARABEL", tol_gap_abs=1e-14, tol_gap_rel=1e-14, tol_feas=1e-14)

@@ -35,16 +35,30 @@ def run_cli(args: list[str] | None = None, run: bool = True):
 
     # ``zoo fit ARGS`` hands ARGS over explicitly (sys.argv must stay intact: DDP relaunches it)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return ZooCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    try:
+        return ZooCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        if run:
+            close_distributed()
+
+
+def close_distributed() -> None:
+    """Destroy the default process group a DDP fit left behind (Lightning does not): left to
+    the interpreter's exit, gloo's threads can be torn down in the wrong order and abort the
+    process ("terminate called without an active exception") after a fit that succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # The only modules a recipe's ``class_path`` may name: the zoo's tasks, data modules and

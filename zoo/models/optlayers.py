@@ -378,32 +378,34 @@ _SATNET_PAPER = (
 )
 _PARITY20 = {"length": 20, "n_train": 9000, "n_val": 500, "n_test": 1000}
 _SUDOKU4 = {"box": 2, "n_train": 9000, "n_val": 500, "n_test": 1000, "clues": [6, 10]}
+_SUDOKU9 = {"box": 3, "n_train": 9000, "n_val": 500, "n_test": 1000, "clues": [30, 40]}
+
+
+def _puzzles(
+    recipe: str, dataset: str, datamodule: str, args: dict, paper: str, sample: str | None = None
+) -> dict:
+    return dict(
+        task="constraint-satisfaction",
+        dataset=dataset,
+        datamodule=datamodule,
+        datamodule_args=dict(args),
+        sample=sample or dataset,
+        license="apache-2.0",
+        paper=paper,
+        recipe=f"recipes/optlayers/{recipe}.yaml",
+    )
 
 
 def _sudoku4(recipe: str) -> dict:
-    return dict(
-        task="constraint-satisfaction",
-        dataset="sudoku4",
-        datamodule="sudoku",
-        datamodule_args=dict(_SUDOKU4),
-        sample="sudoku4",
-        license="apache-2.0",
-        paper=_OPTNET_PAPER,
-        recipe=f"recipes/optlayers/{recipe}.yaml",
-    )
+    return _puzzles(recipe, "sudoku4", "sudoku", _SUDOKU4, _OPTNET_PAPER)
+
+
+def _sudoku9(recipe: str) -> dict:
+    return _puzzles(recipe, "sudoku", "sudoku", _SUDOKU9, _SATNET_PAPER, sample="sudoku9")
 
 
 def _parity(recipe: str) -> dict:
-    return dict(
-        task="constraint-satisfaction",
-        dataset="parity20",
-        datamodule="parity",
-        datamodule_args=dict(_PARITY20),
-        sample="parity20",
-        license="apache-2.0",
-        paper=_SATNET_PAPER,
-        recipe=f"recipes/optlayers/{recipe}.yaml",
-    )
+    return _puzzles(recipe, "parity20", "parity", _PARITY20, _SATNET_PAPER)
 
 
 register_pretrained(
@@ -412,5 +414,6 @@ register_pretrained(
         "mlp_csp.parity": _parity("mlp_csp.parity"),
         "optnet.sudoku4": dict(_sudoku4("optnet.sudoku4"), card_budgets=[2, 4, 6, 8]),
         "mlp_csp.sudoku4": _sudoku4("mlp_csp.sudoku4"),
+        "mlp_csp.sudoku": _sudoku9("mlp_csp.sudoku"),
     }
 )

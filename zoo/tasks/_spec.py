@@ -501,6 +501,8 @@ class TaskSpec:
         for p in peers:
             cells = [_fmt(p.get(m.key)) for m in keys]
             budget = f"{p.get('epochs', '-')} epochs, {p.get('train_seconds', 0) / 60:.0f} min"
+            if p.get("selection"):
+                budget += f"; kept: {p['selection']}"
             lines.append(
                 f"| {p['model']} | {p['package']} | " + " | ".join(cells) + f" | {budget} |"
             )

@@ -11,7 +11,8 @@ fi
 DATA=${PEERS_DATA:-runs/peers/physionet_hourly.npz}
 mkdir -p "$(dirname "$DATA")"
 [ -f "$DATA" ] || .venv/bin/python recipes/latent_ode/peers/export_hourly.py "$DATA"
-# the recorded run: GRU-D for 100 epochs and BRITS for 50 (about 18 and 25 minutes on one
-# thread, within the ODE-RNN mortality run's 28), e.g. `run.sh --models GRUD --epochs 100`
+# the recorded run, the default: GRU-D for 100 epochs and BRITS for 50 (about 15 and 25 minutes
+# on one thread, within the ODE-RNN mortality run's 28), each keeping its best validation epoch;
+# another choice, e.g. `run.sh --models GRUD:20 Raindrop:10`
 "$PEERS/bin/python" recipes/latent_ode/peers/pypots_mortality.py "$DATA" \
   --out bench/results/peers/time-series-classification.physionet2012.json "$@"
