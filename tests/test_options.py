@@ -531,6 +531,8 @@ EFFECTS[SATLayer] = {
     "k": lambda: _differ(lambda k: _sat(k=k), 3, 6, what=lambda r: r[0].detach()),
     "method": lambda: _differ(lambda m: _sat(method=m, tol=1e-6), "sequential", "parallel",
                               what=lambda r: r[1].stats.trace.shape[0]),
+    "prox": lambda: _differ(lambda x: _sat(method="parallel", prox=x), 0.1, 2.0,
+                            what=lambda r: r[1].stats.n_iter),
     "tol": lambda: _differ(lambda t: _sat(tol=t), 1e-2, 1e-10, what=lambda r: r[1].stats.n_iter),
     "max_iter": lambda: _differ(lambda i: _sat(max_iter=i), 1, 100, what=lambda r: r[1].stats.n_iter),
     "grad": _sat_grad,

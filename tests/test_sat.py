@@ -120,3 +120,46 @@ def test_bad_settings_are_refused():
         SATLayer(4, 4, tol=0)
     with pytest.raises(ValueError, match="k must be"):
         SATLayer(4, 4, k=1)
+
+
+def test_the_proximal_simultaneous_update_settles_where_the_bare_one_cycles():
+    """Two unknown variables joined by one clause, started alike: the bare simultaneous step
+    (prox=0) swaps their signs forever (period 2), while the proximal one, iterated plainly,
+    settles at a fixed point of the coordinate step (the two vectors opposite)."""
+    for prox, settles in ((0.0, False), (0.5, True)):
+        layer = SATLayer(2, m=1, prox=prox).double()
+        with torch.no_grad():
+            layer.S.copy_(torch.tensor([[0.0], [1.0], [1.0]], dtype=D))
+        z = torch.zeros(1, 2, dtype=D)
+        known = torch.zeros(1, 2, dtype=torch.bool)
+        V_fixed, fixed = layer._known(z, known)
+        start = layer.start.to(D).clone()
+        start[2] = start[1]  # v_1 = v_2
+        T = layer._map(layer.S @ layer.S.T, V_fixed, fixed)
+        V = torch.where(fixed, V_fixed, start).reshape(1, -1)
+        first = T(V)
+        for _ in range(200):
+            V = T(V)
+        V = V.view(3, -1)
+        if settles:
+            assert torch.allclose(T(V.reshape(1, -1)).view(3, -1), V, atol=1e-12)
+            assert torch.allclose(V[1], -V[2], atol=1e-12)  # the clause's optimum
+        else:
+            assert torch.allclose(V.reshape(1, -1), T(first), atol=1e-12)  # back where it was
+            assert not torch.allclose(first, T(first), atol=1e-3)
+
+
+def test_the_proximal_weight_changes_the_path_not_the_answer():
+    layer = _layer(30, 40, 5, None, method="parallel")
+    z, known = _batch(30, seed=30)
+    answers, iters = [], []
+    for prox in (0.1, 0.5, 2.0):
+        layer.prox = prox
+        answers.append(layer(z, known))
+        assert layer.stats.converged
+        iters.append(layer.stats.n_iter)
+    assert torch.allclose(answers[0], answers[1], atol=1e-9, rtol=0)
+    assert torch.allclose(answers[0], answers[2], atol=1e-9, rtol=0)
+    assert len(set(iters)) > 1
+    with pytest.raises(ValueError, match="prox"):
+        SATLayer(4, 4, prox=-1.0)

@@ -143,6 +143,7 @@ class SATNetSolver(_SolverBudget, _CSPModel):
             is trained from the last bit's supervision.
         k: Vector dimension (default: see :class:`~zoo.nn.SATLayer`).
         method: ``"sequential"`` or ``"parallel"`` solve.
+        prox: The proximal weight of the simultaneous update (see :class:`~zoo.nn.SATLayer`).
         tol: The solve's tolerance.
         max_iter: The solve's iterations at most.
         grad_tol: Tolerance of the implicit backward solve.
@@ -169,6 +170,7 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         round_between: bool = True,
         k: int | None = None,
         method: str = "parallel",
+        prox: float = 0.5,
         tol: float = 1e-4,
         max_iter: int = 100,
         grad_tol: float = 1e-4,
@@ -180,8 +182,8 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         self.round_between = bool(round_between)
         self.n_bits = None if chain else n_bits
         grad = ImplicitGrad(tol=grad_tol, max_iter=grad_max_iter)
-        self.sat = SATLayer(3 if chain else n_bits, m, aux, k=k, method=method, tol=tol,
-                            max_iter=max_iter, grad=grad)  # fmt: skip
+        self.sat = SATLayer(3 if chain else n_bits, m, aux, k=k, method=method, prox=prox,
+                            tol=tol, max_iter=max_iter, grad=grad)  # fmt: skip
         self._nfe = 0
 
     def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:

@@ -9,16 +9,20 @@ a fixed unit vector orthogonal to ``v_T``); the others are solved for, and read 
 
 The solve: the mixing method, block coordinate descent ``v_o <- -g_o / ||g_o||`` with
 ``g_o = sum_{j != o} (S S')_{oj} v_j`` over the unknown variables in turn (``method=
-"sequential"``, the paper's), or the same update applied to every variable at once and
-accelerated by the zoo's Anderson solver (``"parallel"``: one batched matrix product an
-iteration instead of a Python-level loop over variables).
+"sequential"``, the paper's), or every variable updated at once and accelerated by the zoo's
+Anderson solver (``"parallel"``: one batched matrix product an iteration instead of a
+Python-level loop over variables). Updated all at once, the coordinate step itself can
+oscillate forever (two coupled variables swapping signs: on SATNet's 9x9 Sudoku layer it never
+settles), so the parallel update is proximal: ``T(V)_o = (lam v_o - g_o) / ||lam v_o - g_o||``
+with ``lam = prox * ||S||_2^2``, a step that keeps each variable near where it was. A fixed
+point of the coordinate step (``v_o = -g_o / ||g_o||``) is one of ``T``'s for every ``lam``: the
+weight changes how the iteration approaches it, not where it stops.
 
-The gradient: both methods stop at a fixed point of the simultaneous update
-``T(V)_o = -g_o(V) / ||g_o(V)||`` (each coordinate step leaves a point unchanged exactly when
-``T`` does), so the implicit function theorem on ``V = T(V; S, z_in)`` gives the exact gradient
-of the relaxation's solution, solved by the zoo's :class:`~zoo.solvers.ImplicitGrad` (the
-paper's backward pass adds a proximal term ``prox_lam`` to the same linear system and runs a
-fixed number of sweeps).
+The gradient: the implicit function theorem on ``V = T(V; S, z_in)`` gives the exact gradient of
+the relaxation's solution, solved by the zoo's :class:`~zoo.solvers.ImplicitGrad` (the paper's
+backward pass adds a proximal term ``prox_lam`` to the same linear system and runs a fixed
+number of sweeps). The proximal weight changes the linear system's conditioning, not its
+answer.
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ class SATLayer(nn.Module):
         k: Dimension of each variable's vector; default ``ceil(sqrt(2 (n + 1 + aux))) + 1``, the
             rank at which the relaxation's low-rank solutions are its global optima.
         method: ``"sequential"`` (the paper's coordinate sweeps) or ``"parallel"`` (simultaneous
-            updates, Anderson-accelerated).
+            proximal updates, Anderson-accelerated).
+        prox: The proximal weight of the simultaneous update, as a multiple of the clauses'
+            largest squared singular value ``||S||_2^2`` (``0``: the bare coordinate step, which
+            may oscillate). It is the map the parallel solve iterates and the implicit gradient
+            differentiates, in both methods; it changes their convergence, not their fixed
+            point.
         tol: Stop when the largest change of a variable's vector over one sweep (sequential) or
             the relative residual ``||T(V) - V|| / ||T(V)||`` (parallel) is at most this.
         max_iter: Sweeps (sequential) or Anderson iterations (parallel) at most.
@@ -76,6 +85,7 @@ class SATLayer(nn.Module):
         *,
         k: int | None = None,
         method: str = "sequential",
+        prox: float = 0.5,
         tol: float = 1e-5,
         max_iter: int = 100,
         grad: AtFixedPoint | None = None,
@@ -89,6 +99,8 @@ class SATLayer(nn.Module):
             raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
+        if isinstance(prox, bool) or not (isinstance(prox, (int, float)) and prox >= 0):
+            raise ValueError(f"prox must be a number >= 0, got {prox!r}")
         grad = ImplicitGrad(tol=1e-6, max_iter=200) if grad is None else grad
         if not isinstance(grad, AtFixedPoint):
             raise ValueError(
@@ -102,6 +114,7 @@ class SATLayer(nn.Module):
             raise ValueError(f"k must be an int >= 2, got {k!r}")
         self.n, self.m, self.aux, self.k = n, m, aux, k
         self.method, self.tol, self.max_iter, self.grad = method, float(tol), max_iter, grad
+        self.prox = float(prox)
         gen = torch.Generator().manual_seed(seed)
         # the reference's initial clause scale: N(0, 1/2 / (N + m))
         self.S = nn.Parameter(torch.randn(N, m, generator=gen) * math.sqrt(0.5 / (N + m)))
@@ -114,7 +127,10 @@ class SATLayer(nn.Module):
         self.stats: SolverStats | None = None
 
     def extra_repr(self) -> str:
-        return f"n={self.n}, m={self.m}, aux={self.aux}, k={self.k}, method={self.method!r}"
+        return (
+            f"n={self.n}, m={self.m}, aux={self.aux}, k={self.k}, method={self.method!r}, "
+            f"prox={self.prox}"
+        )
 
     # -- the relaxation ------------------------------------------------------------------------
 
@@ -143,14 +159,29 @@ class SATLayer(nn.Module):
         vec = -torch.cos(angle) * e0 + torch.sin(angle) * self.dirs
         return torch.where(fixed[..., None], vec, torch.zeros_like(vec)), fixed[..., None]
 
+    def _lam(self) -> float:
+        """``prox * ||S||_2^2`` (power iteration from a fixed start; a scale, not a bound that
+        must be exact)."""
+        if self.prox == 0:
+            return 0.0
+        with torch.no_grad():
+            S = self.S.detach()
+            v = torch.ones(S.shape[1], dtype=S.dtype, device=S.device)
+            for _ in range(20):
+                v = S.T @ (S @ v)
+                v = v / v.norm().clamp_min(1e-30)
+            return self.prox * float((S @ v).square().sum())
+
     def _map(self, C: Tensor, V_fixed: Tensor, fixed: Tensor):
-        """``T``: every unknown variable's update at once, on flattened ``(B, N k)`` states."""
+        """``T``: every unknown variable's proximal update at once, on flattened ``(B, N k)``
+        states."""
         B, N, k = V_fixed.shape
         diag = torch.diagonal(C)[:, None]
+        lam = self._lam()
 
         def T(flat: Tensor) -> Tensor:
             V = torch.where(fixed, V_fixed, flat.view(B, N, k))
-            g = C @ V - diag * V
+            g = C @ V - diag * V - lam * V
             new = -g / g.norm(dim=2, keepdim=True).clamp_min(1e-30)
             return torch.where(fixed, V_fixed, new).reshape(B, N * k)
 
