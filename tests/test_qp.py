@@ -141,6 +141,22 @@ def _cvxpy_problem(cp, Q, n, m, k):
     return prob, x, par
 
 
+def _assert_cvxpylayers_agrees(cvxpylayers, prob, layer_kw, solver_args, data, i, z, w, ours, atol):
+    """Problem i through a CvxpyLayer: its solution equals ``z[i]`` and its gradients of
+    ``(z * w).sum()`` with respect to ``data`` equal ``ours``' (already backpropagated), to atol."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = cvxpylayers.CvxpyLayer(prob, **layer_kw)
+        theirs = [v[i].clone().requires_grad_() for v in data]
+        (zc,) = layer(*theirs, solver_args=solver_args)
+    (zc * w[i]).sum().backward()
+    assert (zc - z[i]).abs().max() < atol
+    for a, t in zip(ours, theirs):
+        assert (a.grad[i] - t.grad).abs().max() < atol
+
+
 def test_gradients_equal_cvxpylayers_moreau_to_1e_8():
     """cvxpylayers with its quadratic-objective backend (the Moreau solver's interior point
     method, with its own implicit differentiation) is the independent answer: solutions and
@@ -149,7 +165,6 @@ def test_gradients_equal_cvxpylayers_moreau_to_1e_8():
     cp = pytest.importorskip("cvxpy")
     cvxpylayers = pytest.importorskip("cvxpylayers.torch")
     pytest.importorskip("moreau")
-    import warnings
 
     B, n, m, k = 6, 6, 8, 2
     Q, p, G, h, A, b = _problems(B=B, n=n, m=m, k=k, seed=7)
@@ -165,15 +180,9 @@ def test_gradients_equal_cvxpylayers_moreau_to_1e_8():
                                              "tol_feas": 1e-14}}  # fmt: skip
     for i in range(B):
         prob, x, par = _cvxpy_problem(cp, Q[i].numpy(), n, m, k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            layer = cvxpylayers.CvxpyLayer(prob, parameters=par, variables=[x], solver="MOREAU")
-            theirs = [v[i].clone().requires_grad_() for v in (p, G, h, A, b)]
-            (zc,) = layer(*theirs, solver_args=ipm)
-        (zc * w[i]).sum().backward()
-        assert (zc - z[i]).abs().max() < 1e-8
-        for a, t in zip(ours, theirs):
-            assert (a.grad[i] - t.grad).abs().max() < 1e-8
+        layer = dict(parameters=par, variables=[x], solver="MOREAU")
+        _assert_cvxpylayers_agrees(cvxpylayers, prob, layer, ipm, (p, G, h, A, b), i, z, w,
+                                   ours, atol=1e-8)  # fmt: skip
 
 
 def test_equals_cvxpy_and_cvxpylayers():
@@ -184,7 +193,6 @@ def test_equals_cvxpy_and_cvxpylayers():
     to that."""
     cp = pytest.importorskip("cvxpy")
     cvxpylayers = pytest.importorskip("cvxpylayers.torch")
-    import warnings
 
     Q, p, G, h, A, b = _problems(B=3, n=5, m=6, k=1, seed=4)
     ours = [x.clone().requires_grad_() for x in (p, G, h, A, b)]
@@ -200,15 +208,9 @@ def test_equals_cvxpy_and_cvxpylayers():
             P_.value = v[i].numpy()
         prob.solve(solver="CLARABEL", tol_gap_abs=1e-14, tol_gap_rel=1e-14, tol_feas=1e-14)
         assert abs(x.value - z[i].detach().numpy()).max() < 1e-9
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            layer = cvxpylayers.CvxpyLayer(prob, parameters=par, variables=[x])
-            theirs = [v[i].clone().requires_grad_() for v in (p, G, h, A, b)]
-            (zc,) = layer(*theirs, solver_args=args)
-        (zc * w[i]).sum().backward()
-        assert (zc - z[i]).abs().max() < 1e-5
-        for a, t in zip(ours, theirs):
-            assert (a.grad[i] - t.grad).abs().max() < 1e-5
+        layer = dict(parameters=par, variables=[x])
+        _assert_cvxpylayers_agrees(cvxpylayers, prob, layer, args, (p, G, h, A, b), i, z, w,
+                                   ours, atol=1e-5)  # fmt: skip
 
 
 def test_large_batched_systems_are_solved_right_on_several_threads():
