@@ -16,7 +16,12 @@ oscillate forever (two coupled variables swapping signs: on SATNet's 9x9 Sudoku 
 settles), so the parallel update is proximal: ``T(V)_o = (lam v_o - g_o) / ||lam v_o - g_o||``
 with ``lam = prox * ||S||_2^2``, a step that keeps each variable near where it was. A fixed
 point of the coordinate step (``v_o = -g_o / ||g_o||``) is one of ``T``'s for every ``lam``: the
-weight changes how the iteration approaches it, not where it stops.
+weight changes how the iteration approaches it. The converse does not hold: where ``lam >
+||g_o||``, a vector pointing along ``g_o`` (a coordinate maximum) is also fixed. With
+``prox >= 1`` no plain iteration increases the objective: the update minimizes
+``2 <g, D> + lam ||D||^2`` over the steps ``D`` that keep the vectors unit, which bounds the
+objective's change ``2 <g, D> + <D, C_off D>`` (``C_off`` the off-diagonal part of ``S S'``,
+whose largest eigenvalue is below ``||S||_2^2``).
 
 The gradient: the implicit function theorem on ``V = T(V; S, z_in)`` gives the exact gradient of
 the relaxation's solution, solved by the zoo's :class:`~zoo.solvers.ImplicitGrad` (the paper's
@@ -52,11 +57,12 @@ class SATLayer(nn.Module):
             proximal updates, Anderson-accelerated).
         prox: The proximal weight of the simultaneous update, as a multiple of the clauses'
             largest squared singular value ``||S||_2^2`` (``0``: the bare coordinate step, which
-            may oscillate). It is the map the parallel solve iterates and the implicit gradient
+            may oscillate; ``>= 1``: every plain iteration lowers the objective or keeps it). It is the map the parallel solve iterates and the implicit gradient
             differentiates, in both methods; it changes their convergence, not their fixed
             point.
         tol: Stop when the largest change of a variable's vector over one sweep (sequential) or
-            the relative residual ``||T(V) - V|| / ||T(V)||`` (parallel) is at most this.
+            the relative residual ``||T(V) - V|| / ||T(V)||`` over the unknown variables
+            (parallel) is at most this.
         max_iter: Sweeps (sequential) or Anderson iterations (parallel) at most.
         grad: The gradient mode, one that differentiates at the fixed point (default
             ``ImplicitGrad(tol=1e-6, max_iter=200)``; a ``PhantomGrad`` is cheaper and
@@ -172,20 +178,50 @@ class SATLayer(nn.Module):
                 v = v / v.norm().clamp_min(1e-30)
             return self.prox * float((S @ v).square().sum())
 
-    def _map(self, C: Tensor, V_fixed: Tensor, fixed: Tensor):
-        """``T``: every unknown variable's proximal update at once, on flattened ``(B, N k)``
-        states."""
+    def _map(self, z: Tensor, known: Tensor):
+        """``T`` on the unknown variables only, and what reads the solution out.
+
+        Each sample's unknown rows come first in ``rows`` ``(B, F)`` (``F`` the most unknowns
+        of any sample; ``real`` marks the rows that are a sample's own, the rest is padding that
+        ``T`` leaves where it is). The known rows' pull on every unknown one, ``(S S')_{uK} V_K``,
+        is computed once per solve, so an iteration is one ``(F, F)`` product a sample instead
+        of an ``(N, N)`` one. Returns ``T`` on flattened ``(B, F k)`` states, the start ``V0``
+        (the fixed start vectors) and ``read(flat) -> (B, n)`` probabilities (known rows 0).
+        """
+        V_fixed, fixed = self._known(z, known)
         B, N, k = V_fixed.shape
-        diag = torch.diagonal(C)[:, None]
-        lam = self._lam()
+        free = ~fixed[..., 0]
+        count = free.sum(1)
+        F = int(count.max())
+        rows = torch.argsort((~free).to(torch.int8), dim=1, stable=True)[:, :F]
+        real = (torch.arange(F, device=z.device)[None, :] < count[:, None])[:, None, :]
+        S = self.S.to(z.dtype)
+        C = S @ S.T
+        zero = torch.zeros((), dtype=C.dtype, device=C.device)
+        pair = real.transpose(1, 2) & real
+        C_ff = torch.where(pair, C[rows[:, :, None], rows[:, None, :]], zero)
+        shift = (torch.diagonal(C)[rows] + self._lam())[:, None, :]
+        # states are (B, k, F), a variable's vector a column: ``V' C`` is the faster product
+        pull = torch.where(real, (V_fixed.transpose(1, 2) @ S) @ S[rows].transpose(1, 2), zero)
 
         def T(flat: Tensor) -> Tensor:
-            V = torch.where(fixed, V_fixed, flat.view(B, N, k))
-            g = C @ V - diag * V - lam * V
-            new = -g / g.norm(dim=2, keepdim=True).clamp_min(1e-30)
-            return torch.where(fixed, V_fixed, new).reshape(B, N * k)
+            V = flat.view(B, k, F)
+            g = V @ C_ff + pull - shift * V
+            new = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            return torch.where(real, new, V).reshape(B, k * F)
 
-        return T
+        V0 = self.start.to(z.dtype)[rows].transpose(1, 2)
+
+        def read(flat: Tensor) -> Tensor:
+            cos = (-flat.view(B, k, F)[:, 0]).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # arccos' finite
+            p = torch.where(real[:, 0], torch.arccos(cos) / math.pi, torch.zeros_like(cos))
+            return p.new_zeros(B, N).scatter(1, rows, p)[:, 1 : self.n + 1]
+
+        def gather(V: Tensor) -> Tensor:
+            return V.gather(1, rows[..., None].expand(B, F, k)).transpose(1, 2).reshape(B, k * F)
+
+        full0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
+        return T, V0.reshape(B, k * F), read, gather, full0, fixed
 
     @torch.no_grad()
     def _sweeps(self, V0: Tensor, fixed: Tensor) -> tuple[Tensor, SolverStats]:
@@ -229,21 +265,19 @@ class SATLayer(nn.Module):
         return torch.where(known, z, out.to(z.dtype))
 
     def _solve(self, z: Tensor, known: Tensor) -> Tensor:
-        B, N, k = z.shape[0], self.S.shape[0], self.k
-        V_fixed, fixed = self._known(z, known)
-        C = self.S @ self.S.T
-        T = self._map(C, V_fixed, fixed)
-        V0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
+        T, V0, read, gather, full0, fixed = self._map(z, known)
         solver = Anderson(m=5, tol=self.tol, max_iter=self.max_iter, stop_mode="rel", warn=False)
+
+        def sweeps():
+            V, stats = self._sweeps(full0, fixed)
+            return gather(V.view(full0.shape)), stats
+
         problem = Equilibrium(
             map=T,
-            z0=V0.reshape(B, N * k).detach(),
+            z0=V0.detach(),
             solver=solver,
             inputs=(self.S, z),
-            solve=(lambda: self._sweeps(V0.detach(), fixed)) if self.method == "sequential"
-            else None,
-        )  # fmt: skip
+            solve=sweeps if self.method == "sequential" else None,
+        )
         flat, self.stats = self.grad.run(problem)
-        V = flat.view(B, N, k)
-        cos = (-V[:, 1 : self.n + 1, 0]).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # arccos' is finite
-        return torch.arccos(cos) / math.pi
+        return read(flat)

@@ -151,8 +151,9 @@ class ZooTask(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         """One step that never kills the run: a non-finite loss or an ODE solve over its step
         budget skips the optimizer step (with a warning), and so does an unconverged fixed-point
-        solve when ``skip_unconverged`` is set; every step logs ``train/converged`` (implicit
-        models) and ``train/skipped``."""
+        solve when ``skip_unconverged`` is set; every step logs ``train/converged`` and
+        ``train/residual`` (implicit models: the largest final relative residual) and
+        ``train/skipped``."""
         import warnings
 
         from ..nn import ODEBudgetError
@@ -167,6 +168,8 @@ class ZooTask(pl.LightningModule):
         converged = None if cost is None else cost.converged
         if converged is not None:
             self.log("train/converged", float(converged), on_step=True, on_epoch=False)
+        if cost is not None and cost.residual is not None:
+            self.log("train/residual", cost.residual, on_step=True, on_epoch=False)
         skip = None
         if not math.isfinite(float(loss.detach())):
             skip = "the loss is not finite"

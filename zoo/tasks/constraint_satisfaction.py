@@ -115,6 +115,12 @@ class ConstraintSatisfaction(ZooTask):
     def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
         return self.model(inputs, given)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Log the gradient's norm (``train/grad_norm``): a training that goes astray shows it."""
+        norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
+        if norms:
+            self.log("train/grad_norm", torch.stack(norms).norm(), on_step=True, on_epoch=False)
+
     def _common_step(self, batch, stage: str) -> Tensor:
         inputs, given, target = batch
         probs = self.model(inputs, given)
