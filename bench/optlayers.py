@@ -20,7 +20,7 @@ The ``satnet`` package (PyPI 0.1.4), the paper's C++/CUDA kernels, would be the 
 reference for the second table; its source distribution does not build (it lacks its
 ``satnet.h`` header), so it is not measured here.
 
-Run: python bench/optlayers.py [--quick]
+Run: python bench/optlayers.py [--quick] [--only qp|sat]
 """
 
 from __future__ import annotations
@@ -139,12 +139,16 @@ def sat_rows(cases, B: int, repeats: int) -> list[dict]:
 def main(argv=None) -> list[dict]:
     p = parser(__doc__, "optlayers_qp.json")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", choices=["qp", "sat"], help="measure one table (default: both)")
     a = setup(p.parse_args(argv))
     warnings.simplefilter("ignore")
     sizes, B = ((8,), 16) if a.quick else ((8, 16, 32), 128)
     repeats = 1 if a.quick else a.repeats
-    qp = qp_rows(sizes, B, repeats)
-    report(qp, QP_COLS, a.out)
+    qp = [] if a.only == "sat" else qp_rows(sizes, B, repeats)
+    if qp:
+        report(qp, QP_COLS, a.out)
+    if a.only == "qp":
+        return qp
     cases = [("well-posed, 4x4 size", 64, 96, 16, 3.0, 5 if a.quick else 3000, 1e-6)]
     if not a.quick:  # SATNet's 9x9 layer, random clauses: the cost of 20 iterations
         cases.append(("SATNet 9x9 layer (random clauses)", 729, 600, 300, 1.0, 20, 1e-9))

@@ -30,7 +30,14 @@ def test_run_all_runs_every_script():
     assert sorted(n for n, _ in run_all.SCRIPTS) == sorted(s for s in SCRIPTS if s != "run_all")
 
 
-@pytest.mark.parametrize("name", ["backward", "solver_variants", "segmentation"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "backward",
+        pytest.param("solver_variants", marks=pytest.mark.slow),  # about 25 s
+        pytest.param("segmentation", marks=pytest.mark.slow),  # about 21 s
+    ],
+)
 def test_quick_run_from_another_directory(name, tmp_path):
     """``python bench/NAME.py --quick`` from outside the repository writes its table."""
     out = tmp_path / f"{name}.json"

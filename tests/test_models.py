@@ -9,7 +9,7 @@ import torch
 import zoo
 
 FAST = {"solver": {"name": "anderson", "max_iter": 3}, "grad": {"name": "phantom", "steps": 1}}
-BIG = {"mdeq_large", "mdeq_xl", "mdeq_seg_xl", "deq_transformer_medium"}
+BIG = {"mdeq_large", "mdeq_xl", "mdeq_seg_xl", "deq_transformer_medium", "ffjord_bsds300"}
 
 
 @pytest.mark.parametrize("arch", [a for a in zoo.list_models() if a not in BIG])

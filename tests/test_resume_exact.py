@@ -148,6 +148,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, t
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow  # about 40 s
 def test_a_shrunk_state_resumes_to_nearly_the_uninterrupted_weights(tmp_path):
     """``zoo shrink-state``: the killed run's state with its Adam moments in bfloat16 resumes
     (the moments back in float32), keeps weights and counters exact, and ends within bfloat16's

@@ -184,9 +184,11 @@ class SATLayer(nn.Module):
         Each sample's unknown rows come first in ``rows`` ``(B, F)`` (``F`` the most unknowns
         of any sample; ``real`` marks the rows that are a sample's own, the rest is padding that
         ``T`` leaves where it is). The known rows' pull on every unknown one, ``(S S')_{uK} V_K``,
-        is computed once per solve, so an iteration is one ``(F, F)`` product a sample instead
-        of an ``(N, N)`` one. Returns ``T`` on flattened ``(B, F k)`` states, the start ``V0``
-        (the fixed start vectors) and ``read(flat) -> (B, n)`` probabilities (known rows 0).
+        is computed once per solve, so an iteration is one ``(k, F) x (F, F)`` product a sample
+        instead of an ``(N, N)`` one. Returns ``T`` on flattened ``(B, k F)`` states (a
+        variable's vector a column), the start ``V0`` (the fixed start vectors), ``read(flat) ->
+        (B, n)`` probabilities (known rows 0), ``gather`` (a full ``(B, N, k)`` state to ``T``'s),
+        and the full start and fixed-row mask that the sequential sweeps take.
         """
         V_fixed, fixed = self._known(z, known)
         B, N, k = V_fixed.shape
