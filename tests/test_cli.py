@@ -60,6 +60,20 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "did you mean" in capsys.readouterr().err
 
 
+def test_a_folder_exported_under_an_unknown_name_says_why_it_cannot_be_evaluated(tmp_path, capsys):
+    """Its weights load, but no protocol (task, dataset, metric) is known for the name."""
+    import shutil
+
+    folder = tmp_path / "mine.sudoku"
+    shutil.copytree(ROOT / "checkpoints" / "mlp_csp.sudoku", folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["pretrained_cfg"]["name"] = "mine.sudoku"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert main(["eval", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "no evaluation protocol is known" in err and "Traceback" not in err
+
+
 def _tiny_fashion(tmp_path, monkeypatch, n_train: int, n_test: int) -> None:
     """Random Fashion-MNIST IDX files under tmp_path/data; chdir there and point ZOO_DATA_DIR at it."""
     write_fashion_mnist(tmp_path / "data", n_train, n_test)

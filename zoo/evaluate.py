@@ -149,7 +149,16 @@ def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample, b
     budget = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
     model = zoo.load(name, **budget).to(dev)
     cfg = model.pretrained_cfg
-    spec = get_task(cfg.get("task"))
+    if cfg.get("task") is None:
+        raise ValueError(
+            f"{name}: no evaluation protocol is known for it. A checkpoint's task, dataset and "
+            "metric come from the zoo's pretrained table (zoo.models), keyed by its name; a "
+            "folder that `zoo export` wrote under a name the table does not have loads with "
+            "zoo.load but has nothing to be evaluated against. Export it under the name of "
+            "a registered checkpoint (zoo list shows them) with --out-dir, or add its name to "
+            "its family's pretrained table"
+        )
+    spec = get_task(cfg["task"])
     protocol = spec.protocol({**cfg, "architecture": getattr(model, "entry_point", "")})
     protocol.check_split(split, name)
     batches = spec.eval_batches(model, protocol, split, sample, limit, data_dir, batch_size)
