@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +44,17 @@ from ..solvers import Anderson, Equilibrium, ImplicitGrad, SolverStats
 from ..solvers._grad import AtFixedPoint
 
 __all__ = ["SATLayer"]
+
+
+class _Reduced(NamedTuple):
+    """One solve's map on the unknown variables (:meth:`SATLayer._map`)."""
+
+    T: Callable[[Tensor], Tensor]  # the proximal update on flattened (B, k F) states
+    V0: Tensor  # its start, (B, k F)
+    read: Callable[[Tensor], Tensor]  # a (B, k F) state -> (B, n) probabilities
+    gather: Callable[[Tensor], Tensor]  # a full (B, N, k) state -> T's (B, k F)
+    full0: Tensor  # the full start (B, N, k) that the sequential sweeps take
+    fixed: Tensor  # the fixed rows' mask (B, N, 1)
 
 
 class SATLayer(nn.Module):
@@ -57,9 +70,9 @@ class SATLayer(nn.Module):
             proximal updates, Anderson-accelerated).
         prox: The proximal weight of the simultaneous update, as a multiple of the clauses'
             largest squared singular value ``||S||_2^2`` (``0``: the bare coordinate step, which
-            may oscillate; ``>= 1``: every plain iteration lowers the objective or keeps it). It is the map the parallel solve iterates and the implicit gradient
-            differentiates, in both methods; it changes their convergence, not their fixed
-            point.
+            may oscillate; ``>= 1``: every plain iteration lowers the objective or keeps it). It
+            is the map the parallel solve iterates and the implicit gradient differentiates, in
+            both methods; it changes their convergence, not their fixed point.
         tol: Stop when the largest change of a variable's vector over one sweep (sequential) or
             the relative residual ``||T(V) - V|| / ||T(V)||`` over the unknown variables
             (parallel) is at most this.
@@ -178,17 +191,15 @@ class SATLayer(nn.Module):
                 v = v / v.norm().clamp_min(1e-30)
             return self.prox * float((S @ v).square().sum())
 
-    def _map(self, z: Tensor, known: Tensor):
+    def _map(self, z: Tensor, known: Tensor) -> _Reduced:
         """``T`` on the unknown variables only, and what reads the solution out.
 
         Each sample's unknown rows come first in ``rows`` ``(B, F)`` (``F`` the most unknowns
         of any sample; ``real`` marks the rows that are a sample's own, the rest is padding that
         ``T`` leaves where it is). The known rows' pull on every unknown one, ``(S S')_{uK} V_K``,
         is computed once per solve, so an iteration is one ``(k, F) x (F, F)`` product a sample
-        instead of an ``(N, N)`` one. Returns ``T`` on flattened ``(B, k F)`` states (a
-        variable's vector a column), the start ``V0`` (the fixed start vectors), ``read(flat) ->
-        (B, n)`` probabilities (known rows 0), ``gather`` (a full ``(B, N, k)`` state to ``T``'s),
-        and the full start and fixed-row mask that the sequential sweeps take.
+        instead of an ``(N, N)`` one. States are ``(B, k, F)``, flattened, a variable's vector a
+        column; padding rows read as probability 0.
         """
         V_fixed, fixed = self._known(z, known)
         B, N, k = V_fixed.shape
@@ -223,7 +234,7 @@ class SATLayer(nn.Module):
             return V.gather(1, rows[..., None].expand(B, F, k)).transpose(1, 2).reshape(B, k * F)
 
         full0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
-        return T, V0.reshape(B, k * F), read, gather, full0, fixed
+        return _Reduced(T, V0.reshape(B, k * F), read, gather, full0, fixed)
 
     @torch.no_grad()
     def _sweeps(self, V0: Tensor, fixed: Tensor) -> tuple[Tensor, SolverStats]:
@@ -267,19 +278,19 @@ class SATLayer(nn.Module):
         return torch.where(known, z, out.to(z.dtype))
 
     def _solve(self, z: Tensor, known: Tensor) -> Tensor:
-        T, V0, read, gather, full0, fixed = self._map(z, known)
+        r = self._map(z, known)
         solver = Anderson(m=5, tol=self.tol, max_iter=self.max_iter, stop_mode="rel", warn=False)
 
         def sweeps():
-            V, stats = self._sweeps(full0, fixed)
-            return gather(V.view(full0.shape)), stats
+            V, stats = self._sweeps(r.full0, r.fixed)
+            return r.gather(V.view(r.full0.shape)), stats
 
         problem = Equilibrium(
-            map=T,
-            z0=V0.detach(),
+            map=r.T,
+            z0=r.V0.detach(),
             solver=solver,
             inputs=(self.S, z),
             solve=sweeps if self.method == "sequential" else None,
         )
         flat, self.stats = self.grad.run(problem)
-        return read(flat)
+        return r.read(flat)
