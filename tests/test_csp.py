@@ -74,3 +74,51 @@ def test_momentum_reaches_the_optimizer_or_is_refused():
     assert optimizer(optimizer="sgd").defaults["momentum"] == 0.9  # timm's default: Nesterov
     with pytest.raises(ValueError, match="momentum must be"):
         optimizer(optimizer="sgd", momentum=1.5)
+
+
+def _sudoku4_batch(n: int = 12):
+    rng = random.Random(5)
+    pairs = [make_sudoku(rng, box=2, clues=6) for _ in range(n)]
+    target = sudoku_bits([s for _, s in pairs], 2)
+    given = sudoku_bits([p for p, _ in pairs], 2).view(n, 16, 4).sum(-1, keepdim=True) > 0
+    given = given.expand(n, 16, 4).reshape(n, 64)
+    return target * given, given, target
+
+
+def _satnet_task(**kw):
+    torch.manual_seed(0)
+    margs = {"n_bits": 64, "m": 16, "aux": 4, "cell_bits": 4, "tol": 1e-3, "max_iter": 20}
+    return ConstraintSatisfaction(arch="satnet", model_args=margs, **kw)
+
+
+def test_drop_unconverged_trains_on_the_settled_puzzles_only():
+    """The loss with ``drop_unconverged`` equals the loss of the settled puzzles solved on their
+    own (each puzzle's solve is its own: the batch does not change it)."""
+    task = _satnet_task(drop_unconverged=True)
+    batch = _sudoku4_batch()
+    loss = task._common_step(batch, "train")
+    settled = task.model.cost().converged_mask
+    assert settled is not None and settled.any() and not settled.all(), settled  # a mixed batch
+    alone = task._common_step(tuple(t[settled] for t in batch), "val")
+    assert torch.isclose(loss, alone, rtol=1e-5), (loss, alone)
+    everyone = _satnet_task()._common_step(batch, "train")
+    assert not torch.isclose(loss, everyone, rtol=1e-5)
+    assert task._skip_reason(loss, task.model.cost()) is None
+
+
+def test_drop_unconverged_skips_a_step_with_no_settled_puzzle():
+    task = _satnet_task(drop_unconverged=True)
+    task.model.sat.max_iter, task.model.sat.tol = 1, 1e-12
+    loss = task._common_step(_sudoku4_batch(), "train")
+    assert not task.model.cost().converged_mask.any()
+    assert "no puzzle's solve converged" in task._skip_reason(loss, task.model.cost())
+
+
+def test_drop_unconverged_is_refused_where_it_cannot_act():
+    import pytest
+
+    with pytest.raises(ValueError, match="set one of them"):
+        _satnet_task(drop_unconverged=True, skip_unconverged=True)
+    with pytest.raises(ValueError, match="mlp_csp is explicit"):
+        ConstraintSatisfaction(arch="mlp_csp", model_args={"n_bits": 4, "hidden": [2]},
+                               drop_unconverged=True)  # fmt: skip

@@ -38,12 +38,15 @@ class Cost:
             explicit models).
         converged: Whether every sample of the solve met its tolerance (``None`` when there is
             no such test: an ODE solved to its tolerances, or an explicit model).
+        converged_mask: Which samples met it, ``(B,)`` booleans, where the model reports it
+            per sample (the optimization layers; ``None`` otherwise).
     """
 
     nfe_forward: int = 0
     nfe_backward: int = 0
     residual: float | None = None
     converged: bool | None = None
+    converged_mask: torch.Tensor | None = None
 
 
 def check_images(model, x, multiple: int = 1, min_size: int = 1):

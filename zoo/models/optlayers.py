@@ -87,10 +87,19 @@ class _CSPModel(ZooModel):
 
 class _SolverBudget:
     """The test-time budget and cost of a model whose forward is one optimization solve:
-    ``_solve_layer()`` has ``max_iter`` and ``tol``; ``_stats`` is the last solve's stats."""
+    ``_solve_layer()`` has ``max_iter`` and ``tol``; ``_stats`` is the last solve's stats;
+    ``_settled`` which samples met their tolerance in every solve of the last forward (a chain
+    solves once a step)."""
 
     _what = "layer"
     _stats = None
+    _settled: Tensor | None = None
+
+    def _record(self, stats) -> None:
+        """Keep a solve's stats; a sample stays settled while every solve of it converged."""
+        self._stats = stats
+        mask = stats.converged_mask.detach()
+        self._settled = mask if self._settled is None else self._settled & mask
 
     def _solve_layer(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -125,6 +134,7 @@ class _SolverBudget:
             nfe_backward=self._backward_nfe(),
             residual=float(st.residual.max()) if st.residual.numel() else None,
             converged=bool(st.converged),
+            converged_mask=self._settled,
         )
 
 
@@ -189,11 +199,11 @@ class SATNetSolver(_SolverBudget, _CSPModel):
     def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:
         out = self.sat(inputs, given)
         self._nfe += self.sat.stats.nfe
-        self._stats = self.sat.stats
+        self._record(self.sat.stats)
         return out
 
     def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
-        self._nfe = 0
+        self._nfe, self._settled = 0, None
         return super().forward(inputs, given)
 
     _what = "a SATNet layer"
@@ -289,7 +299,8 @@ class OptNetSudoku(_SolverBudget, _CSPModel):
         # the layer's own solve, on its data cast to float64 (OptNet solves in double)
         data = {k: v.double() for k, v in self.qp.problem().items()}
         z = self.qp(-inputs.double(), **data)
-        self._stats = self.qp.stats
+        self._settled = None  # one solve a forward
+        self._record(self.qp.stats)
         z = z.to(inputs.dtype).clamp(0.0, 1.0)
         return torch.where(given, inputs, z)
 

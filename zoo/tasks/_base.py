@@ -170,11 +170,7 @@ class ZooTask(pl.LightningModule):
             self.log("train/converged", float(converged), on_step=True, on_epoch=False)
         if cost is not None and cost.residual is not None:
             self.log("train/residual", cost.residual, on_step=True, on_epoch=False)
-        skip = None
-        if not math.isfinite(float(loss.detach())):
-            skip = "the loss is not finite"
-        elif converged is False and self.hparams.get("skip_unconverged", False):
-            skip = "the forward solve did not converge (skip_unconverged)"
+        skip = self._skip_reason(loss, cost)
         self.log("train/skipped", float(skip is not None), on_step=True, on_epoch=False)
         if skip:
             warnings.warn(
@@ -182,6 +178,17 @@ class ZooTask(pl.LightningModule):
             )
             return None  # Lightning skips backward and the optimizer step
         return loss
+
+    def _skip_reason(self, loss: torch.Tensor, cost) -> str | None:
+        """Why this step's optimizer step is skipped (``None``: it is taken). A task may add
+        its own reasons; the shared ones are a non-finite loss and, with ``skip_unconverged``,
+        a forward solve that missed its tolerance."""
+        if not math.isfinite(float(loss.detach())):
+            return "the loss is not finite"
+        converged = None if cost is None else cost.converged
+        if converged is False and self.hparams.get("skip_unconverged", False):
+            return "the forward solve did not converge (skip_unconverged)"
+        return None
 
     def validation_step(self, batch, batch_idx):
         self._common_step(batch, "val")

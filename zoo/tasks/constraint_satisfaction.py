@@ -76,6 +76,11 @@ class ConstraintSatisfaction(ZooTask):
         bf16: bfloat16 autocast (refused by the optimization layers' solvers: keep it off).
         init_from: Start from these weights (a zoo name, a folder or a ``.ckpt``).
         skip_unconverged: Skip the optimizer step of a batch whose solve did not converge.
+        drop_unconverged: Leave the puzzles whose solve did not converge out of the training
+            loss (their gradient is that of an unsettled solve); the rest of the batch still
+            takes its step, which is skipped only when no puzzle's solve converged. Logs the
+            fraction left out as ``train/dropped``. Refused with ``skip_unconverged`` (which
+            skips the whole batch) and for a model without a solve (``mlp_csp``).
 
     Example:
         >>> from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction
@@ -98,8 +103,14 @@ class ConstraintSatisfaction(ZooTask):
         bf16: bool = False,
         init_from: str | None = None,
         skip_unconverged: bool = False,
+        drop_unconverged: bool = False,
     ) -> None:
         super().__init__()
+        if skip_unconverged and drop_unconverged:
+            raise ValueError(
+                "skip_unconverged skips the whole batch and drop_unconverged only its unsettled "
+                "puzzles: set one of them"
+            )
         if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
             raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}")
         if loss not in ("bce", "mse"):
@@ -111,6 +122,11 @@ class ConstraintSatisfaction(ZooTask):
             )
         self.save_hyperparameters()
         self.model = create_model(arch, **(model_args or {}))
+        if drop_unconverged and self.model.inference_budget() is None:
+            raise ValueError(
+                f"drop_unconverged: {arch} is explicit (no solve whose convergence could be "
+                "tested); train it without drop_unconverged"
+            )
 
     def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
         return self.model(inputs, given)
@@ -129,8 +145,13 @@ class ConstraintSatisfaction(ZooTask):
             per_bit = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), target, reduction="none")
         else:
             per_bit = (probs - target) ** 2
-        loss = (per_bit * find).sum() / find.sum().clamp_min(1)
         bs = inputs.shape[0]
+        if stage == "train" and self.hparams.get("drop_unconverged", False):
+            settled = self.model.cost().converged_mask
+            if settled is not None:
+                find = find & settled.to(find.device)[:, None]
+                self.log("train/dropped", 1.0 - settled.float().mean(), batch_size=bs)
+        loss = (per_bit * find).sum() / find.sum().clamp_min(1)
         score = PuzzleScore(self.model.cell_bits)
         score.update(probs.detach(), given, target)
         for k, v in score.compute().items():
@@ -138,6 +159,14 @@ class ConstraintSatisfaction(ZooTask):
         self.log(f"{stage}/loss", loss.detach(), prog_bar=stage == "train", batch_size=bs)
         self._log_nfe(stage, bs)
         return loss
+
+    def _skip_reason(self, loss: Tensor, cost) -> str | None:
+        reason = super()._skip_reason(loss, cost)
+        if reason is None and self.hparams.get("drop_unconverged", False):
+            settled = None if cost is None else cost.converged_mask
+            if settled is not None and not bool(settled.any()):
+                return "no puzzle's solve converged (drop_unconverged)"
+        return reason
 
 
 class ConstraintSatisfactionSpec(TaskSpec):
