@@ -101,6 +101,10 @@ class _SolverBudget:
         mask = stats.converged_mask.detach()
         self._settled = mask if self._settled is None else self._settled & mask
 
+    def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
+        self._settled = None  # a new forward: no solve of it recorded yet
+        return super().forward(inputs, given)
+
     def _solve_layer(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -203,7 +207,7 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         return out
 
     def forward(self, inputs: Tensor, given: Tensor) -> Tensor:
-        self._nfe, self._settled = 0, None
+        self._nfe = 0
         return super().forward(inputs, given)
 
     _what = "a SATNet layer"
@@ -299,7 +303,6 @@ class OptNetSudoku(_SolverBudget, _CSPModel):
         # the layer's own solve, on its data cast to float64 (OptNet solves in double)
         data = {k: v.double() for k, v in self.qp.problem().items()}
         z = self.qp(-inputs.double(), **data)
-        self._settled = None  # one solve a forward
         self._record(self.qp.stats)
         z = z.to(inputs.dtype).clamp(0.0, 1.0)
         return torch.where(given, inputs, z)
