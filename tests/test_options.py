@@ -535,6 +535,9 @@ EFFECTS[SATLayer] = {
                             what=lambda r: r[1].stats.n_iter),
     "tol": lambda: _differ(lambda t: _sat(tol=t), 1e-2, 1e-10, what=lambda r: r[1].stats.n_iter),
     "max_iter": lambda: _differ(lambda i: _sat(max_iter=i), 1, 100, what=lambda r: r[1].stats.n_iter),
+    "compact": lambda: _differ(lambda c: _sat(method="parallel", tol=1e-10, max_iter=500,
+                                              compact=c),
+                               False, True, what=lambda r: r[1].stats.rows_evaluated),
     "grad": _sat_grad,
     "seed": lambda: _differ(lambda s: _sat(seed=s), 0, 1, what=lambda r: r[0].detach()),
 }  # fmt: skip

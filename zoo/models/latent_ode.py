@@ -572,6 +572,15 @@ PHYSIONET_1MIN = dict(
 # every labelled test patient (the quick sample is the interpolation one)
 PHYSIONET_1MIN_MORTALITY = dict(PHYSIONET_1MIN, task="time-series-classification")
 
+# the same patients, split, normalization and labels on the hourly grid (the observations of each
+# hour averaged; a knot per observed hour)
+PHYSIONET_1H_MORTALITY = dict(
+    PHYSIONET,
+    task="time-series-classification",
+    datamodule_args={"quantization": 1.0},
+    sample="physionet2012_1h",
+)
+
 # the paper's PhysioNet extrapolation protocol: the first half of each batch's time points seen,
 # the second half's observations scored (the reference's split_data_extrap)
 PHYSIONET_1MIN_EXTRAP = dict(
@@ -612,7 +621,7 @@ register_pretrained(
             "latent_ode_rnn_enc.physionet",
         ),
         "latent_ode.physionet_mortality": series_entry(
-            PHYSIONET_1MIN_MORTALITY,
+            PHYSIONET_1H_MORTALITY,
             "latent_ode.physionet_mortality",
             "latent_ode.physionet_mortality",
         ),

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..nn import ODEBlock
 from ._registry import register_model, register_pretrained
-from .latent_ode import PHYSIONET, TimeSeriesModel, make_label_head, ragged_from_union
+from .latent_ode import PHYSIONET_1H_MORTALITY, TimeSeriesModel, make_label_head, ragged_from_union
 
 __all__ = ["HermitePath", "NeuralCDE"]
 
@@ -240,20 +240,12 @@ _NCDE_PAPER = (
     "Series. NeurIPS 2020. arXiv:2005.08926"
 )
 
-# in-hospital mortality on the Latent ODE protocol's patients, split and normalization, on the
-# hourly grid (a knot per observed hour)
-PHYSIONET_1H_MORTALITY = dict(
-    PHYSIONET,
-    task="time-series-classification",
-    datamodule_args={"quantization": 1.0},
-    sample="physionet2012_1h",
-    paper=_NCDE_PAPER,
-)
-
 register_pretrained(
     {
         "ncde.physionet_mortality": dict(
-            PHYSIONET_1H_MORTALITY, recipe="recipes/ncde/ncde.physionet_mortality.yaml"
+            PHYSIONET_1H_MORTALITY,
+            paper=_NCDE_PAPER,
+            recipe="recipes/ncde/ncde.physionet_mortality.yaml",
         ),
     }
 )

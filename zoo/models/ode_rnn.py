@@ -23,6 +23,7 @@ from ._registry import register_model, register_pretrained
 from .latent_ode import (
     HOPPER_10PCT,
     HOPPER_CONVERGE,
+    PHYSIONET_1H_MORTALITY,
     PHYSIONET_1MIN,
     PHYSIONET_1MIN_EXTRAP,
     PHYSIONET_1MIN_MORTALITY,
@@ -260,7 +261,7 @@ register_pretrained(
             "ode_rnn.physionet_mortality",
         ),
         "gru_delta_t.physionet_mortality": series_entry(
-            PHYSIONET_1MIN_MORTALITY,
+            PHYSIONET_1H_MORTALITY,
             "gru_delta_t.physionet_mortality",
             "gru_delta_t.physionet_mortality",
         ),

@@ -160,6 +160,8 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         prox: The proximal weight of the simultaneous update (see :class:`~zoo.nn.SATLayer`).
         tol: The solve's tolerance.
         max_iter: The solve's iterations at most.
+        compact: Stop updating each puzzle once its own solve has settled (``"parallel"``
+            only; see :class:`~zoo.nn.SATLayer`).
         grad_tol: Tolerance of the implicit backward solve.
         grad_max_iter: Its iterations at most.
 
@@ -187,6 +189,7 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         prox: float = 0.5,
         tol: float = 1e-4,
         max_iter: int = 100,
+        compact: bool = False,
         grad_tol: float = 1e-4,
         grad_max_iter: int = 100,
     ) -> None:
@@ -197,7 +200,7 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         self.n_bits = None if chain else n_bits
         grad = ImplicitGrad(tol=grad_tol, max_iter=grad_max_iter)
         self.sat = SATLayer(3 if chain else n_bits, m, aux, k=k, method=method, prox=prox,
-                            tol=tol, max_iter=max_iter, grad=grad)  # fmt: skip
+                            tol=tol, max_iter=max_iter, compact=compact, grad=grad)  # fmt: skip
         self._nfe = 0
 
     def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:

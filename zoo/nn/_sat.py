@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..solvers import Anderson, Equilibrium, ImplicitGrad, SolverStats
+from ..solvers import Anderson, Equilibrium, FixedPointMap, ImplicitGrad, SolverStats
 from ..solvers._grad import AtFixedPoint
 
 __all__ = ["SATLayer"]
@@ -49,7 +49,7 @@ __all__ = ["SATLayer"]
 class _Reduced(NamedTuple):
     """One solve's map on the unknown variables (:meth:`SATLayer._map`)."""
 
-    T: Callable[[Tensor], Tensor]  # the proximal update on flattened (B, k F) states
+    T: FixedPointMap  # the proximal update on flattened (B, k F) states, also row by row
     V0: Tensor  # its start, (B, k F)
     read: Callable[[Tensor], Tensor]  # a (B, k F) state -> (B, n) probabilities
     gather: Callable[[Tensor], Tensor]  # a full (B, N, k) state -> T's (B, k F)
@@ -77,6 +77,11 @@ class SATLayer(nn.Module):
             the relative residual ``||T(V) - V|| / ||T(V)||`` over the unknown variables
             (parallel) is at most this.
         max_iter: Sweeps (sequential) or Anderson iterations (parallel) at most.
+        compact: Parallel method only: stop evaluating each sample's update once its own solve
+            has reached ``tol`` (the solver's per-sample batch compaction), so that a batch's
+            late iterations cost only its slow samples. Each sample still returns an iterate
+            within ``tol``; without it, a settled sample keeps iterating with the batch (and
+            may return a later, lower-residual iterate).
         grad: The gradient mode, one that differentiates at the fixed point (default
             ``ImplicitGrad(tol=1e-6, max_iter=200)``; a ``PhantomGrad`` is cheaper and
             inexact).
@@ -107,6 +112,7 @@ class SATLayer(nn.Module):
         prox: float = 0.5,
         tol: float = 1e-5,
         max_iter: int = 100,
+        compact: bool = False,
         grad: AtFixedPoint | None = None,
         seed: int = 0,
     ) -> None:
@@ -120,6 +126,13 @@ class SATLayer(nn.Module):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
         if isinstance(prox, bool) or not (isinstance(prox, (int, float)) and prox >= 0):
             raise ValueError(f"prox must be a number >= 0, got {prox!r}")
+        if not isinstance(compact, bool):
+            raise ValueError(f"compact must be True or False, got {compact!r}")
+        if compact and method != "parallel":
+            raise ValueError(
+                "compact=True needs method='parallel': the sequential sweeps stop when every "
+                "sample has settled and have no per-sample batch to shrink"
+            )
         grad = ImplicitGrad(tol=1e-6, max_iter=200) if grad is None else grad
         if not isinstance(grad, AtFixedPoint):
             raise ValueError(
@@ -133,7 +146,7 @@ class SATLayer(nn.Module):
             raise ValueError(f"k must be an int >= 2, got {k!r}")
         self.n, self.m, self.aux, self.k = n, m, aux, k
         self.method, self.tol, self.max_iter, self.grad = method, float(tol), max_iter, grad
-        self.prox = float(prox)
+        self.prox, self.compact = float(prox), compact
         gen = torch.Generator().manual_seed(seed)
         # the reference's initial clause scale: N(0, 1/2 / (N + m))
         self.S = nn.Parameter(torch.randn(N, m, generator=gen) * math.sqrt(0.5 / (N + m)))
@@ -148,7 +161,7 @@ class SATLayer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n={self.n}, m={self.m}, aux={self.aux}, k={self.k}, method={self.method!r}, "
-            f"prox={self.prox}"
+            f"prox={self.prox}" + (", compact=True" if self.compact else "")
         )
 
     # -- the relaxation ------------------------------------------------------------------------
@@ -217,11 +230,21 @@ class SATLayer(nn.Module):
         # states are (B, k, F), a variable's vector a column: ``V' C`` is the faster product
         pull = torch.where(real, (V_fixed.transpose(1, 2) @ S) @ S[rows].transpose(1, 2), zero)
 
-        def T(flat: Tensor) -> Tensor:
-            V = flat.view(B, k, F)
+        def update(V: Tensor, C_ff: Tensor, pull: Tensor, shift: Tensor, real: Tensor) -> Tensor:
             g = V @ C_ff + pull - shift * V
             new = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
-            return torch.where(real, new, V).reshape(B, k * F)
+            return torch.where(real, new, V).reshape(V.shape[0], k * F)
+
+        def T(flat: Tensor) -> Tensor:
+            return update(flat.view(B, k, F), C_ff, pull, shift, real)
+
+        held: list[Tensor] = []  # the last rows' gathered operands (a compacted solve's working
+        # set stays the same for many iterations; gathering C_ff costs as much as a product)
+
+        def T_rows(flat: Tensor, idx: Tensor) -> Tensor:
+            if not held or not torch.equal(held[0], idx):
+                held[:] = [idx.clone(), C_ff[idx], pull[idx], shift[idx], real[idx]]
+            return update(flat.view(len(idx), k, F), *held[1:])
 
         V0 = self.start.to(z.dtype)[rows].transpose(1, 2)
 
@@ -234,7 +257,9 @@ class SATLayer(nn.Module):
             return V.gather(1, rows[..., None].expand(B, F, k)).transpose(1, 2).reshape(B, k * F)
 
         full0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
-        return _Reduced(T, V0.reshape(B, k * F), read, gather, full0, fixed)
+        return _Reduced(
+            FixedPointMap(T, rows=T_rows), V0.reshape(B, k * F), read, gather, full0, fixed
+        )
 
     @torch.no_grad()
     def _sweeps(self, V0: Tensor, fixed: Tensor) -> tuple[Tensor, SolverStats]:
@@ -279,7 +304,10 @@ class SATLayer(nn.Module):
 
     def _solve(self, z: Tensor, known: Tensor) -> Tensor:
         r = self._map(z, known)
-        solver = Anderson(m=5, tol=self.tol, max_iter=self.max_iter, stop_mode="rel", warn=False)
+        solver = Anderson(
+            m=5, tol=self.tol, max_iter=self.max_iter, stop_mode="rel", warn=False,
+            compact=self.compact,
+        )  # fmt: skip
 
         def sweeps():
             V, stats = self._sweeps(r.full0, r.fixed)
