@@ -143,3 +143,53 @@ def test_the_classification_spec_scores_every_labelled_series():
     assert abs(res.metrics["auroc"] - _auroc_pairs(probs[known], labels[known])) < 1e-3
     assert abs(res.metrics["auprc"] - _average_precision(probs[known], labels[known])) < 1e-3
     assert "mse" in res.metrics
+    # each labelled series kept: its position (these batches carry no record ids), label and
+    # probability, in order; and the AUROC's DeLong interval around it
+    kept = res.predictions
+    assert kept["id"] == [i for i, k in enumerate(known.tolist()) if k]
+    assert kept["label"] == labels[known].int().tolist()
+    assert torch.allclose(torch.tensor(kept["probability"]), probs[known].float(), atol=1e-6)
+    assert res.metrics["auroc_low"] <= res.metrics["auroc"] <= res.metrics["auroc_high"]
+
+
+def test_eval_writes_each_series_prediction_with_its_record_id(tmp_path):
+    import csv
+
+    from zoo.evaluate import evaluate
+    from zoo.tasks.roc import auroc_interval
+
+    out = tmp_path / "p.csv"
+    res = evaluate("gru_delta_t.physionet_mortality", sample=True, predictions=str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == res["num_samples"] and set(rows[0]) == {"id", "label", "probability"}
+    y = [int(r["label"]) for r in rows]
+    p = [float(r["probability"]) for r in rows]
+    ci = auroc_interval(p, y)
+    assert abs(ci.auroc - res["metrics"]["auroc"]) < 1e-3
+    assert abs(ci.low - res["metrics"]["auroc_low"]) < 1e-3
+    # the shipped sample carries no record ids: a series is named by its position
+    assert [int(r["id"]) for r in rows] == list(range(len(rows)))
+
+
+def test_batches_of_records_carry_their_record_ids():
+    import numpy as np
+
+    from zoo.data.physionet import Record, collate_irregular
+
+    recs = [
+        Record(140001 + i, np.array([0.0, 1.0 + i]), np.ones((2, 2)), np.ones((2, 2)), float(i % 2))
+        for i in range(3)
+    ]
+    b = collate_irregular(recs, np.zeros(2), np.ones(2))
+    assert b.ids.tolist() == [140001, 140002, 140003]
+    assert b.to("cpu").ids.tolist() == [140001, 140002, 140003]
+
+
+def test_predictions_are_refused_before_any_work_for_a_task_that_keeps_none(tmp_path):
+    from zoo.evaluate import evaluate
+    from zoo.models import list_pretrained, model_info
+
+    other = next(n for n in list_pretrained() if model_info(n).get("task") == "time-series")
+    with pytest.raises(ValueError, match="keeps no per-example predictions"):
+        evaluate(other, sample=True, predictions=str(tmp_path / "p.csv"))
+    assert not (tmp_path / "p.csv").exists()

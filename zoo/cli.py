@@ -84,8 +84,11 @@ def _cmd_eval(args) -> int:
         sample=args.sample,
         device=args.device,
         bf16=args.bf16,
+        predictions=args.predictions,
     )
     print_results([res])
+    if args.predictions:
+        print(f"wrote {args.predictions}")
     if args.json:
         import json
         from pathlib import Path
@@ -308,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         "--sample", action="store_true", help="use the small evaluation sample shipped in the repo"
     )
     s.add_argument("--json", default=None, help="write the results to this JSON file")
+    s.add_argument(
+        "--predictions", default=None, metavar="CSV",
+        help="write each example's prediction to this CSV file (series classification: "
+        "record id, label, probability)",
+    )  # fmt: skip
     s.add_argument("--bf16", action="store_true", help="bfloat16 autocast (solvers stay in fp32)")
     s.add_argument("--device", default="cpu", help=_DEVICE_HELP)
 

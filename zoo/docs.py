@@ -48,7 +48,9 @@ def _reference(info: dict, key: str) -> str:
     base = info.get("baseline")
     row = cards.shipped_row(base) if base else None
     if row is not None and key in row["metrics"]:
-        return f"{_value(row['metrics'][key])} (baseline {base})"
+        from .tasks import get_task
+
+        return f"baseline {base}: {get_task(info['task']).metric_cell(key, row['metrics'])}"
     return "-"
 
 
@@ -74,7 +76,8 @@ def checkpoint_table(names: list[str] | None = None, cards_at: str = "model_card
         lines.append(
             f"| [{name}]({cards_at}{name}.md) | {info['task']} | "
             f"{(info.get('dataset_card') or {}).get('name', info['dataset'])} | "
-            f"{label} {_value(row['metrics'][key])} | {params / 1e3:,.0f}K | {nfe} | "
+            f"{label} {get_task(info['task']).metric_cell(key, row['metrics'])} | "
+            f"{params / 1e3:,.0f}K | {nfe} | "
             f"{_reference(info, key)} |"
         )
     return lines
@@ -182,7 +185,8 @@ def readme_table() -> list[str]:
             metric = next((m for m in get_task(task).metrics if m.key == key), None)
             label = metric.label if metric is not None else key
             lines.append(
-                f"| [{name}](model_cards/{name}.md) | {label} {_value(row['metrics'][key])} | "
+                f"| [{name}](model_cards/{name}.md) | {label} "
+                f"{get_task(task).metric_cell(key, row['metrics'])} | "
                 f"{_reference(info, key)} |"
             )
         lines.append("")

@@ -81,6 +81,7 @@ def evaluate(
     tol: float | None = None,
     device: str = "cpu",
     bf16: bool = False,
+    predictions: str | None = None,
 ) -> dict:
     """Evaluate pretrained ``name`` with its task's protocol; returns a JSON-ready dict.
 
@@ -98,17 +99,23 @@ def evaluate(
         sample: Use the small evaluation sample shipped with the package instead of the data.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; the latency is that device's.
         bf16: Run the model under bfloat16 autocast (solvers keep their algebra in fp32).
+        predictions: Write each example's output to this CSV file (tasks that keep them:
+            series classification writes each labelled series' id, label and probability).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer (or None for all), got {limit!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
+    if predictions is not None:
+        _check_keeps_predictions(name)
     # the same numbers every run, and the caller's RNG left as it was
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(0)
         model, spec, protocol, res = _run(name, data_dir, split, limit, max_iter, tol, dev,
                                           batch_size, sample, bf16)  # fmt: skip
+    if predictions is not None:
+        _write_predictions(predictions, res.predictions)
     return {
         "name": name,
         "task": spec.name,
@@ -139,6 +146,36 @@ def evaluate(
         + (" --bf16" if bf16 else "")
         + (f" --device {device}" if str(device) != "cpu" else ""),
     }
+
+
+def _check_keeps_predictions(name: str) -> None:
+    """Refuse ``predictions=`` before any work when the pretrained table names a task that
+    keeps none (a Hub name or a folder is checked after its evaluation)."""
+    from .models import list_pretrained, model_info
+    from .tasks import get_task, list_tasks
+
+    if name not in list_pretrained():
+        return
+    task = model_info(name).get("task")
+    if task is not None and not get_task(task).keeps_predictions:
+        keeping = ", ".join(t for t in list_tasks() if get_task(t).keeps_predictions)
+        raise ValueError(
+            f"{name} ({task}): this task keeps no per-example predictions to write; "
+            f"--predictions is for {keeping}. Drop --predictions"
+        )
+
+
+def _write_predictions(path, columns: dict[str, list] | None) -> None:
+    import csv
+
+    if not columns:
+        raise ValueError("this task keeps no per-example predictions to write; drop --predictions")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(columns))
+        for row in zip(*columns.values()):
+            w.writerow([f"{v:.7g}" if isinstance(v, float) else v for v in row])
 
 
 def _run(name, data_dir, split, limit, max_iter, tol, dev, batch_size, sample, bf16=False):

@@ -197,6 +197,7 @@ class IrregularBatch:
         values: ``(B, T, D)`` normalized values, 0 where unobserved.
         mask: ``(B, T, D)`` 1 where observed.
         labels: ``(B,)`` in-hospital death (nan when unknown).
+        ids: ``(B,)`` each series' record id, where the data have one (PhysioNet's RecordID).
 
     Example:
         >>> import torch
@@ -211,10 +212,11 @@ class IrregularBatch:
     values: Tensor
     mask: Tensor
     labels: Tensor
+    ids: Tensor | None = None
 
     def to(self, device) -> IrregularBatch:
         return IrregularBatch(
-            *(x.to(device) for x in (self.times, self.values, self.mask, self.labels))
+            *(x.to(device) for x in (self.times, self.values, self.mask, self.labels)), self.ids
         )
 
 
@@ -237,6 +239,7 @@ def collate_irregular(
         torch.from_numpy(values),
         torch.from_numpy(mask),
         torch.tensor([r.label for r in records], dtype=torch.float32),
+        torch.tensor([r.record_id for r in records], dtype=torch.int64),
     )
 
 

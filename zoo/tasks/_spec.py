@@ -115,6 +115,9 @@ class EvalResult:
     nfe_mean: float | None
     seconds: float  # wall time of the model calls alone
     notes: str = ""
+    # per-example outputs, columns of equal length, where the task keeps them (see
+    # TaskSpec.keeps_predictions); ``zoo eval --predictions`` writes them as CSV
+    predictions: dict[str, list] | None = None
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -295,6 +298,7 @@ class TaskSpec:
     splits: ClassVar[tuple[str, ...]] = ("test",)
     lightning_module: ClassVar[str] = ""  # "module:Class", resolved by :meth:`module_class`
     default_sample_size: ClassVar[int] = 100
+    keeps_predictions: ClassVar[bool] = False  # EvalResult.predictions is filled
 
     # ----- protocol -------------------------------------------------------------------------
     def protocol(self, cfg: dict) -> EvalProtocol:
@@ -410,6 +414,10 @@ class TaskSpec:
         """Lines after the "Use it" code block (inputs, shell commands)."""
         return []
 
+    def metric_cell(self, key: str, metrics: dict) -> str:
+        """How the metric ``key`` of a results row (or a peer's row) reads in a table."""
+        return _fmt(metrics.get(key))
+
     def card_results(self, rows: list[dict], main: dict, device: str) -> list[str]:
         """The results table (markdown lines) from ``zoo eval`` rows; ``main`` is the shipped
         setting, ``device`` where the latencies were measured."""
@@ -423,7 +431,7 @@ class TaskSpec:
             cells = [f"{r['budget']}{shipped}"] if budget else []
             nfe = r.get("nfe_mean")
             cells.append("-" if nfe is None else f"{nfe:g}")
-            cells += [_fmt(r["metrics"].get(m.key)) for m in keys]
+            cells += [self.metric_cell(m.key, r["metrics"]) for m in keys]
             cells.append(f"{r['latency_ms_per_sample']:.3g}")
             lines.append("| " + " | ".join(cells) + " |")
         return lines
@@ -499,7 +507,7 @@ class TaskSpec:
             "|---|---|" + "---|" * len(keys) + "---|",
         ]
         for p in peers:
-            cells = [_fmt(p.get(m.key)) for m in keys]
+            cells = [self.metric_cell(m.key, p) for m in keys]
             budget = f"{p.get('epochs', '-')} epochs, {p.get('train_seconds', 0) / 60:.0f} min"
             if p.get("selection"):
                 budget += f"; kept: {p['selection']}"

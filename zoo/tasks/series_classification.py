@@ -32,6 +32,7 @@ class SeriesClassificationSpec(TimeSeriesSpec):
         MetricSpec("mse", "reconstruction MSE (reference per-series average)", False, "mse"),
     )
     primary = "auroc"
+    keeps_predictions = True  # each labelled series: its record id, label and probability
 
     def smoke_inputs(self, model):
         d = model.input_dim
@@ -41,8 +42,9 @@ class SeriesClassificationSpec(TimeSeriesSpec):
     def protocol_note(self, protocol) -> str:
         return (
             "every labelled series of the split, each seen whole (all its observed points); "
-            "AUROC and AUPRC of the predicted probability of the label (PhysioNet 2012: "
-            "in-hospital death); reconstruction MSE on normalized values beside them"
+            "AUROC (with DeLong's 95% interval) and AUPRC of the predicted probability of the "
+            "label (PhysioNet 2012: in-hospital death); reconstruction MSE on normalized values "
+            "beside them"
         )
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
@@ -53,17 +55,26 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             )
         guard = FiniteGuard("predicted probabilities")
         labels, mse, nfe, n = LabelMetrics().to(device), MaskedMSE().to(device), [], 0
+        kept: dict[str, list] = {"id": [], "label": [], "probability": []}
+        seen = 0  # series so far: the id of a series whose data have none is its position
         for b, out, values, target in self.reconstructions(model, batches, protocol, device, clock):
             probs = torch.sigmoid(out["logits"])
             guard(probs)
             known = ~torch.isnan(b.labels.to(device))
             labels.update(probs[known], b.labels.to(device)[known])
+            ids = b.ids if b.ids is not None else torch.arange(seen, seen + len(known))
+            seen += len(known)
+            kept["id"] += ids[known.cpu()].tolist()
+            kept["label"] += b.labels[known.cpu()].int().tolist()
+            kept["probability"] += probs[known].float().cpu().tolist()
             if out["mean"] is not None:  # a pure classifier reconstructs nothing
                 mse.update(out["mean"].mean(0), values, target)
             nfe.append(model.cost().nfe_forward)
             n += int(known.sum())
         guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         metrics = dict(labels.compute())
+        ci = labels.auroc_interval(0.95)
+        metrics.update(auroc_low=ci.low, auroc_high=ci.high)
         if mse.update_called:
             metrics["mse"] = mse.compute()["mse"]
         return EvalResult(
@@ -71,7 +82,43 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             num_samples=n,
             nfe_mean=round(sum(nfe) / len(nfe), 1) if any(nfe) else None,
             seconds=clock.seconds,
+            predictions=kept,
         )
+
+    def metric_cell(self, key: str, metrics: dict) -> str:
+        """AUROC and AUPRC to four places; the AUROC with its 95% DeLong interval when measured
+        (``auroc_low``, ``auroc_high``)."""
+        v = metrics.get(key)
+        if key not in ("auroc", "auprc") or not isinstance(v, float):
+            return super().metric_cell(key, metrics)
+        cell = f"{v:.4f}"
+        if key == "auroc" and "auroc_low" in metrics:
+            cell += f" ({metrics['auroc_low']:.3f}–{metrics['auroc_high']:.3f})"
+        return cell
+
+    def peer_section(self, peers: list[dict]) -> list[str]:
+        """The peers' table, then DeLong's paired test of each zoo checkpoint against each peer
+        on the same patients, where the peers' file has it (``paired``)."""
+        lines = super().peer_section(peers)
+        tests = [(p["model"], c) for p in peers for c in p.get("paired") or []]
+        if not tests:
+            return lines
+        lines += [
+            "",
+            "Paired on the same test patients (DeLong's test for two correlated AUROCs): "
+            "the difference ours − theirs, its 95% interval and two-sided p-value. An "
+            "interval that holds 0 means this test set does not tell the two models apart.",
+            "",
+            "| ours | theirs (run here) | AUROC difference | 95% interval | p |",
+            "|---|---|---|---|---|",
+        ]
+        for peer, c in tests:
+            p = "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
+            lines.append(
+                f"| {c['checkpoint']} | {peer} | {c['difference']:+.4f} | "
+                f"{c['low']:+.4f} to {c['high']:+.4f} | {p} |"
+            )
+        return lines
 
     def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
         return [
@@ -88,6 +135,10 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             *self._leaderboard_heading(dataset, rows),
             f"Protocol: {self.protocol_note(None)}.",
             "",
+            "AUROCs closer than about the half-width of their intervals are not told apart by "
+            "this test set alone; where other libraries' models were run here, a paired test "
+            "below compares each with ours on the same patients.",
+            "",
             "| model | grid | AUROC (ours) | AUPRC (ours) | AUROC (paper, theirs) | NFE | ms/series |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -99,7 +150,8 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             q = (info.get("datamodule_args") or {}).get("quantization")
             grid = "-" if q is None else (f"{q:g} h" if q >= 1 else f"{round(q * 60):g} min")
             lines.append(
-                f"| {r['name']} | {grid} | {m.get('auroc', '-')} | {m.get('auprc', '-')} | "
+                f"| {r['name']} | {grid} | {self.metric_cell('auroc', m)} | "
+                f"{self.metric_cell('auprc', m)} | "
                 f"{theirs} | {_nfe(r)} | {r['latency_ms_per_sample']:.2f} |"
             )
         if first["split"] != "test":

@@ -92,6 +92,14 @@ class LabelMetrics(Metric):
         y = (torch.cat(self.labels) if isinstance(self.labels, list) else self.labels).long()
         return {"auroc": binary_auroc(p, y), "auprc": binary_average_precision(p, y)}
 
+    def auroc_interval(self, level: float = 0.95):
+        """DeLong's interval of the AUROC over every series seen (:func:`zoo.tasks.roc.auroc_interval`)."""
+        from .roc import auroc_interval
+
+        p = torch.cat(self.probs) if isinstance(self.probs, list) else self.probs
+        y = torch.cat(self.labels) if isinstance(self.labels, list) else self.labels
+        return auroc_interval(p.double().cpu().numpy(), y.long().cpu().numpy(), level)
+
 
 def eval_generator(values: Tensor, times: Tensor) -> torch.Generator:
     """A generator seeded by the batch's shape: evaluation subsamples are the same every run."""

@@ -77,6 +77,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--predictions", default=None, metavar="CSV",
+        help="write each test patient's record id, label and each model's probability here "
+        "(compare.py reads it)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     d = np.load(a.data)
@@ -84,7 +89,7 @@ def main(argv=None) -> list[dict]:
     val = {"X": d["X_val"], "y": d["y_val"].astype(int)} if "X_val" in d else None
     test = {"X": d["X_test"]}
     y = d["y_test"].astype(int)
-    rows = []
+    rows, probs = [], {}
     for spec in a.models:
         name, _, n_epochs = spec.partition(":")
         epochs = int(n_epochs) if n_epochs else a.epochs
@@ -95,6 +100,7 @@ def main(argv=None) -> list[dict]:
         model.fit(train, val)
         seconds = time.perf_counter() - t0
         prob = np.asarray(model.predict(test)["classification_proba"])[:, 1]
+        probs[name] = prob
         rows.append({
             "model": name, "package": f"pypots {pypots.__version__}", "run_here": True,
             "epochs": epochs, "threads": a.threads, "train_seconds": round(seconds, 1),
@@ -111,6 +117,14 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         print(f"| {r['model']} | {r['package']} | {r['epochs']} | {r['train_seconds']} | "
               f"{r['auroc']} | {r['auprc']} |")  # fmt: skip
+    if a.predictions:
+        with open(a.predictions, "w") as f:
+            f.write(",".join(["id", "label", *probs]) + "\n")
+            for row in zip(d["ids_test"], y, *probs.values()):
+                f.write(
+                    ",".join([str(int(row[0])), str(int(row[1]))] + [f"{v:.7g}" for v in row[2:]])
+                )
+                f.write("\n")
     if a.out:
         import os
 

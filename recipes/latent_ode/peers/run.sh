@@ -14,5 +14,9 @@ mkdir -p "$(dirname "$DATA")"
 # the recorded run, the default: GRU-D for 100 epochs and BRITS for 50 (about 15 and 25 minutes
 # on one thread, within the ODE-RNN mortality run's 28), each keeping its best validation epoch;
 # another choice, e.g. `run.sh --models GRUD:20 Raindrop:10`
+OUT=bench/results/peers/time-series-classification.physionet2012.json
 "$PEERS/bin/python" recipes/latent_ode/peers/pypots_mortality.py "$DATA" \
-  --out bench/results/peers/time-series-classification.physionet2012.json "$@"
+  --out "$OUT" --predictions runs/peers/peer_predictions.csv "$@"
+# the zoo's mortality checkpoints on the same patients: each AUROC's interval and DeLong's
+# paired test of every checkpoint against every peer, written into $OUT and beside it
+.venv/bin/python recipes/latent_ode/peers/compare.py runs/peers/peer_predictions.csv --peers "$OUT"
