@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -83,14 +84,7 @@ def _z(level: float) -> float:
     """The two-sided standard normal quantile for ``level`` (e.g. 1.96 for 0.95)."""
     if not 0 < level < 1:
         raise ValueError(f"level={level}: give a coverage between 0 and 1, e.g. 0.95")
-    lo, hi = 0.0, 10.0
-    for _ in range(100):  # bisection on erfc: no scipy needed
-        mid = (lo + hi) / 2
-        if math.erfc(mid / math.sqrt(2)) > 1 - level:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    return NormalDist().inv_cdf(0.5 + level / 2)
 
 
 @dataclass(frozen=True)
