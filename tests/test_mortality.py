@@ -10,7 +10,7 @@ import torch
 
 from zoo.data import IrregularBatch
 from zoo.models.latent_ode import LatentODE
-from zoo.models.ode_rnn import ODERNN, RNNVAE, GRUDeltaT
+from zoo.models.ode_rnn import GRUD, ODERNN, RNNVAE, GRUDeltaT
 from zoo.tasks import TimeSeries
 from zoo.tasks.time_series import LabelMetrics
 
@@ -63,9 +63,10 @@ def test_auroc_and_auprc_equal_their_definitions_accumulated_over_batches():
     [
         lambda: ODERNN(**SMALL, classifier=True),
         lambda: GRUDeltaT(**SMALL, classifier=True),
+        lambda: GRUD(**SMALL, classifier=True),
         lambda: LatentODE(**SMALL, latent_dim=4, classifier=True),
     ],
-    ids=["ode_rnn", "gru_delta_t", "latent_ode"],
+    ids=["ode_rnn", "gru_delta_t", "gru_d", "latent_ode"],
 )
 def test_label_heads_give_one_probability_per_series_from_that_series_alone(make):
     torch.manual_seed(0)

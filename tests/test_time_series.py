@@ -1,5 +1,6 @@
 """Time-series baselines, the TimeSeries task's pieces, the simulated data, and DDP gradients."""
 
+import math
 import sys
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from zoo.models.latent_ode import LatentODE, masked_mse
-from zoo.models.ode_rnn import ODERNN, RNNVAE, GRUDeltaT
+from zoo.models.ode_rnn import GRUD, ODERNN, RNNVAE, GRUDeltaT
 from zoo.tasks import MaskedMSE, TimeSeries
 from zoo.tasks.time_series import split_masks
 
@@ -21,7 +22,7 @@ def _batch(seed=0, B=3, T=6, D=2):
     return times, values, mask
 
 
-@pytest.mark.parametrize("cls", [ODERNN, GRUDeltaT])
+@pytest.mark.parametrize("cls", [ODERNN, GRUDeltaT, GRUD])
 def test_predictor_never_sees_the_point_it_predicts(cls):
     torch.manual_seed(0)
     m = cls(input_dim=2, rec_dims=5, units=7).eval()
@@ -36,7 +37,7 @@ def test_predictor_never_sees_the_point_it_predicts(cls):
     assert torch.all(a[mk.amax(-1) == 0] == 0)  # nothing written at times with nothing asked
 
 
-@pytest.mark.parametrize("cls", [ODERNN, GRUDeltaT])
+@pytest.mark.parametrize("cls", [ODERNN, GRUDeltaT, GRUD])
 def test_predictor_series_independent_of_batch(cls):
     torch.manual_seed(0)
     m = cls(input_dim=2, rec_dims=5, units=7).eval()
@@ -51,6 +52,7 @@ def test_predictor_series_independent_of_batch(cls):
     [
         lambda: ODERNN(input_dim=2, rec_dims=5, units=7),
         lambda: GRUDeltaT(input_dim=2, rec_dims=5, units=7),
+        lambda: GRUD(input_dim=2, rec_dims=5, units=7),
         lambda: RNNVAE(input_dim=2, latent_dim=3, rec_dims=5, units=7),
         lambda: LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, encoder="rnn"),
         lambda: LatentODE(input_dim=2, latent_dim=3, rec_dims=5, units=7, gen_layers=2),
@@ -232,3 +234,71 @@ def test_ddp_gradients_match_single_process(adjoint, tmp_path):
     single(t, v, mk).backward()
     for n, p in single.model.named_parameters():
         assert torch.allclose(ddp_grads[n], p.grad, rtol=1e-5, atol=1e-9), n
+
+
+def _gru_by_hand(cell, x, h):
+    """torch.nn.GRUCell's update written out (r, z, n gates in that order)."""
+    wi, wh, bi, bh = cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+    gi, gh = wi @ x + bi, wh @ h + bh
+    H = h.shape[0]
+    r = torch.sigmoid(gi[:H] + gh[:H])
+    z = torch.sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+    n = torch.tanh(gi[2 * H :] + r * gh[2 * H :])
+    return (1 - z) * n + z * h
+
+
+def test_gru_d_matches_its_equations_written_per_series_in_float64():
+    """GRU-D (Che et al. 2018) walked one series at a time over its own observation times, with
+    scalar bookkeeping of each variable's last value and time: the batched, ragged model must
+    give the same predictions and label logits."""
+    torch.manual_seed(0)
+    m = GRUD(input_dim=3, rec_dims=5, units=7, time_scale=10.0, classifier=True).double().eval()
+    with torch.no_grad():  # decays that bite: a mean away from zero, rates of order one
+        m.mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        m.decay_x_weight.copy_(torch.tensor([0.3, 1.0, 0.05]))
+        m.decay_x_bias.copy_(torch.tensor([-0.1, 0.0, 0.2]))
+        m.decay_h.weight.mul_(3.0)
+    g = torch.Generator().manual_seed(1)
+    B, T, D = 4, 9, 3
+    times = torch.sort(torch.rand(T, generator=g, dtype=torch.float64)).values
+    mask = (torch.rand(B, T, D, generator=g) < 0.4).double()
+    mask[3] = 0
+    mask[3, 5, 1] = 1  # a series seen once
+    values = torch.randn(B, T, D, generator=g, dtype=torch.float64) * mask
+    out = m.reconstruct(times, values, mask)
+    for b in range(B):
+        seen = [k for k in range(T) if mask[b, k].any()]
+        h = torch.zeros(5, dtype=torch.float64)
+        last_x = [float(m.mean[d]) for d in range(D)]
+        last_t = [float(times[seen[0]])] * D
+        t_prev = float(times[seen[0]])
+        for k in seen:
+            t = float(times[k])
+            delta = torch.tensor([(t - last_t[d]) * 10.0 for d in range(D)], dtype=torch.float64)
+            if t > t_prev:
+                h = torch.exp(-torch.relu(m.decay_h.weight @ delta + m.decay_h.bias)) * h
+            pred = m.readout(h)
+            torch.testing.assert_close(out["mean"][0, b, k], pred, rtol=1e-12, atol=1e-12)
+            x_hat = []
+            for d in range(D):
+                if mask[b, k, d] > 0:
+                    x_hat.append(float(values[b, k, d]))
+                else:
+                    rate = float(m.decay_x_weight[d]) * float(delta[d]) + float(m.decay_x_bias[d])
+                    gam = math.exp(-max(rate, 0.0))
+                    x_hat.append(gam * last_x[d] + (1 - gam) * float(m.mean[d]))
+            inp = torch.cat([torch.tensor(x_hat, dtype=torch.float64), mask[b, k]])
+            h = _gru_by_hand(m.gru, inp, h)
+            for d in range(D):
+                if mask[b, k, d] > 0:
+                    last_x[d], last_t[d] = float(values[b, k, d]), t
+            t_prev = t
+        torch.testing.assert_close(
+            out["logits"][b], m.label_head(h).squeeze(-1), rtol=1e-12, atol=1e-12
+        )
+
+
+def test_gru_d_refuses_a_bad_time_scale():
+    for bad in (0.0, -1.0, True, "48"):
+        with pytest.raises((TypeError, ValueError), match="time_scale"):
+            GRUD(input_dim=2, time_scale=bad)

@@ -24,6 +24,15 @@ _BIB = {
   booktitle={International Conference on Learning Representations},
   year={2019}
 }""",
+    "1606.01865": """@article{che2018recurrent,
+  title={Recurrent Neural Networks for Multivariate Time Series with Missing Values},
+  author={Che, Zhengping and Purushotham, Sanjay and Cho, Kyunghyun and Sontag, David and
+    Liu, Yan},
+  journal={Scientific Reports},
+  volume={8},
+  pages={6085},
+  year={2018}
+}""",
     "1907.03907": """@inproceedings{rubanova2019latent,
   title={Latent Ordinary Differential Equations for Irregularly-Sampled Time Series},
   author={Rubanova, Yulia and Chen, Ricky T. Q. and Duvenaud, David},
