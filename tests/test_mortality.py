@@ -4,6 +4,8 @@ label heads, the task's joint loss, and AUROC/AUPRC against brute-force definiti
 from __future__ import annotations
 
 import itertools
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,10 @@ from zoo.tasks import TimeSeries
 from zoo.tasks.time_series import LabelMetrics
 
 D = torch.float64
+PEER_PREDICTIONS = (
+    Path(__file__).resolve().parents[1]
+    / "bench/results/peers/time-series-classification.physionet2012.predictions.csv"
+)
 SMALL = {"input_dim": 3, "rec_dims": 6, "units": 8}
 
 
@@ -168,8 +174,23 @@ def test_eval_writes_each_series_prediction_with_its_record_id(tmp_path):
     ci = auroc_interval(p, y)
     assert abs(ci.auroc - res["metrics"]["auroc"]) < 1e-3
     assert abs(ci.low - res["metrics"]["auroc_low"]) < 1e-3
-    # the shipped sample carries no record ids: a series is named by its position
-    assert [int(r["id"]) for r in rows] == list(range(len(rows)))
+    # the shipped sample keeps its patients' record ids: each row is the same patient's
+    # probability in the full test run (the committed peers' file), batched otherwise
+    full = {
+        int(r["id"]): (int(r["label"]), float(r["gru_delta_t.physionet_mortality"]))
+        for r in csv.DictReader(PEER_PREDICTIONS.open())
+    }
+    for r in rows:
+        label, prob = full[int(r["id"])]
+        assert int(r["label"]) == label and abs(float(r["probability"]) - prob) < 1e-5, r
+    # a limit keeps the ids of the series it keeps; with one death among them the AUROC has
+    # no interval (DeLong's needs two of each class), and with none it is undefined
+    few = evaluate("gru_delta_t.physionet_mortality", sample=True, limit=7, predictions=str(out))
+    assert [r["id"] for r in csv.DictReader(out.open())] == [r["id"] for r in rows[:7]]
+    assert sum(int(r["label"]) for r in rows[:7]) == 1 and "auroc_low" not in few["metrics"]
+    assert 0 <= few["metrics"]["auroc"] <= 1
+    none = evaluate("gru_delta_t.physionet_mortality", sample=True, limit=3)
+    assert sum(int(r["label"]) for r in rows[:3]) == 0 and math.isnan(none["metrics"]["auroc"])
 
 
 def test_batches_of_records_carry_their_record_ids():

@@ -221,6 +221,18 @@ def test_every_protocol_matches_its_recipe_and_sample():
         assert stamp == {"datamodule": p.datamodule, "datamodule_args": p.datamodule_args}, name
 
 
+def test_every_shipped_sample_is_read_by_a_checkpoint():
+    """No orphan in the package: each file under zoo/_samples is some checkpoint's sample."""
+    from zoo.samples import protocols
+    from zoo.tasks import sample_path
+
+    used = {sample_path(s).resolve() for s in protocols()}
+    shipped = set((ROOT / "zoo" / "_samples").glob("*.npz"))
+    assert {p.resolve() for p in shipped} <= used, sorted(
+        p.name for p in shipped if p.resolve() not in used
+    )
+
+
 @pytest.mark.slow
 def test_wheel_install_finds_samples_and_families(tmp_path):
     """A non-editable install (a built wheel) carries the samples and the entry points."""

@@ -74,7 +74,8 @@ class SeriesClassificationSpec(TimeSeriesSpec):
         guard.check(getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__))
         metrics = dict(labels.compute())
         ci = labels.auroc_interval(0.95)
-        metrics.update(auroc_low=ci.low, auroc_high=ci.high)
+        if ci is not None:  # None: too few series of a class for an interval
+            metrics.update(auroc_low=ci.low, auroc_high=ci.high)
         if mse.update_called:
             metrics["mse"] = mse.compute()["mse"]
         return EvalResult(

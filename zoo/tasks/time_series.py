@@ -65,7 +65,8 @@ class MaskedMSE(Metric):
 
 class LabelMetrics(Metric):
     """AUROC and AUPRC (average precision) of per-series probabilities over every series seen,
-    accumulated across batches and processes.
+    accumulated across batches and processes; both NaN (undefined) while the series seen hold
+    one class only.
 
     Example:
         >>> m = LabelMetrics()
@@ -90,15 +91,23 @@ class LabelMetrics(Metric):
 
         p = torch.cat(self.probs) if isinstance(self.probs, list) else self.probs
         y = (torch.cat(self.labels) if isinstance(self.labels, list) else self.labels).long()
+        if bool((y == 1).all()) or bool((y == 0).all()):  # one class only: both undefined
+            nan = torch.tensor(float("nan"), device=p.device)
+            return {"auroc": nan, "auprc": nan.clone()}
         return {"auroc": binary_auroc(p, y), "auprc": binary_average_precision(p, y)}
 
     def auroc_interval(self, level: float = 0.95):
-        """DeLong's interval of the AUROC over every series seen (:func:`zoo.tasks.roc.auroc_interval`)."""
+        """DeLong's interval of the AUROC over every series seen (:func:`zoo.tasks.roc.auroc_interval`),
+        or ``None`` when fewer than two series of either class were seen (DeLong's variance
+        needs two of each: a few series of a small ``--limit``)."""
         from .roc import auroc_interval
 
         p = torch.cat(self.probs) if isinstance(self.probs, list) else self.probs
         y = torch.cat(self.labels) if isinstance(self.labels, list) else self.labels
-        return auroc_interval(p.double().cpu().numpy(), y.long().cpu().numpy(), level)
+        y = y.long().cpu().numpy()
+        if min(int((y == 1).sum()), int((y == 0).sum())) < 2:
+            return None
+        return auroc_interval(p.double().cpu().numpy(), y, level)
 
 
 def eval_generator(values: Tensor, times: Tensor) -> torch.Generator:
@@ -368,7 +377,8 @@ class TimeSeriesSpec(TaskSpec):
         if sample:
             d = load_sample(protocol)
             keys = ("times", "values", "mask", "labels")
-            batches = [IrregularBatch(*(torch.from_numpy(d[k]) for k in keys))]
+            ids = torch.from_numpy(d["ids"]) if "ids" in d else None  # record ids, where kept
+            batches = [IrregularBatch(*(torch.from_numpy(d[k]) for k in keys), ids=ids)]
         else:
             batches = protocol.datamodule_obj(data_dir).eval_split(split)
         if not limit:
@@ -414,9 +424,10 @@ class TimeSeriesSpec(TaskSpec):
 
         n = int(protocol.options.get("sample_series", self.default_sample_size))
         b = next(iter(protocol.datamodule_obj(data_dir, batch_size=n).eval_split("test")))
+        ids = {} if b.ids is None else {"ids": b.ids.numpy()}
         np.savez_compressed(
             out, times=b.times.numpy(), values=b.values.numpy(), mask=b.mask.numpy(),
-            labels=b.labels.numpy(),
+            labels=b.labels.numpy(), **ids,
         )  # fmt: skip
         return f"{b.values.shape[0]} series"
 
@@ -481,7 +492,8 @@ def _first_series(batches, limit: int):
         if n >= limit:
             return
         keep = min(limit - n, b.values.shape[0])
-        yield type(b)(b.times, b.values[:keep], b.mask[:keep], b.labels[:keep])
+        ids = None if b.ids is None else b.ids[:keep]
+        yield type(b)(b.times, b.values[:keep], b.mask[:keep], b.labels[:keep], ids)
         n += keep
 
 
