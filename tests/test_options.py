@@ -540,6 +540,9 @@ EFFECTS[SATLayer] = {
                                False, True, what=lambda r: r[1].stats.rows_evaluated),
     "grad": _sat_grad,
     "seed": lambda: _differ(lambda s: _sat(seed=s), 0, 1, what=lambda r: r[0].detach()),
+    # a training call stopped after 2 iterations: where it got to depends on where it started
+    "random_start": lambda: _differ(lambda r: _sat(random_start=r, max_iter=2), False, True,
+                                    what=lambda r: r[0].detach()),
 }  # fmt: skip
 
 CLASSES = [Picard, Anderson, Broyden, Reversible, ImplicitGrad, PhantomGrad, UnrolledGrad,

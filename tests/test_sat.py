@@ -225,3 +225,34 @@ def test_compact_solve_stops_settled_samples_and_keeps_answer_and_gradient():
         SATLayer(4, 4, compact=True)
     with pytest.raises(ValueError, match="compact must be"):
         SATLayer(4, 4, method="parallel", compact=1)
+
+
+def test_random_start_draws_afresh_in_training_and_keeps_the_fixed_start_in_evaluation():
+    """``random_start``: two training calls start from different vectors (cut short, they end in
+    different places), but solved to convergence they give the fixed start's answer and implicit
+    gradient; in evaluation the layer is the fixed-start layer, call after call."""
+    z, known = _batch(12, B=3, seed=5)
+    w = torch.linspace(-1, 1, 12, dtype=D)
+    fixed = _layer(method="parallel", tol=1e-11)
+    rand = _layer(method="parallel", tol=1e-11, random_start=True)
+    assert rand.training and "random_start=True" in repr(rand)
+    short = _layer(method="parallel", max_iter=2, random_start=True)
+    torch.manual_seed(0)
+    a = short(z, known)
+    b = short(z, known)
+    assert not torch.allclose(a, b)
+    out = []
+    for layer in (fixed, rand):
+        zz = z.clone().requires_grad_()
+        y = layer(zz, known)
+        assert layer.stats.converged
+        (y * w).sum().backward()
+        out.append((y.detach(), layer.S.grad.clone(), zz.grad.clone()))
+    for x, y in zip(out[0], out[1], strict=True):
+        assert torch.allclose(x, y, atol=1e-7, rtol=1e-6)
+    short.eval()
+    ref = _layer(method="parallel", max_iter=2).eval()
+    assert torch.equal(short(z, known), short(z, known))
+    assert torch.equal(short(z, known), ref(z, known))
+    with pytest.raises(ValueError, match="random_start must be"):
+        SATLayer(4, 4, random_start=1)

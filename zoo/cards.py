@@ -390,6 +390,7 @@ def _comparison_lines(name: str, info: dict, main: dict, spec) -> list[str]:
         )
     for p in info.get("papers") or []:
         rows.append(f"| paper (theirs) | {p['metric']} | {p['value']:g} | {p['setup']} |")
+    rows += _peer_rows(name, main)
     if len(rows) == 1:
         return []
     lines = [
@@ -402,6 +403,28 @@ def _comparison_lines(name: str, info: dict, main: dict, spec) -> list[str]:
     ]
     note = spec.comparison_note(info)
     return lines + (note + [""] if note else [])
+
+
+def _peer_rows(name: str, main: dict) -> list[str]:
+    """Other libraries' models that were run here on this checkpoint's own test split and
+    compared with it there (the peers' file of its task and dataset, where a ``paired`` entry
+    names it): their figure, and the paired difference ours − theirs."""
+    from .docs import peer_files
+
+    key = main["primary_metric"]
+    rows = []
+    for path in peer_files(main["task"], main["dataset"]):
+        for p in json.loads(path.read_text()):
+            test = next((c for c in p.get("paired") or [] if c["checkpoint"] == name), None)
+            if test is None or key not in p:
+                continue
+            pv = "< 0.001" if test["p_value"] < 0.001 else f"= {test['p_value']:.3f}"
+            rows.append(
+                f"| {p['model']} ({p['package']}, run here) | {key} | {p[key]} | the same test "
+                f"patients; ours − theirs {test['difference']:+.4f} (95% interval "
+                f"{test['low']:+.4f} to {test['high']:+.4f}; DeLong's paired test, p {pv}) |"
+            )
+    return rows
 
 
 def _citation(info: dict) -> list[str]:

@@ -25,6 +25,14 @@ TABLE_START = "<!-- checkpoint table: rendered by `zoo docs` from model_cards/*.
 TABLE_END = "<!-- end of checkpoint table -->"
 
 
+def peer_files(task: str, dataset: str) -> list[Path]:
+    """Other libraries' results for a task and dataset: ``TASK.DATASET.json`` (run on the
+    checkpoints' split), then ``TASK.DATASET.PROTOCOL.json`` (on a split of their own)."""
+    same = PEERS / f"{task}.{dataset}.json"
+    own = sorted(PEERS.glob(f"{task}.{dataset}.*.json"))
+    return ([same] if same.is_file() else []) + own
+
+
 def _shipped() -> list[str]:
     """The pretrained checkpoints that have a data file, in the registry's order."""
     import zoo
@@ -139,8 +147,8 @@ def leaderboard_page() -> str:
     ]
     for (task, dataset), rows in by_data.items():
         lines += get_task(task).leaderboard_section(dataset, rows, infos)
-        peers = PEERS / f"{task}.{dataset}.json"
-        if peers.is_file():
+        # the peers on the checkpoints' own split first, then any on a split of their own
+        for peers in peer_files(task, dataset):
             lines += get_task(task).peer_section(json.loads(peers.read_text()))
         lines.append("")
     devices = sorted({r.get("device", "cpu") for rows in by_data.values() for r in rows})

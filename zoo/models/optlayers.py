@@ -164,6 +164,8 @@ class SATNetSolver(_SolverBudget, _CSPModel):
             only; see :class:`~zoo.nn.SATLayer`).
         grad_tol: Tolerance of the implicit backward solve.
         grad_max_iter: Its iterations at most.
+        random_start: Start each training call's solve from fresh random vectors (the paper's
+            code; see :class:`~zoo.nn.SATLayer`); evaluation keeps the fixed start.
 
     Example:
         >>> import torch
@@ -192,6 +194,7 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         compact: bool = False,
         grad_tol: float = 1e-4,
         grad_max_iter: int = 100,
+        random_start: bool = False,
     ) -> None:
         super().__init__()
         self._capture(locals())
@@ -200,7 +203,8 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         self.n_bits = None if chain else n_bits
         grad = ImplicitGrad(tol=grad_tol, max_iter=grad_max_iter)
         self.sat = SATLayer(3 if chain else n_bits, m, aux, k=k, method=method, prox=prox,
-                            tol=tol, max_iter=max_iter, compact=compact, grad=grad)  # fmt: skip
+                            tol=tol, max_iter=max_iter, compact=compact, grad=grad,
+                            random_start=random_start)  # fmt: skip
         self._nfe = 0
 
     def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:

@@ -87,6 +87,11 @@ class SATLayer(nn.Module):
             inexact).
         seed: Seed of the fixed random directions (the unknowns' starting vectors, the inputs'
             ``u_i``, the sweep order): the layer is deterministic.
+        random_start: In training mode, start the unknowns from unit vectors drawn afresh at
+            every call (from torch's global generator, so ``seed_everything`` repeats them), as
+            the paper's code does at every call; evaluation keeps the fixed start, so that its
+            results repeat. Where the relaxation has several local solutions (``k`` below
+            ``sqrt(2 N)``), the clauses then cannot rely on the one a fixed start leads to.
 
     Inputs: ``z`` ``(B, n)`` probabilities in ``[0, 1]`` and ``is_input`` ``(B, n)`` (bool or
     0/1): which entries are given. Output: ``(B, n)``, the given entries unchanged and the others
@@ -115,6 +120,7 @@ class SATLayer(nn.Module):
         compact: bool = False,
         grad: AtFixedPoint | None = None,
         seed: int = 0,
+        random_start: bool = False,
     ) -> None:
         super().__init__()
         for name, v, low in (("n", n, 1), ("m", m, 1), ("aux", aux, 0), ("max_iter", max_iter, 1)):
@@ -128,6 +134,8 @@ class SATLayer(nn.Module):
             raise ValueError(f"prox must be a number >= 0, got {prox!r}")
         if not isinstance(compact, bool):
             raise ValueError(f"compact must be True or False, got {compact!r}")
+        if not isinstance(random_start, bool):
+            raise ValueError(f"random_start must be True or False, got {random_start!r}")
         if compact and method != "parallel":
             raise ValueError(
                 "compact=True needs method='parallel': the sequential sweeps stop when every "
@@ -146,7 +154,7 @@ class SATLayer(nn.Module):
             raise ValueError(f"k must be an int >= 2, got {k!r}")
         self.n, self.m, self.aux, self.k = n, m, aux, k
         self.method, self.tol, self.max_iter, self.grad = method, float(tol), max_iter, grad
-        self.prox, self.compact = float(prox), compact
+        self.prox, self.compact, self.random_start = float(prox), compact, random_start
         gen = torch.Generator().manual_seed(seed)
         # the reference's initial clause scale: N(0, 1/2 / (N + m))
         self.S = nn.Parameter(torch.randn(N, m, generator=gen) * math.sqrt(0.5 / (N + m)))
@@ -161,7 +169,9 @@ class SATLayer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n={self.n}, m={self.m}, aux={self.aux}, k={self.k}, method={self.method!r}, "
-            f"prox={self.prox}" + (", compact=True" if self.compact else "")
+            f"prox={self.prox}"
+            + (", compact=True" if self.compact else "")
+            + (", random_start=True" if self.random_start else "")
         )
 
     # -- the relaxation ------------------------------------------------------------------------
@@ -190,6 +200,15 @@ class SATLayer(nn.Module):
         e0 = torch.zeros_like(self.dirs[0]).index_fill_(0, torch.tensor(0, device=z.device), 1.0)
         vec = -torch.cos(angle) * e0 + torch.sin(angle) * self.dirs
         return torch.where(fixed[..., None], vec, torch.zeros_like(vec)), fixed[..., None]
+
+    def _starts(self, B: int, z: Tensor) -> Tensor:
+        """The unknowns' starting vectors ``(B, N, k)``: the fixed ones, or in training mode
+        with ``random_start`` unit vectors drawn for this call."""
+        N, k = self.start.shape
+        if not (self.random_start and self.training):
+            return self.start.to(z.dtype).expand(B, N, k)
+        V = torch.randn(B, N, k, dtype=z.dtype, device=z.device)
+        return V / V.norm(dim=2, keepdim=True).clamp_min(1e-30)
 
     def _lam(self) -> float:
         """``prox * ||S||_2^2`` (power iteration from a fixed start; a scale, not a bound that
@@ -246,7 +265,8 @@ class SATLayer(nn.Module):
                 held[:] = [idx.clone(), C_ff[idx], pull[idx], shift[idx], real[idx]]
             return update(flat.view(len(idx), k, F), *held[1:])
 
-        V0 = self.start.to(z.dtype)[rows].transpose(1, 2)
+        starts = self._starts(B, z)
+        V0 = starts.gather(1, rows[..., None].expand(B, F, k)).transpose(1, 2)
 
         def read(flat: Tensor) -> Tensor:
             cos = (-flat.view(B, k, F)[:, 0]).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # arccos' finite
@@ -256,7 +276,7 @@ class SATLayer(nn.Module):
         def gather(V: Tensor) -> Tensor:
             return V.gather(1, rows[..., None].expand(B, F, k)).transpose(1, 2).reshape(B, k * F)
 
-        full0 = torch.where(fixed, V_fixed.detach(), self.start.to(z.dtype).expand(B, N, k))
+        full0 = torch.where(fixed, V_fixed.detach(), starts)
         return _Reduced(
             FixedPointMap(T, rows=T_rows), V0.reshape(B, k * F), read, gather, full0, fixed
         )

@@ -492,16 +492,28 @@ class TaskSpec:
         return lines
 
     def peer_section(self, peers: list[dict]) -> list[str]:
-        """Lines for other libraries' models run here on the same data and split (rows of a
-        peers file: ``model``, ``package``, the metrics by key, ``train_seconds``, ``epochs``),
-        under the checkpoints' table, each marked as run here with its package version."""
+        """Lines for other libraries' models run here (rows of a peers file: ``model``,
+        ``package``, the metrics by key, ``train_seconds``, ``epochs``), under the checkpoints'
+        table, each marked as run here with its package version. Rows with a ``protocol`` were
+        run on their own split, and the table says they are not comparable with ours."""
         keys = [m for m in self.metrics if any(m.key in p for p in peers)]
         script = peers[0].get("script", "its script")
+        if peers[0].get("protocol"):  # their own split: a table apart, never beside ours
+            intro = (
+                f"Other libraries' models, run here by `{script}` on {peers[0]['protocol']}; "
+                "each one's training budget is in its row. These are other patients, another "
+                "grid and another normalization than the checkpoints' above, so the figures are "
+                "not comparable with theirs."
+            )
+        else:
+            intro = (
+                "Other libraries' models, run here on the same data, split and normalization "
+                f"(`{script}`; each one's training budget in its row)"
+                + (f", on {peers[0]['grid']}:" if peers[0].get("grid") else ":")
+            )
         lines = [
             "",
-            "Other libraries' models, run here on the same data, split and normalization "
-            f"(`{script}`; each one's training budget in its row)"
-            + (f", on {peers[0]['grid']}:" if peers[0].get("grid") else ":"),
+            intro,
             "",
             "| model (run here) | package | " + " | ".join(m.name for m in keys) + " | training |",
             "|---|---|" + "---|" * len(keys) + "---|",

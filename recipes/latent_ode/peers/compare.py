@@ -14,6 +14,8 @@ file (``...physionet2012.predictions.csv``: ``id``, ``label``, one column per mo
 each peer's row its AUROC interval (``auroc_low``, ``auroc_high``) and ``paired``: for each zoo
 checkpoint, the difference ours − theirs, its 95% interval and two-sided p-value. The
 leaderboard renders both; ``tests/test_peers.py`` checks them against the predictions file.
+With ``--intervals-only`` (peers scored on BenchPOTS's split, not the zoo's) no checkpoint is
+scored and ``paired`` is empty.
 """
 
 from __future__ import annotations
@@ -85,10 +87,15 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("peer_predictions", help="the CSV from pypots_mortality.py --predictions")
     p.add_argument("--peers", required=True, help="the peers' JSON, annotated in place")
+    p.add_argument(
+        "--intervals-only", action="store_true",
+        help="the peers were scored on another split than the zoo's checkpoints (BenchPOTS's): "
+        "add each AUROC's interval, and no paired test",
+    )  # fmt: skip
     a = p.parse_args(argv)
     columns = read_columns(a.peer_predictions)
     at = {int(i): k for k, i in enumerate(columns["id"])}
-    ours = checkpoints()
+    ours = [] if a.intervals_only else checkpoints()
     with tempfile.TemporaryDirectory() as tmp:
         for name in ours:
             evaluate(name, predictions=f"{tmp}/{name}.csv")

@@ -63,6 +63,29 @@ def build(name: str, n_steps: int, n_features: int, epochs: int, seed: int):
     raise ValueError(f"unknown model {name!r}")
 
 
+def fit_and_score(name: str, epochs: int, seed: int, train: dict, val, test: dict):
+    """Build ``name``, train it (keeping the epoch of lowest validation loss when ``val`` is
+    given) and return its test probabilities of the positive class and its training seconds."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = build(name, train["X"].shape[1], train["X"].shape[2], epochs, seed)
+    t0 = time.perf_counter()
+    model.fit(train, val)
+    seconds = time.perf_counter() - t0
+    return np.asarray(model.predict(test)["classification_proba"])[:, 1], seconds
+
+
+def write_predictions(path: str, ids, labels, probs: dict[str, np.ndarray]) -> None:
+    """``id,label,<model>...``: each test patient's probabilities (compare.py reads it)."""
+    with open(path, "w") as f:
+        f.write(",".join(["id", "label", *probs]) + "\n")
+        for row in zip(ids, labels, *probs.values()):
+            values = [f"{v:.7g}" for v in row[2:]]
+            f.write(",".join([str(int(row[0])), str(int(row[1])), *values]) + "\n")
+
+
 def main(argv=None) -> list[dict]:
     import pypots
     import torch
@@ -93,13 +116,7 @@ def main(argv=None) -> list[dict]:
     for spec in a.models:
         name, _, n_epochs = spec.partition(":")
         epochs = int(n_epochs) if n_epochs else a.epochs
-        torch.manual_seed(a.seed)
-        np.random.seed(a.seed)
-        model = build(name, train["X"].shape[1], train["X"].shape[2], epochs, a.seed)
-        t0 = time.perf_counter()
-        model.fit(train, val)
-        seconds = time.perf_counter() - t0
-        prob = np.asarray(model.predict(test)["classification_proba"])[:, 1]
+        prob, seconds = fit_and_score(name, epochs, a.seed, train, val, test)
         probs[name] = prob
         rows.append({
             "model": name, "package": f"pypots {pypots.__version__}", "run_here": True,
@@ -118,13 +135,7 @@ def main(argv=None) -> list[dict]:
         print(f"| {r['model']} | {r['package']} | {r['epochs']} | {r['train_seconds']} | "
               f"{r['auroc']} | {r['auprc']} |")  # fmt: skip
     if a.predictions:
-        with open(a.predictions, "w") as f:
-            f.write(",".join(["id", "label", *probs]) + "\n")
-            for row in zip(d["ids_test"], y, *probs.values()):
-                f.write(
-                    ",".join([str(int(row[0])), str(int(row[1]))] + [f"{v:.7g}" for v in row[2:]])
-                )
-                f.write("\n")
+        write_predictions(a.predictions, d["ids_test"], y, probs)
     if a.out:
         import os
 
