@@ -29,8 +29,6 @@ batch and seed; PyPOTS keeps the epoch with the lowest validation loss). Writes 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
 import tarfile
@@ -40,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pypots_mortality import _auprc, _auroc, fit_and_score, write_predictions  # noqa: E402
+from pypots_mortality import _auprc, _auroc, fit_and_score, save  # noqa: E402
 
 SETS = ("a", "b", "c")
 
@@ -152,12 +150,8 @@ def main(argv=None) -> list[dict]:
             "script": "recipes/latent_ode/peers/run.sh --benchpots",
         })  # fmt: skip
         print(rows[-1], flush=True)
-    if a.predictions:  # BenchPOTS returns no record ids: ``id`` is the position in its test set
-        write_predictions(a.predictions, np.arange(len(y)), y, probs)
-    if a.out:
-        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    # BenchPOTS returns no record ids: a prediction's ``id`` is its position in the test set
+    save(rows, a.out, probs, a.predictions, np.arange(len(y)), y)
     return rows
 
 

@@ -86,6 +86,19 @@ def write_predictions(path: str, ids, labels, probs: dict[str, np.ndarray]) -> N
             f.write(",".join([str(int(row[0])), str(int(row[1])), *values]) + "\n")
 
 
+def save(rows: list[dict], out, probs: dict, predictions, ids, labels) -> None:
+    """The peers' rows as JSON at ``out`` and their test probabilities at ``predictions``
+    (either may be ``None``)."""
+    import os
+
+    if predictions:
+        write_predictions(predictions, ids, labels, probs)
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
 def main(argv=None) -> list[dict]:
     import pypots
     import torch
@@ -134,14 +147,7 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         print(f"| {r['model']} | {r['package']} | {r['epochs']} | {r['train_seconds']} | "
               f"{r['auroc']} | {r['auprc']} |")  # fmt: skip
-    if a.predictions:
-        write_predictions(a.predictions, d["ids_test"], y, probs)
-    if a.out:
-        import os
-
-        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    save(rows, a.out, probs, a.predictions, d["ids_test"], y)
     return rows
 
 
