@@ -93,3 +93,24 @@ def test_hub_eval_results_files_come_from_the_same_data():
     assert entry["dataset"]["id"] == "uoft-cs/cifar10"
     assert entry["value"] == cards.shipped_row("mdeq_tiny.cifar10")["metrics"]["top1"]
     assert entry["task"]["type"] == "image-classification"
+
+
+def test_a_baseline_papers_figure_is_quoted_only_where_the_card_asks():
+    """``baseline_paper: true`` (no paper reports the model on its protocol) quotes the
+    baseline's papers' figures in Compared, named as the baseline model's; a card without it
+    shows its own papers' figures only."""
+    for name, asks in (
+        ("ncde.physionet_mortality", True),
+        ("latent_ode.physionet_mortality", False),
+    ):
+        info = cards.card_info(name)
+        assert bool(info.get("baseline_paper")) is asks
+        theirs = cards.card_info(info["baseline"])["papers"]
+        assert theirs, info["baseline"]
+        rows = [r for r in cards.render_card(name).splitlines() if "for the baseline's model" in r]
+        if asks:
+            assert len(rows) == len(theirs)
+            for row, p in zip(rows, theirs, strict=True):
+                assert f"| {p['value']:g} | {p['setup']} |" in row
+        else:
+            assert rows == []

@@ -6,7 +6,9 @@ Everything measured about a checkpoint and everything its card says lives in one
 - written by hand: ``dataset`` (its Hub ``id``, ``name``, ``train`` and ``test`` splits),
   ``selection``, ``compute``, ``objective``, ``baseline`` (a checkpoint of the zoo trained as
   its explicit counterpart), ``papers`` (the papers' figures, quoted as theirs: ``metric``,
-  ``value``, ``setup``), ``comparison``, ``floor``, ``also_cite`` and ``limitations``;
+  ``value``, ``setup``), ``baseline_paper`` (``true``: no paper reports this model on its
+  protocol, so the Compared section also quotes the baseline's papers' figures, named as the
+  baseline model's), ``comparison``, ``floor``, ``also_cite`` and ``limitations``;
 - written by ``zoo card NAME``: ``measured`` (parameters, the shipped test-time budget, the
   figures it drew, a generated sample) and ``results`` (one ``zoo eval`` row per test-time
   budget; ``shipped: true`` marks the shipped setting).
@@ -390,6 +392,14 @@ def _comparison_lines(name: str, info: dict, main: dict, spec) -> list[str]:
         )
     for p in info.get("papers") or []:
         rows.append(f"| paper (theirs) | {p['metric']} | {p['value']:g} | {p['setup']} |")
+    if base and info.get("baseline_paper"):
+        # no paper reports this model on this protocol: its baseline's paper figure, so named
+        for p in card_info(base).get("papers") or []:
+            if p["metric"] == key:
+                rows.append(
+                    f"| paper (theirs), for the baseline's model | {key} | {p['value']:g} | "
+                    f"{p['setup']} |"
+                )
     rows += _peer_rows(name, main)
     if len(rows) == 1:
         return []
