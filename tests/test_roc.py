@@ -103,3 +103,12 @@ def test_bad_inputs_are_refused_with_the_reason(scores, labels, match):
         auroc_interval(scores, labels)
     with pytest.raises(ValueError):
         auroc_interval(np.arange(4.0), np.array([1, 0, 0, 1]), level=1.5)
+
+
+@pytest.mark.parametrize(
+    "p, text", [(0.0, "< 0.001"), (0.000999, "< 0.001"), (0.001, "0.001"), (0.2716, "0.272")]
+)
+def test_p_values_print_below_a_thousandth_as_a_bound(p, text):
+    from zoo.tasks.roc import format_p
+
+    assert format_p(p) == text

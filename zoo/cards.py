@@ -420,6 +420,7 @@ def _peer_rows(name: str, main: dict) -> list[str]:
     compared with it there (the peers' file of its task and dataset, where a ``paired`` entry
     names it): their figure, and the paired difference ours − theirs."""
     from .docs import peer_files
+    from .tasks.roc import format_p
 
     key = main["primary_metric"]
     rows = []
@@ -428,7 +429,8 @@ def _peer_rows(name: str, main: dict) -> list[str]:
             test = next((c for c in p.get("paired") or [] if c["checkpoint"] == name), None)
             if test is None or key not in p:
                 continue
-            pv = "< 0.001" if test["p_value"] < 0.001 else f"= {test['p_value']:.3f}"
+            pv = format_p(test["p_value"])
+            pv = pv if pv.startswith("<") else f"= {pv}"
             rows.append(
                 f"| {p['model']} ({p['package']}, run here) | {key} | {p[key]} | the same test "
                 f"patients; ours − theirs {test['difference']:+.4f} (95% interval "

@@ -130,3 +130,8 @@ def compare_auroc(scores_a, scores_b, labels, level: float = 0.95) -> AurocCompa
     z = _z(level)
     p = math.erfc(abs(d) / se / math.sqrt(2)) if se > 0 else (1.0 if d == 0 else 0.0)
     return AurocComparison(float(auc[0]), float(auc[1]), d, se, d - z * se, d + z * se, p, level)
+
+
+def format_p(p: float) -> str:
+    """A p-value as the cards and leaderboards print it: ``< 0.001``, else three decimals."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from ._spec import EvalResult, FiniteGuard, MetricSpec, _nfe, register_task
+from .roc import format_p
 from .time_series import LabelMetrics, MaskedMSE, TimeSeriesSpec
 
 __all__ = ["SeriesClassificationSpec"]
@@ -114,7 +115,7 @@ class SeriesClassificationSpec(TimeSeriesSpec):
             "|---|---|---|---|---|",
         ]
         for peer, c in tests:
-            p = "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
+            p = format_p(c["p_value"])
             lines.append(
                 f"| {c['checkpoint']} | {peer} | {c['difference']:+.4f} | "
                 f"{c['low']:+.4f} to {c['high']:+.4f} | {p} |"
