@@ -103,3 +103,63 @@ def test_parity_examples_and_datamodule():
                                              n_test=20).eval_split("test")  # fmt: skip
     assert target.shape == (20, 21) and not given[:, -1].any() and given[:, :-1].all()
     assert torch.equal(target[:, -1], target[:, :-1].sum(1) % 2) and (inputs[:, -1] == 0).all()
+
+
+def _grid(bits, box):
+    n = box * box
+    return (bits.view(n * n, n).argmax(1) + 1).tolist()
+
+
+def _valid(grid, box):
+    n = box * box
+    units = [grid[r * n : r * n + n] for r in range(n)] + [grid[c::n] for c in range(n)]
+    units += [[grid[(br * box + i) * n + bc * box + j] for i in range(box) for j in range(box)]
+              for br in range(box) for bc in range(box)]  # fmt: skip
+    return all(sorted(u) == list(range(1, n + 1)) for u in units)
+
+
+@pytest.mark.parametrize("box", [2, 3])
+def test_sudoku_symmetries_keep_the_rules_the_clues_and_the_single_solution(box):
+    n = box * box
+    dm = SudokuDataModule(box=box, n_train=24, n_val=4, n_test=4, augment=True, batch_size=4,
+                          clues=(6, 8) if box == 2 else (30, 40))  # fmt: skip
+    raw = dm.eval_split("train")
+    loader = dm.train_dataloader()
+    seen = set()
+    for b, (x, g, y) in enumerate(loader):
+        idx = torch.randperm(
+            len(raw[0]), generator=torch.Generator().manual_seed(dm.seed * 100_003)
+        )
+        src = [t[idx[b * 4 : b * 4 + 4]] for t in raw]
+        for i in range(4):
+            assert torch.equal(x[i], y[i] * g[i])
+            assert g[i].sum() == src[1][i].sum()  # as many clues
+            cells = g[i].view(n * n, n)
+            assert (cells.all(1) | ~cells.any(1)).all()  # a cell's bits are given together
+            grid = _grid(y[i], box)
+            assert _valid(grid, box) and grid != _grid(src[2][i], box)
+            puzzle = [v if c else 0 for v, c in zip(grid, cells[:, 0].tolist())]
+            assert solve_sudoku(puzzle, box, limit=2) == [grid]
+            seen.add(tuple(grid))
+        if b == 1:
+            break
+    assert len(seen) == 8
+    # the same epoch gives the same transformed batches (a resumed run repeats them)
+    again = next(iter(SudokuDataModule(box=box, n_train=24, n_val=4, n_test=4, augment=True,
+                                       batch_size=4, clues=dm.clues).train_dataloader()))  # fmt: skip
+    assert all(torch.equal(a, c) for a, c in zip(again, next(iter(dm.train_dataloader()))))
+
+
+def test_augment_is_off_by_default_never_touches_evaluation_and_is_checked():
+    kw = dict(box=2, n_train=24, n_val=4, n_test=4, clues=(6, 8), batch_size=4)
+    plain, aug = SudokuDataModule(**kw), SudokuDataModule(**kw, augment=True)
+    p, a = next(iter(plain.train_dataloader())), next(iter(aug.train_dataloader()))
+    assert not torch.equal(p[2], a[2])  # training batches differ...
+    assert torch.equal(p[0].sum(1), a[0].sum(1))  # ...as the same puzzles under symmetries
+    idx = torch.randperm(20, generator=torch.Generator().manual_seed(0))[:4]
+    assert torch.equal(p[2], plain.eval_split("train")[2][idx])  # off: the stored puzzles
+    for split in ("val", "test"):
+        loader = getattr(aug, f"{split}_dataloader")()
+        assert all(torch.equal(u, v) for u, v in zip(next(iter(loader)), aug.eval_split(split)))
+    with pytest.raises(ValueError, match="augment must be True or False"):
+        SudokuDataModule(**kw, augment="yes")

@@ -94,7 +94,8 @@ SCRIPT = textwrap.dedent(
         os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
         margs = dict(n_bits=64, m=8, aux=2, cell_bits=4, max_iter=5, grad_max_iter=5)
         task = ConstraintSatisfaction(arch="satnet", model_args=margs, lr=1e-2, min_lr=1e-2)
-        dm = SudokuDataModule(box=2, n_train=40, n_val=4, n_test=4, clues=(6, 9), batch_size=4)
+        dm = SudokuDataModule(box=2, n_train=40, n_val=4, n_test=4, clues=(6, 9), batch_size=4,
+                              augment=True)  # resumes its random symmetries exactly too
     else:
         from zoo.data import SOTUDataModule
         from zoo.tasks import LanguageModeling

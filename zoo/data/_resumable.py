@@ -27,6 +27,9 @@ class ResumableLoader:
         shuffle: Permute every epoch.
         collate_fn: Builds a batch from a list of items (default: ``dataset[index_tensor]``).
         drop_last: Drop an incomplete last batch.
+        transform: ``transform(batch, generator)`` rewrites each batch (a random augmentation);
+            the generator is seeded from the seed, the epoch and the batch's place in it, so a
+            resumed run sees the same transformed batches as an uninterrupted one.
 
     Example:
         >>> import torch
@@ -46,9 +49,11 @@ class ResumableLoader:
         shuffle: bool = True,
         collate_fn: Callable | None = None,
         drop_last: bool = True,
+        transform: Callable | None = None,
     ) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.shuffle, self.collate_fn, self.drop_last = shuffle, collate_fn, drop_last
+        self.transform = transform
         self._owner = owner
         self._epoch, self._next_epoch, self._yielded = 0, 0, 0
         self._resume: tuple[int, int] | None = None
@@ -92,13 +97,19 @@ class ResumableLoader:
         for b in range(start, len(self)):
             self._yielded = b + 1
             if self.batch_size is None:
-                yield self.dataset[int(order[b])]
-                continue
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            if self.collate_fn is None:
-                yield self.dataset[idx]
+                batch = self.dataset[int(order[b])]
             else:
-                yield self.collate_fn([self.dataset[int(i)] for i in idx])
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                if self.collate_fn is None:
+                    batch = self.dataset[idx]
+                else:
+                    batch = self.collate_fn([self.dataset[int(i)] for i in idx])
+            if self.transform is not None:
+                g = torch.Generator().manual_seed(
+                    (self.seed * 100_003 + epoch) * 1_000_003 + b * world + rank
+                )
+                batch = self.transform(batch, g)
+            yield batch
 
     def _trained(self) -> int:
         """Batches of the current epoch trained on (the loader runs one ahead: Lightning

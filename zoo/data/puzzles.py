@@ -41,6 +41,7 @@ __all__ = [
     "parity_examples",
     "solve_sudoku",
     "sudoku_bits",
+    "sudoku_symmetry_index",
 ]
 
 
@@ -175,6 +176,48 @@ def sudoku_bits(grids, box: int) -> Tensor:
     return bits[..., 1:].reshape(g.shape[0], n * n * n)
 
 
+def sudoku_symmetry_index(box: int, generator: torch.Generator) -> Tensor:
+    """A random symmetry of Sudoku as a permutation of a board's ``box**6`` bits: new bit ``j``
+    is old bit ``index[j]``. It relabels the digits, permutes the bands, the stacks, the rows
+    within each band and the columns within each stack, and transposes half the time: every
+    move maps a valid grid to a valid grid and a puzzle with one solution to a puzzle with one
+    solution (its image).
+
+    Example:
+        >>> import torch
+        >>> idx = sudoku_symmetry_index(2, torch.Generator().manual_seed(0))
+        >>> sorted(idx.tolist()) == list(range(64))
+        True
+    """
+    n = box * box
+
+    def perm(k: int) -> Tensor:
+        return torch.randperm(k, generator=generator)
+
+    def lines() -> Tensor:  # bands (or stacks) in a random order, lines within each shuffled
+        return torch.cat([g * box + perm(box) for g in perm(box).tolist()])
+
+    rows, cols, digits = lines(), lines(), perm(n)
+    src = rows[:, None] * n + cols[None, :]  # new cell (r, c) shows old cell (rows[r], cols[c])
+    if bool(torch.rand((), generator=generator) < 0.5):
+        src = src.T
+    # a digit d of the old board is digits[d] on the new one: new bit (cell, d') reads old bit
+    # (src[cell], digits^-1[d'])
+    inverse = torch.argsort(digits)
+    return (src.reshape(-1, 1) * n + inverse[None, :]).reshape(-1)
+
+
+def _augment_sudoku(box: int):
+    def transform(batch, generator: torch.Generator):
+        inputs, given, target = batch
+        index = torch.stack(
+            [sudoku_symmetry_index(box, generator) for _ in range(inputs.shape[0])]
+        ).to(inputs.device)
+        return inputs.gather(1, index), given.gather(1, index), target.gather(1, index)
+
+    return transform
+
+
 def _cached(kind: str, spec: dict, make) -> dict[str, np.ndarray]:
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_root() / "puzzles" / f"{kind}-{key}.npz"
@@ -229,10 +272,15 @@ class _PuzzleDataModule(pl.LightningDataModule):
         self.setup()
         return self.splits[split]
 
+    def _train_transform(self):
+        """A random augmentation of each training batch (none by default)."""
+        return None
+
     def train_dataloader(self) -> ResumableLoader:
         return ResumableLoader(
-            TensorDataset(*self.eval_split("train")), self.batch_size, seed=self.seed, owner=self
-        )
+            TensorDataset(*self.eval_split("train")), self.batch_size, seed=self.seed, owner=self,
+            transform=self._train_transform(),
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(*self.eval_split("val")), batch_size=self.eval_batch_size)
@@ -254,6 +302,10 @@ class SudokuDataModule(_PuzzleDataModule):
         batch_size: Puzzles per training batch.
         eval_batch_size: Puzzles per evaluation batch.
         seed: Seed of the training puzzles.
+        augment: Show every training puzzle under a fresh random symmetry of Sudoku each time
+            (:func:`sudoku_symmetry_index`: relabelled digits, permuted bands, stacks, rows and
+            columns, transposed half the time), so that no grid is seen twice; validation and
+            test puzzles are never transformed.
 
     Example:
         >>> dm = SudokuDataModule(box=2, n_train=20, n_val=4, n_test=4, clues=(6, 8))
@@ -274,8 +326,11 @@ class SudokuDataModule(_PuzzleDataModule):
         batch_size: int = 40,
         eval_batch_size: int = 100,
         seed: int = 0,
+        augment: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(augment, bool):
+            raise ValueError(f"augment must be True or False, got {augment!r}")
         if box not in (2, 3):
             raise ValueError(f"box must be 2 (4x4 boards) or 3 (9x9), got {box!r}")
         check_positive(
@@ -290,7 +345,10 @@ class SudokuDataModule(_PuzzleDataModule):
         self.save_hyperparameters()
         self.box, self.n_train, self.n_val, self.n_test = box, n_train, n_val, n_test
         self.clues, self.batch_size, self.eval_batch_size = (lo, hi), batch_size, eval_batch_size
-        self.seed = seed
+        self.seed, self.augment = seed, augment
+
+    def _train_transform(self):
+        return _augment_sudoku(self.box) if self.augment else None
 
     def _tensors(self, grids: dict[str, np.ndarray]) -> tuple[Tensor, Tensor, Tensor]:
         target = sudoku_bits(grids["solutions"], self.box)
