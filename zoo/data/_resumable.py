@@ -59,6 +59,17 @@ class ResumableLoader:
         self._resume: tuple[int, int] | None = None
 
     @staticmethod
+    def _epoch_seed(seed: int, epoch: int) -> int:
+        return seed * 100_003 + epoch
+
+    @classmethod
+    def permutation(cls, seed: int, epoch: int, n: int) -> torch.Tensor:
+        """The order in which a shuffling loader with ``seed`` visits ``n`` items in ``epoch``
+        (before DDP's split), for code that must know which items a run has trained on."""
+        g = torch.Generator().manual_seed(cls._epoch_seed(seed, epoch))
+        return torch.randperm(n, generator=g)
+
+    @staticmethod
     def _world() -> tuple[int, int]:
         import torch.distributed as dist
 
@@ -87,11 +98,7 @@ class ResumableLoader:
         self._resume = None
         self._epoch, self._next_epoch, self._yielded = epoch, epoch + 1, start
         n = len(self.dataset)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
+        order = self.permutation(self.seed, epoch, n) if self.shuffle else torch.arange(n)
         rank, world = self._world()
         order = order[: self._per_rank() * world][rank::world]
         for b in range(start, len(self)):
@@ -106,7 +113,7 @@ class ResumableLoader:
                     batch = self.collate_fn([self.dataset[int(i)] for i in idx])
             if self.transform is not None:
                 g = torch.Generator().manual_seed(
-                    (self.seed * 100_003 + epoch) * 1_000_003 + b * world + rank
+                    self._epoch_seed(self.seed, epoch) * 1_000_003 + b * world + rank
                 )
                 batch = self.transform(batch, g)
             yield batch

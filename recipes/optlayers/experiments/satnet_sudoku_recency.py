@@ -18,15 +18,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from zoo.data import ResumableLoader
 from zoo.data.puzzles import SudokuDataModule
 from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction
 
 HERE = Path(__file__).resolve().parent
-
-
-def _order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The training order of ``epoch`` (as ``zoo.data._resumable.ResumableLoader`` draws it)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def _score(layer, x, given, target) -> tuple[float, int]:
@@ -61,7 +57,8 @@ def main(state: str, recipe: str) -> None:
     done = step - per_epoch * epoch  # batches of this epoch already trained on
     if epoch < 1 or done < 3:
         raise SystemExit("give a state at least three batches into its second epoch or later")
-    now, before = _order(dm.seed, epoch, len(x)), _order(dm.seed, epoch - 1, len(x))
+    order = ResumableLoader.permutation
+    now, before = order(dm.seed, epoch, len(x)), order(dm.seed, epoch - 1, len(x))
     recent = now[(done - 3) * bs : done * bs]
     seen = set(now[: done * bs].tolist())
     early = torch.tensor([int(i) for i in before[: 10 * bs] if int(i) not in seen][:120])
