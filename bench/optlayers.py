@@ -10,15 +10,18 @@
   ``zoo_ms`` gives over each, and ``max_abs_diff`` / ``moreau_max_abs_diff`` between the
   solutions.
 * ``sat``: ``zoo.nn.SATLayer`` with the paper's sequential coordinate sweeps (a Python-level loop
-  over the variables) against the parallel update accelerated by Anderson, on a batch of 8:
+  over the variables) against the parallel update accelerated by Anderson and against the same
+  sweeps compiled (``method="satnet"``, as many sweeps as the Python loop took), on a batch of 8:
   a well-posed problem of the 4x4 Sudoku layer's size (64 variables, 96 clauses scaled by 3,
   solved to 1e-6: iterations to tolerance, ``ms`` per forward, ``ms_per_iter`` and the largest
   difference of the two methods' outputs), and SATNet's 9x9 Sudoku layer (729 variables, 600
   clauses, 300 hidden; random clauses, 20 iterations: the cost of an iteration).
+  ``max_abs_diff``: the largest difference of a row's outputs from the Python sweeps'.
 
 The ``satnet`` package (PyPI 0.1.4), the paper's C++/CUDA kernels, would be the natural speed
 reference for the second table; its source distribution does not build (it lacks its
-``satnet.h`` header), so it is not measured here.
+``satnet.h`` header), so it is not measured here. The compiled rows run the zoo's own kernel of
+the same algorithm (built on first use; the build is not timed).
 
 Run: python bench/optlayers.py [--quick] [--only qp|sat]
 """
@@ -119,20 +122,27 @@ def sat_rows(cases, B: int, repeats: int) -> list[dict]:
         z = torch.rand(B, n, generator=g)
         known = torch.rand(B, n, generator=g) < 0.4
         out = {}
-        for method in ("sequential", "parallel"):
-            layer = SATLayer(n, m, aux, method=method, tol=tol, max_iter=max_iter)
+        for method in ("sequential", "parallel", "satnet"):
+            if method == "satnet":  # the same sweeps as the Python loop's, compiled
+                sweeps = rows[-2]["iters"]
+                layer = SATLayer(n, m, aux, method=method, tol=1e-30, max_iter=sweeps)
+                layer(z[:1], known[:1])  # build (or load) the kernel outside the timing
+            else:
+                layer = SATLayer(n, m, aux, method=method, tol=tol, max_iter=max_iter)
             with torch.no_grad():
                 layer.S.mul_(scale)
                 ms = _time(lambda layer=layer, z=z, known=known: layer(z, known), repeats)
                 out[method] = layer(z, known)
             st = layer.stats
             rows.append({"problem": name, "n": n, "m": m, "aux": aux, "k": layer.k,
-                         "method": method, "tol": tol, "iters": st.n_iter,
+                         "method": method, "tol": None if method == "satnet" else tol,
+                         "iters": st.n_iter,
                          "converged": st.converged, "ms": round(ms, 1),
                          "ms_per_iter": round(ms / st.n_iter, 2)})  # fmt: skip
-        diff = (out["sequential"] - out["parallel"]).abs().max()
-        rows[-1]["max_abs_diff"] = float(f"{diff:.2g}")
-        print(rows[-2:], flush=True)
+        for row, method in zip(rows[-2:], ("parallel", "satnet"), strict=True):
+            diff = (out["sequential"] - out[method]).abs().max()
+            row["max_abs_diff"] = float(f"{diff:.2g}")
+        print(rows[-3:], flush=True)
     return rows
 
 

@@ -514,6 +514,17 @@ def _sat_grad():
         _sat(grad=UnrolledGrad())
 
 
+def _sat_damping():
+    grads = []
+    for damping in (0.0, 1.0):
+        out, layer = _sat(method="satnet", damping=damping)
+        out.sum().backward()
+        grads.append(layer.S.grad)
+    assert not torch.allclose(*grads)
+    with pytest.raises(ValueError, match="damping is the backward of method='satnet'"):
+        _sat(method="parallel", damping=1.0)
+
+
 EFFECTS[QPLayer] = {
     "n": lambda: _differ(lambda n: _qp(n=n, n_ineq=0, n_eq=0), 3, 4, what=lambda r: r[0].shape),
     "n_ineq": lambda: _differ(lambda m: _qp(n_ineq=m), 0, 3, what=lambda r: r[0].detach()),
@@ -529,8 +540,13 @@ EFFECTS[SATLayer] = {
     "m": lambda: _differ(lambda m: _sat(m=m), 8, 12, what=lambda r: r[0].detach()),
     "aux": lambda: _differ(lambda a: _sat(aux=a), 0, 3, what=lambda r: r[0].detach()),
     "k": lambda: _differ(lambda k: _sat(k=k), 3, 6, what=lambda r: r[0].detach()),
-    "method": lambda: _differ(lambda m: _sat(method=m, tol=1e-6), "sequential", "parallel",
-                              what=lambda r: r[1].stats.trace.shape[0]),
+    "method": lambda: (
+        _differ(lambda m: _sat(method=m, tol=1e-6), "sequential", "parallel",
+                what=lambda r: r[1].stats.trace.shape[0]),
+        _differ(lambda m: _sat(method=m, tol=1e-6), "sequential", "satnet",
+                what=lambda r: r[1].stats.trace.shape[0]),
+    ),
+    "damping": _sat_damping,
     "prox": lambda: _differ(lambda x: _sat(method="parallel", prox=x), 0.1, 2.0,
                             what=lambda r: r[1].stats.n_iter),
     "tol": lambda: _differ(lambda t: _sat(tol=t), 1e-2, 1e-10, what=lambda r: r[1].stats.n_iter),

@@ -34,14 +34,8 @@ def _loss(layer, z, known, w):
     return (layer(z, known) * w).sum()
 
 
-def test_implicit_gradient_equals_finite_differences():
-    layer = _layer()
-    z, known = _batch()
-    w = torch.randn(z.shape, dtype=D, generator=torch.Generator().manual_seed(1))
-    zz = z.clone().requires_grad_()
-    _loss(layer, zz, known, w).backward()
-    assert layer.stats.converged and layer.grad.last_stats.converged
-    eps = 1e-6
+def _check_finite_differences(layer, z, known, w, z_grad, eps=1e-6):
+    """``layer.S.grad`` and ``z_grad`` (of ``_loss``) against central differences."""
     for direction in (torch.randn_like(layer.S), torch.randn_like(layer.S)):
         with torch.no_grad():
             layer.S.add_(eps * direction)
@@ -56,7 +50,17 @@ def test_implicit_gradient_equals_finite_differences():
         fd = (_loss(layer, z + eps * dz, known, w) - _loss(layer, z - eps * dz, known, w)) / (
             2 * eps
         )
-    assert torch.isclose((zz.grad * dz).sum(), fd, rtol=1e-6, atol=1e-8)
+    assert torch.isclose((z_grad * dz).sum(), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_implicit_gradient_equals_finite_differences():
+    layer = _layer()
+    z, known = _batch()
+    w = torch.randn(z.shape, dtype=D, generator=torch.Generator().manual_seed(1))
+    zz = z.clone().requires_grad_()
+    _loss(layer, zz, known, w).backward()
+    assert layer.stats.converged and layer.grad.last_stats.converged
+    _check_finite_differences(layer, z, known, w, zz.grad)
 
 
 def test_parallel_anderson_solve_equals_the_sequential_sweeps():
@@ -256,3 +260,90 @@ def test_random_start_draws_afresh_in_training_and_keeps_the_fixed_start_in_eval
     assert torch.equal(short(z, known), ref(z, known))
     with pytest.raises(ValueError, match="random_start must be"):
         SATLayer(4, 4, random_start=1)
+
+
+# -- method="satnet": the paper's algorithm in the compiled kernel ------------------------------
+
+
+def _satnet(**kw):
+    """``_layer``'s problem with the compiled sweeps (no ``grad``: the paper's backward)."""
+    kw = {"tol": 1e-28, "max_iter": 3000, "damping": 0.0, **kw}
+    layer = SATLayer(12, 24, 4, k=5, method="satnet", **kw).double()
+    with torch.no_grad():
+        layer.S.mul_(3.0)
+    return layer
+
+
+def test_satnet_method_sweeps_are_the_python_sweeps():
+    """A fixed number of sweeps from the same start in the same order: the compiled kernel and
+    the layer's Python-level sweeps give the same vectors, to rounding (float64)."""
+    z, known = _batch()
+    python = _layer(method="sequential", max_iter=7, tol=1e-300)
+    compiled = _satnet(max_iter=7, tol=1e-300)
+    r = python._map(z, known)
+    V, _ = python._sweeps(r.full0, r.fixed)
+    x = V.view(r.full0.shape)[..., 0]
+    expected = torch.arccos((-x).clamp(-1 + 1e-6, 1 - 1e-6))[:, 1:13] / torch.pi
+    out = compiled(z, known)
+    assert compiled.stats.n_iter == 7 and not compiled.stats.converged
+    assert torch.allclose(out, torch.where(known, z, expected), atol=1e-13, rtol=0)
+
+
+def test_satnet_method_gradient_at_convergence_is_the_implicit_gradient():
+    """Converged sweeps, no damping: the paper's backward gives the exact implicit gradient,
+    checked against finite differences (the clauses and the given inputs) and against the
+    parallel method's ImplicitGrad."""
+    z, known = _batch()
+    w = torch.randn(z.shape, dtype=D, generator=torch.Generator().manual_seed(1))
+    layer = _satnet()
+    zz = z.clone().requires_grad_()
+    _loss(layer, zz, known, w).backward()
+    assert layer.stats.converged and layer.stats.n_iter > 50
+    _check_finite_differences(layer, z, known, w, zz.grad)
+    parallel = _layer(method="parallel")
+    zp = z.clone().requires_grad_()
+    _loss(parallel, zp, known, w).backward()
+    assert torch.allclose(layer.S.grad, parallel.S.grad, atol=1e-8, rtol=0)
+    assert torch.allclose(zz.grad, zp.grad, atol=1e-8, rtol=0)
+
+
+def test_satnet_method_damping_shrinks_the_gradient_and_backward_counts_the_sweeps():
+    z, known = _batch()
+    w = torch.randn(z.shape, dtype=D, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for damping in (0.0, 1e-2, 1.0):
+        layer = _satnet(damping=damping)
+        _loss(layer, z, known, w).backward()
+        grads.append(layer.S.grad.norm())
+    assert grads[0] > grads[1] > grads[2] > 0
+    assert "damping=0.01" in repr(_satnet(damping=1e-2))
+    from zoo.models.optlayers import SATNetSolver
+
+    model = SATNetSolver(n_bits=8, m=8, aux=2, cell_bits=1, k=4, method="satnet", max_iter=5)
+    bits = torch.tensor([[1.0, 0, 1, 0, 0, 0, 0, 0]])
+    model(bits, bits.new_tensor([[1, 1, 1, 1, 0, 0, 0, 0]]).bool()).sum().backward()
+    assert model.cost().nfe_backward == model.cost().nfe_forward == model.sat.stats.n_iter
+
+
+def test_satnet_method_random_orders_in_training_and_a_fixed_one_in_evaluation():
+    z, known = _batch()
+    layer = _satnet(max_iter=2, random_start=True)
+    torch.manual_seed(0)
+    assert not torch.allclose(layer(z, known), layer(z, known))
+    layer.eval()
+    assert torch.equal(layer(z, known), layer(z, known))
+
+
+def test_satnet_method_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="leave grad unset"):
+        SATLayer(4, 4, method="satnet", grad=ImplicitGrad())
+    with pytest.raises(ValueError, match="damping is the backward of method='satnet'"):
+        SATLayer(4, 4, method="parallel", damping=1e-2)
+    with pytest.raises(ValueError, match="damping must be"):
+        SATLayer(4, 4, method="satnet", damping=-1.0)
+    with pytest.raises(ValueError, match="compact=True needs"):
+        SATLayer(4, 4, method="satnet", compact=True)
+    from zoo.models.optlayers import SATNetSolver
+
+    with pytest.raises(ValueError, match="grad_tol and grad_max_iter"):
+        SATNetSolver(n_bits=8, m=8, aux=2, cell_bits=1, method="satnet", grad_max_iter=5)

@@ -156,16 +156,19 @@ class SATNetSolver(_SolverBudget, _CSPModel):
             only the last step is then trained); ``False`` passes probabilities, so every step
             is trained from the last bit's supervision.
         k: Vector dimension (default: see :class:`~zoo.nn.SATLayer`).
-        method: ``"sequential"`` or ``"parallel"`` solve.
+        method: ``"sequential"``, ``"parallel"`` or ``"satnet"`` (the paper's forward and
+            backward, compiled; see :class:`~zoo.nn.SATLayer`).
         prox: The proximal weight of the simultaneous update (see :class:`~zoo.nn.SATLayer`).
         tol: The solve's tolerance.
         max_iter: The solve's iterations at most.
         compact: Stop updating each puzzle once its own solve has settled (``"parallel"``
             only; see :class:`~zoo.nn.SATLayer`).
-        grad_tol: Tolerance of the implicit backward solve.
-        grad_max_iter: Its iterations at most.
+        grad_tol: Tolerance of the implicit backward solve (not with ``"satnet"``).
+        grad_max_iter: Its iterations at most (not with ``"satnet"``).
         random_start: Start each training call's solve from fresh random vectors (the paper's
             code; see :class:`~zoo.nn.SATLayer`); evaluation keeps the fixed start.
+        damping: ``"satnet"`` only: the backward's diagonal increment (the package's
+            ``prox_lam``; default 1e-2).
 
     Example:
         >>> import torch
@@ -195,16 +198,23 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         grad_tol: float = 1e-4,
         grad_max_iter: int = 100,
         random_start: bool = False,
+        damping: float | None = None,
     ) -> None:
         super().__init__()
         self._capture(locals())
+        if method == "satnet" and (grad_tol, grad_max_iter) != (1e-4, 100):
+            raise ValueError(
+                "grad_tol and grad_max_iter set the implicit backward of the 'sequential' and "
+                "'parallel' methods; method='satnet' runs the paper's backward sweeps (as many "
+                "as the forward took): leave them unset, or set damping"
+            )
         self.chain, self.cell_bits = bool(chain), cell_bits
         self.round_between = bool(round_between)
         self.n_bits = None if chain else n_bits
-        grad = ImplicitGrad(tol=grad_tol, max_iter=grad_max_iter)
+        grad = None if method == "satnet" else ImplicitGrad(tol=grad_tol, max_iter=grad_max_iter)
         self.sat = SATLayer(3 if chain else n_bits, m, aux, k=k, method=method, prox=prox,
                             tol=tol, max_iter=max_iter, compact=compact, grad=grad,
-                            random_start=random_start)  # fmt: skip
+                            random_start=random_start, damping=damping)  # fmt: skip
         self._nfe = 0
 
     def _rule(self, inputs: Tensor, given: Tensor) -> Tensor:
@@ -226,6 +236,8 @@ class SATNetSolver(_SolverBudget, _CSPModel):
         return self.sat.method
 
     def _backward_nfe(self) -> int:
+        if self.sat.method == "satnet":  # the paper's backward: as many sweeps as the forward
+            return int(self.sat.stats.nfe) if self.sat.stats is not None else 0
         back = self.sat.grad.last_stats if isinstance(self.sat.grad, ImplicitGrad) else None
         return int(back.nfe) if back is not None else 0
 

@@ -11,7 +11,8 @@ The solve: the mixing method, block coordinate descent ``v_o <- -g_o / ||g_o||``
 ``g_o = sum_{j != o} (S S')_{oj} v_j`` over the unknown variables in turn (``method=
 "sequential"``, the paper's), or every variable updated at once and accelerated by the zoo's
 Anderson solver (``"parallel"``: one batched matrix product an iteration instead of a
-Python-level loop over variables). Updated all at once, the coordinate step itself can
+Python-level loop over variables), or the SATNet package's own algorithm, forward and backward, in
+a compiled kernel (``"satnet"``: :mod:`zoo.nn._mixing`). Updated all at once, the coordinate step itself can
 oscillate forever (two coupled variables swapping signs: on SATNet's 9x9 Sudoku layer it never
 settles), so the parallel update is proximal: ``T(V)_o = (lam v_o - g_o) / ||lam v_o - g_o||``
 with ``lam = prox * ||S||_2^2``, a step that keeps each variable near where it was. A fixed
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 
 from ..solvers import Anderson, Equilibrium, FixedPointMap, ImplicitGrad, SolverStats
 from ..solvers._grad import AtFixedPoint
+from ._mixing import MixingFunction
 
 __all__ = ["SATLayer"]
 
@@ -66,16 +68,21 @@ class SATLayer(nn.Module):
         aux: Hidden variables the clauses may use.
         k: Dimension of each variable's vector; default ``ceil(sqrt(2 (n + 1 + aux))) + 1``, the
             rank at which the relaxation's low-rank solutions are its global optima.
-        method: ``"sequential"`` (the paper's coordinate sweeps) or ``"parallel"`` (simultaneous
-            proximal updates, Anderson-accelerated).
+        method: ``"sequential"`` (the paper's coordinate sweeps), ``"parallel"`` (simultaneous
+            proximal updates, Anderson-accelerated), both differentiated by ``grad``; or
+            ``"satnet"``: the paper's algorithm as its authors' package runs it, in a C++ kernel
+            compiled on first use (sweeps in the given order until one lowers the objective by
+            less than ``tol`` times the first sweep did; backward: as many Gauss-Seidel sweeps on
+            the adjoint system, with ``damping`` added to its diagonal).
         prox: The proximal weight of the simultaneous update, as a multiple of the clauses'
             largest squared singular value ``||S||_2^2`` (``0``: the bare coordinate step, which
             may oscillate; ``>= 1``: every plain iteration lowers the objective or keeps it). It
             is the map the parallel solve iterates and the implicit gradient differentiates, in
             both methods; it changes their convergence, not their fixed point.
-        tol: Stop when the largest change of a variable's vector over one sweep (sequential) or
+        tol: Stop when the largest change of a variable's vector over one sweep (sequential),
             the relative residual ``||T(V) - V|| / ||T(V)||`` over the unknown variables
-            (parallel) is at most this.
+            (parallel), or a sweep's decrease of the objective relative to the first sweep's
+            (satnet; the package's ``eps``, 1e-4) is at most this.
         max_iter: Sweeps (sequential) or Anderson iterations (parallel) at most.
         compact: Parallel method only: stop evaluating each sample's update once its own solve
             has reached ``tol`` (the solver's per-sample batch compaction), so that a batch's
@@ -84,7 +91,10 @@ class SATLayer(nn.Module):
             may return a later, lower-residual iterate).
         grad: The gradient mode, one that differentiates at the fixed point (default
             ``ImplicitGrad(tol=1e-6, max_iter=200)``; a ``PhantomGrad`` is cheaper and
-            inexact).
+            inexact). Refused with ``method="satnet"``, which has the paper's backward.
+        damping: ``method="satnet"`` only: what the backward adds to each variable's
+            ``||g_i||`` (the package's ``prox_lam``; default 1e-2). ``0`` with converged
+            sweeps gives the exact implicit gradient.
         seed: Seed of the fixed random directions (the unknowns' starting vectors, the inputs'
             ``u_i``, the sweep order): the layer is deterministic.
         random_start: In training mode, start the unknowns from unit vectors drawn afresh at
@@ -92,6 +102,7 @@ class SATLayer(nn.Module):
             the paper's code does at every call; evaluation keeps the fixed start, so that its
             results repeat. Where the relaxation has several local solutions (``k`` below
             ``sqrt(2 N)``), the clauses then cannot rely on the one a fixed start leads to.
+            With ``method="satnet"`` the sweep order is drawn afresh too, as the package does.
 
     Inputs: ``z`` ``(B, n)`` probabilities in ``[0, 1]`` and ``is_input`` ``(B, n)`` (bool or
     0/1): which entries are given. Output: ``(B, n)``, the given entries unchanged and the others
@@ -121,13 +132,31 @@ class SATLayer(nn.Module):
         grad: AtFixedPoint | None = None,
         seed: int = 0,
         random_start: bool = False,
+        damping: float | None = None,
     ) -> None:
         super().__init__()
         for name, v, low in (("n", n, 1), ("m", m, 1), ("aux", aux, 0), ("max_iter", max_iter, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-        if method not in ("sequential", "parallel"):
-            raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
+        if method not in ("sequential", "parallel", "satnet"):
+            raise ValueError(f"method must be 'sequential', 'parallel' or 'satnet', got {method!r}")
+        if method == "satnet":
+            if grad is not None:
+                raise ValueError(
+                    "method='satnet' differentiates by the paper's backward sweeps: leave grad "
+                    "unset (set damping to change it), or use method='sequential' or 'parallel' "
+                    f"with {type(grad).__name__}"
+                )
+            damping = 1e-2 if damping is None else damping
+            if isinstance(damping, bool) or not (
+                isinstance(damping, (int, float)) and damping >= 0
+            ):
+                raise ValueError(f"damping must be a number >= 0, got {damping!r}")
+        elif damping is not None:
+            raise ValueError(
+                "damping is the backward of method='satnet'; the other methods are "
+                f"differentiated by grad, so it would change nothing (method={method!r})"
+            )
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
         if isinstance(prox, bool) or not (isinstance(prox, (int, float)) and prox >= 0):
@@ -141,8 +170,9 @@ class SATLayer(nn.Module):
                 "compact=True needs method='parallel': the sequential sweeps stop when every "
                 "sample has settled and have no per-sample batch to shrink"
             )
-        grad = ImplicitGrad(tol=1e-6, max_iter=200) if grad is None else grad
-        if not isinstance(grad, AtFixedPoint):
+        if grad is None and method != "satnet":
+            grad = ImplicitGrad(tol=1e-6, max_iter=200)
+        if grad is not None and not isinstance(grad, AtFixedPoint):
             raise ValueError(
                 f"a SATLayer differentiates at its fixed point: use ImplicitGrad or PhantomGrad, "
                 f"not {type(grad).__name__} (its sequential sweeps are not the map it would "
@@ -155,6 +185,7 @@ class SATLayer(nn.Module):
         self.n, self.m, self.aux, self.k = n, m, aux, k
         self.method, self.tol, self.max_iter, self.grad = method, float(tol), max_iter, grad
         self.prox, self.compact, self.random_start = float(prox), compact, random_start
+        self.damping = None if damping is None else float(damping)
         gen = torch.Generator().manual_seed(seed)
         # the reference's initial clause scale: N(0, 1/2 / (N + m))
         self.S = nn.Parameter(torch.randn(N, m, generator=gen) * math.sqrt(0.5 / (N + m)))
@@ -172,6 +203,7 @@ class SATLayer(nn.Module):
             f"prox={self.prox}"
             + (", compact=True" if self.compact else "")
             + (", random_start=True" if self.random_start else "")
+            + (f", damping={self.damping}" if self.damping is not None else "")
         )
 
     # -- the relaxation ------------------------------------------------------------------------
@@ -322,7 +354,36 @@ class SATLayer(nn.Module):
             out = self._solve(z.to(self.S.dtype), known)
         return torch.where(known, z, out.to(z.dtype))
 
+    def _compiled(self, z: Tensor, known: Tensor) -> Tensor:
+        """``method="satnet"``: the compiled sweeps and the paper's backward."""
+        begin = time.perf_counter()
+        V_fixed, fixed = self._known(z, known)
+        B, N, _ = V_fixed.shape
+        free = ~fixed[..., 0]
+        starts = self._starts(B, z).detach()
+        if self.random_start and self.training:  # a fresh order for every sample, as starts
+            keys = torch.rand(B, N - 1, device=z.device)
+            order = keys.argsort(dim=1) + 1
+        else:
+            order = self.order.to(z.device).expand(B, N - 1)
+        S = self.S.to(z.dtype)
+        x, sweeps, trace = MixingFunction.apply(
+            S, V_fixed, starts, free, order.contiguous(), self.max_iter, self.tol, self.damping
+        )
+        n = int(sweeps.max())
+        ratio = trace.gather(1, (sweeps - 1).clamp_min(0)[:, None])[:, 0].to(z.dtype)
+        self.stats = SolverStats(
+            nfe=n, n_iter=n, trace=trace[:, :n].T.to(z.dtype), abs_residual=ratio,
+            rel_residual=ratio, converged_mask=(ratio <= self.tol) | (sweeps < self.max_iter),
+            wall_time=time.perf_counter() - begin, stop_mode="rel", tol=self.tol,
+            rows_evaluated=int(sweeps.sum()), returned="iterate",
+        )  # fmt: skip
+        cos = (-x).clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+        return (torch.arccos(cos) / math.pi)[:, 1 : self.n + 1]
+
     def _solve(self, z: Tensor, known: Tensor) -> Tensor:
+        if self.method == "satnet":
+            return self._compiled(z, known)
         r = self._map(z, known)
         solver = Anderson(
             m=5, tol=self.tol, max_iter=self.max_iter, stop_mode="rel", warn=False,
