@@ -62,11 +62,32 @@ static inline void rank_one(const T* __restrict s, const T* __restrict d, T* __r
   }
 }
 
+// The last variable's pending rank-one update of W, applied in the same pass over W that forms
+// the next variable's product: W's rows are read and written once per variable instead of read
+// twice and written once (the same operations in the same order as applying it first).
+template <typename T>
+static inline void update_then_product(const T* __restrict s_prev, const T* __restrict d_prev,
+                                       const T* __restrict s, T* __restrict W, T* __restrict g,
+                                       int64_t m, int64_t k) {
+  for (int64_t c = 0; c < k; ++c) g[c] = 0;
+  for (int64_t l = 0; l < m; ++l) {
+    const T a = s_prev[l], b = s[l];
+    T* __restrict w = W + l * k;
+#pragma omp simd
+    for (int64_t c = 0; c < k; ++c) {
+      const T x = w[c] + a * d_prev[c];
+      w[c] = x;
+      g[c] += b * x;
+    }
+  }
+}
+
 template <typename T>
 static void forward_one(const T* S, const T* snorm, const int64_t* order, int64_t L,
                         const bool* free_, T* V, T* W, T* gnorm, int64_t m, int64_t k,
                         int64_t max_iter, double eps, int64_t* sweeps, double* trace) {
   std::vector<T> g(k), d(k);
+  const T* pending = nullptr;  // the row of S whose update (d) W still owes
   double first = 0.0, delta = 0.0;
   int64_t it = 0;
   while (it < max_iter) {
@@ -76,7 +97,8 @@ static void forward_one(const T* S, const T* snorm, const int64_t* order, int64_
       if (!free_[i]) continue;
       const T* s = S + i * m;
       T* v = V + i * k;
-      row_product(s, W, g.data(), m, k);
+      if (pending) update_then_product(pending, d.data(), s, W, g.data(), m, k);
+      else row_product(s, W, g.data(), m, k);
       double nrm = 0.0;
       for (int64_t c = 0; c < k; ++c) {
         g[c] -= snorm[i] * v[c];
@@ -91,7 +113,7 @@ static void forward_one(const T* S, const T* snorm, const int64_t* order, int64_
         moved += double(d[c]) * double(d[c]);
         v[c] = nv;
       }
-      rank_one(s, d.data(), W, m, k);
+      pending = s;
       gnorm[i] = T(nrm);
       delta += nrm * moved;
     }
@@ -100,6 +122,7 @@ static void forward_one(const T* S, const T* snorm, const int64_t* order, int64_
     trace[it - 1] = first > 0.0 ? delta / first : 0.0;
     if (!(first > 0.0) || (it > 1 && delta < eps * first)) break;
   }
+  if (pending) rank_one(pending, d.data(), W, m, k);
   *sweeps = it;
 }
 
@@ -108,6 +131,7 @@ static void backward_one(const T* S, const T* snorm, const int64_t* order, int64
                          const bool* free_, const T* V, const T* gnorm, const T* a, T* U,
                          T* Phi, int64_t m, int64_t k, int64_t sweeps, double damping) {
   std::vector<T> g(k), d(k);
+  const T* pending = nullptr;  // as in forward_one, for Phi
   for (int64_t it = 0; it < sweeps; ++it) {
     for (int64_t q = 0; q < L; ++q) {
       const int64_t i = order[q];
@@ -115,7 +139,8 @@ static void backward_one(const T* S, const T* snorm, const int64_t* order, int64
       const T* s = S + i * m;
       const T* v = V + i * k;
       T* u = U + i * k;
-      row_product(s, Phi, g.data(), m, k);
+      if (pending) update_then_product(pending, d.data(), s, Phi, g.data(), m, k);
+      else row_product(s, Phi, g.data(), m, k);
       for (int64_t c = 0; c < k; ++c) g[c] -= snorm[i] * u[c];
       g[0] += a[i];
       double along = 0.0;
@@ -126,9 +151,10 @@ static void backward_one(const T* S, const T* snorm, const int64_t* order, int64
         d[c] = nu - u[c];
         u[c] = nu;
       }
-      rank_one(s, d.data(), Phi, m, k);
+      pending = s;
     }
   }
+  if (pending) rank_one(pending, d.data(), Phi, m, k);
 }
 
 std::vector<torch::Tensor> mixing_forward(torch::Tensor S, torch::Tensor V, torch::Tensor free_,
