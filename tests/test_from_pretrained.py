@@ -1,6 +1,6 @@
 """Fine-tuning in plain Python: ``zoo.tasks.from_pretrained`` gives a LightningModule with the
-recipe's training settings; a plain ``lightning.Trainer`` runs 20 steps of it on new data with
-a new number of classes (or new outputs) for every family, and the result evaluates."""
+recipe's training settings; a plain ``lightning.Trainer`` runs 8 steps of it on new data with a
+new number of classes (or new outputs) for every family, and the result evaluates."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import zoo.tasks
 pytestmark = pytest.mark.timeout(300)
 
 
-def _trainer(steps: int = 20):
+def _trainer(steps: int = 8):
     import lightning.pytorch as pl
 
     return pl.Trainer(
@@ -33,7 +33,7 @@ def _loader(*tensors, batch_size: int = 8):
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True)
 
 
-def _fit(task, loader, steps: int = 20):
+def _fit(task, loader, steps: int = 8):
     before = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # budget-limited solves warn by design
