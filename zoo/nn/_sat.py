@@ -48,6 +48,12 @@ from ._mixing import MixingFunction
 __all__ = ["SATLayer"]
 
 
+def _probability(first: Tensor) -> Tensor:
+    """A solved vector's probability ``arccos(-v' v_T) / pi`` from its first coordinate (clamped
+    inside ``(-1, 1)``, where arccos' gradient is finite)."""
+    return torch.arccos((-first).clamp(-1.0 + 1e-6, 1.0 - 1e-6)) / math.pi
+
+
 class _Reduced(NamedTuple):
     """One solve's map on the unknown variables (:meth:`SATLayer._map`)."""
 
@@ -301,8 +307,8 @@ class SATLayer(nn.Module):
         V0 = starts.gather(1, rows[..., None].expand(B, F, k)).transpose(1, 2)
 
         def read(flat: Tensor) -> Tensor:
-            cos = (-flat.view(B, k, F)[:, 0]).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # arccos' finite
-            p = torch.where(real[:, 0], torch.arccos(cos) / math.pi, torch.zeros_like(cos))
+            first = flat.view(B, k, F)[:, 0]
+            p = torch.where(real[:, 0], _probability(first), torch.zeros_like(first))
             return p.new_zeros(B, N).scatter(1, rows, p)[:, 1 : self.n + 1]
 
         def gather(V: Tensor) -> Tensor:
@@ -378,8 +384,7 @@ class SATLayer(nn.Module):
             wall_time=time.perf_counter() - begin, stop_mode="rel", tol=self.tol,
             rows_evaluated=int(sweeps.sum()), returned="iterate",
         )  # fmt: skip
-        cos = (-x).clamp(-1.0 + 1e-6, 1.0 - 1e-6)
-        return (torch.arccos(cos) / math.pi)[:, 1 : self.n + 1]
+        return _probability(x)[:, 1 : self.n + 1]
 
     def _solve(self, z: Tensor, known: Tensor) -> Tensor:
         if self.method == "satnet":
