@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,20 @@ def zoo_data_dir():
     if d is None:
         pytest.skip("ZOO_DATA_DIR is not set (point it at ../shared/data to run this test)")
     return d
+
+
+@pytest.fixture
+def recipe_script():
+    """Load a script under recipes/ (not a package) as a module: ``recipe_script("a/b.py")``."""
+
+    def load(rel: str):
+        path = Path(__file__).parents[1] / "recipes" / rel
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,65 @@
+"""recipes/optlayers/satnet_solve_check.py: the gradient and budget tables of a SATNet run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.data.puzzles import SudokuDataModule
+from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction
+
+
+@pytest.fixture
+def mod(recipe_script):
+    return recipe_script("optlayers/satnet_solve_check.py")
+
+
+def _run():
+    # 4x4 boards, the layer's default k (sqrt(2N) + 1: every local solution is global), 64
+    # random clauses (with 16 the solves do not settle in 400 sweeps): the paper's sweeps and
+    # the parallel solve settle on the same answer
+    hp = {
+        "arch": "satnet",
+        "model_args": {"n_bits": 64, "m": 64, "aux": 4, "cell_bits": 4, "method": "satnet",
+                       "tol": 1e-4, "max_iter": 40, "damping": 1e-2},
+    }  # fmt: skip
+    torch.manual_seed(0)
+    sd = ConstraintSatisfaction(arch="satnet", model_args=hp["model_args"]).state_dict()
+    dm = SudokuDataModule(box=2, n_train=30, n_val=6, n_test=10, clues=(6, 8))
+    return hp, sd, dm.eval_split("val")
+
+
+def test_settled_sweeps_and_the_settled_parallel_solve_give_one_gradient(mod):
+    hp, sd, val = _run()
+    res = mod.grads(hp, sd, val)
+    assert set(res) == {label for label, _ in mod.SOLVES["grads"]}
+    ref = res[mod.REFERENCE]
+    par = res["parallel (1e-6, 400) + implicit"]
+    assert abs(par["loss"] - ref["loss"]) < 1e-4
+    assert F.cosine_similarity(par["grad"], ref["grad"], dim=0) > 0.9999
+    # the damped backward is a different (smaller) gradient of the same answer
+    damped = res["sweeps settled, damping 1e-2"]
+    assert damped["loss"] == ref["loss"] and damped["grad"].norm() < ref["grad"].norm()
+    assert res["as trained"]["nfe"] <= 40 and ref["nfe"] > res["as trained"]["nfe"]
+
+
+def test_budget_table_scores_every_puzzle_at_each_budget(mod):
+    hp, sd, val = _run()
+    res = mod.budget(hp, sd, val, batch_size=4)  # two batches, the second short
+    assert list(res) == [label for label, _ in mod.SOLVES["budget"]]
+    for r in res.values():
+        assert 0.0 <= r["solved"] <= r["cells"] <= 100.0
+    assert res["tol 1e-8, 200 sweeps"]["nfe"] >= res["as trained"]["nfe"]
+
+
+def test_a_checkpoint_of_another_task_is_refused_by_name(mod, tmp_path):
+    path = tmp_path / "x.ckpt"
+    torch.save({"hyper_parameters": {"arch": "mlp"}, "state_dict": {}, "epoch": 0,
+                "global_step": 0, "datamodule_hyper_parameters": {}}, path)  # fmt: skip
+    try:
+        mod.main([str(path)])
+    except SystemExit as e:
+        assert "not a SATNet Sudoku run" in str(e)
+    else:
+        raise AssertionError("a non-SATNet checkpoint was read")
