@@ -926,7 +926,7 @@ def test_bf16_inference_matches_fp32_on_every_shipped_sample():
     # take 10-40x more steps under bf16, hence their small samples.
     per_task = {
         "language-modeling": 1000,
-        "image-classification": 200,
+        "image-classification": 100,  # an MDEQ's bf16 solve: about a second an image here
         "density-estimation": 400,
         "semantic-segmentation": 8,
     }

@@ -27,6 +27,7 @@ SCRIPT = textwrap.dedent(
     from zoo.tasks import ImageClassification
 
     root, kill_at, resume, family = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+    os.environ["ZOO_CACHE_DIR"] = str(root / "cache")  # runs side by side share no cache
     if family in ("mdeq", "odenet", "mdeq_seg") and not (root / "data").exists():
         write_fashion_mnist(root / "data", 40, 8)
     if family == "lm" and not (root / "data").exists():
@@ -59,7 +60,6 @@ SCRIPT = textwrap.dedent(
     elif family == "mdeq_seg":  # the flip augmentation draws from the global RNG (restored)
         from zoo.data.fashion_scenes import FashionScenesDataModule
         from zoo.tasks.segmentation import Segmentation
-        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
         margs = dict(channels=[4, 4], groups=2, expansion=1, solver={{"name": "anderson", "max_iter": 3}})
         task = Segmentation(arch="mdeq_seg_tiny", model_args=margs, lr=1e-3)
         dm = FashionScenesDataModule(data_dir=str(root / "data"), num_train=50, num_test=4,
@@ -80,7 +80,6 @@ SCRIPT = textwrap.dedent(
         from _formats import write_physionet
         from zoo.data import PhysioNet2012DataModule
         from zoo.tasks import TimeSeries
-        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
         if not (root / "data").exists():
             write_physionet(root / "data", n_a=30, n_b=14)
         margs = dict(input_dim=41, hidden=4, units=8, rtol=1e-3, atol=1e-3)
@@ -91,7 +90,6 @@ SCRIPT = textwrap.dedent(
     elif family == "satnet":  # the SATNet layer's own solve and implicit gradient
         from zoo.data.puzzles import SudokuDataModule
         from zoo.tasks.constraint_satisfaction import ConstraintSatisfaction
-        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
         margs = dict(n_bits=64, m=8, aux=2, cell_bits=4, max_iter=5, grad_max_iter=5)
         task = ConstraintSatisfaction(arch="satnet", model_args=margs, lr=1e-2, min_lr=1e-2)
         dm = SudokuDataModule(box=2, n_train=40, n_val=4, n_test=4, clues=(6, 9), batch_size=4,
@@ -99,7 +97,6 @@ SCRIPT = textwrap.dedent(
     else:
         from zoo.data import SOTUDataModule
         from zoo.tasks import LanguageModeling
-        os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
         margs = dict(d_model=16, n_heads=2, d_ff=32, tgt_len=4, mem_len=4, dropout=0.1)
         task = LanguageModeling(arch="transformer_tiny", model_args=margs, warmup_steps=1)
         dm = SOTUDataModule(data_dir=str(root / "data"), vocab_size=None, batch_size=2, bptt=4)
@@ -112,12 +109,33 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(root, kill_at, resume, tests, family):
+def _start(root, kill_at, resume, tests, family) -> subprocess.Popen:
     code = SCRIPT.format(tests=tests)
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", code, str(root), str(kill_at), "1" if resume else "0", family],
-        capture_output=True, text=True, timeout=240,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def _wait(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _run(root, kill_at, resume, tests, family):
+    return _wait(_start(root, kill_at, resume, tests, family))
+
+
+def _whole_and_killed(tmp_path, tests, family):
+    """The uninterrupted run and the run killed at step 13, side by side (deterministic runs:
+    their weights do not depend on what else the machine runs)."""
+    procs = [_start(tmp_path / "whole", -1, False, tests, family),
+             _start(tmp_path / "cut", 13, False, tests, family)]  # fmt: skip
+    return [_wait(p) for p in procs]
 
 
 # the MDEQ in the default run; every other family in the slow set (`.ci/run` runs both)
@@ -132,11 +150,10 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(family, t
     from pathlib import Path
 
     tests = str(Path(__file__).parent)
-    whole = _run(tmp_path / "whole", -1, False, tests, family)
-    assert whole.returncode == 0, whole.stderr[-2000:]
     # MDEQ: 40 images, batch 4: 10 steps per epoch; killed at step 13 (epoch 1), last save at
     # 12. Latent ODE: 40 series, batch 4. FFJORD: 40 points, batch 4. ODE-Net: as the MDEQ. Segmentation: 40 scenes (50 less 10 held out). LM: more than 13 segments of 2 x 4 tokens.
-    killed = _run(tmp_path / "cut", 13, False, tests, family)
+    whole, killed = _whole_and_killed(tmp_path, tests, family)
+    assert whole.returncode == 0, whole.stderr[-2000:]
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "final.pt").exists()
     state = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
@@ -159,9 +176,8 @@ def test_a_shrunk_state_resumes_to_nearly_the_uninterrupted_weights(tmp_path):
     from zoo.cli import main
 
     tests = str(Path(__file__).parent)
-    whole = _run(tmp_path / "whole", -1, False, tests, "mdeq")
+    whole, killed = _whole_and_killed(tmp_path, tests, "mdeq")
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = _run(tmp_path / "cut", 13, False, tests, "mdeq")
     assert killed.returncode == -9, killed.stderr[-2000:]
     last = tmp_path / "cut" / "ckpt" / "last.ckpt"
     full = torch.load(last, weights_only=True)

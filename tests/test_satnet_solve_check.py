@@ -63,3 +63,39 @@ def test_a_checkpoint_of_another_task_is_refused_by_name(mod, tmp_path):
         assert "not a SATNet Sudoku run" in str(e)
     else:
         raise AssertionError("a non-SATNet checkpoint was read")
+
+
+def test_propagation_by_hand(mod):
+    # a solved 4x4 grid; one empty cell is a naked single
+    full = [1, 2, 3, 4, 3, 4, 1, 2, 2, 1, 4, 3, 4, 3, 2, 1]
+    one = list(full)
+    one[0] = 0
+    assert mod.propagate(one, box=2)
+    # the two rows of the top band each missing 1 and 3 in their first and third cells:
+    # no cell has one candidate and no digit one place, so singles stop (the grid has two
+    # solutions)
+    two = list(full)
+    for c in (0, 2, 4, 6):
+        two[c] = 0
+    assert not mod.propagate(two, box=2) and not mod.propagate(two, box=2, hidden=True)
+    # a 9x9 empty grid but one row: neither rule fills it
+    assert not mod.propagate([1, 2, 3, 4, 5, 6, 7, 8, 9] + [0] * 72, hidden=True)
+
+
+def test_hidden_singles_fill_what_naked_singles_cannot(mod):
+    # 9s in every row but the first and in every column but the first, none in the top-left
+    # box: the first row's 9 has one place left, (0, 0), where every digit is still a candidate
+    g = [0] * 81
+    for r, c in ((1, 3), (2, 6), (3, 1), (4, 4), (5, 7), (6, 2), (7, 5), (8, 8)):
+        g[r * 9 + c] = 9
+    assert mod.fill(g) == g  # no cell has one candidate
+    assert mod.fill(g, hidden=True)[0] == 9
+
+
+def test_singles_counts_puzzles_from_the_split(mod):
+    dm = SudokuDataModule(box=2, n_train=30, n_val=6, n_test=10, clues=(6, 8))
+    val = dm.eval_split("val")
+    gs = mod.grids(val, box=2)
+    assert len(gs) == 6 and all(6 <= sum(1 for v in g if v) <= 8 for g in gs)
+    r = mod.singles(val, box=2)
+    assert 6 <= r["givens"] <= 8 and 0 <= r["naked"] <= r["hidden"] <= 100

@@ -9,12 +9,16 @@ Two tables:
   sweeps) with the backward undamped, which is the implicit gradient at that solution.
 - ``budget``: validation cells and puzzles solved at growing test-time budgets of the
   checkpoint's own method.
+- ``singles``: how hard the puzzles are, by what simple propagation solves (cells with one
+  candidate left, "naked singles"; then also digits with one place left in a unit, "hidden
+  singles"), and which of the validation puzzles the checkpoint solves at its own budget.
 
     python recipes/optlayers/satnet_solve_check.py runs/satnet_sudoku_stage10/checkpoints/last.ckpt
 
 Reads a Lightning checkpoint of ``zoo fit`` (weights only, ``weights_only=True``) with its
 recipe's model arguments and data. ``--puzzles N`` scores the first N validation puzzles
-(default 40 for ``grads``, 120 for ``budget``).
+(default 40 for ``grads``, 120 for ``budget``); ``singles`` counts up to N (default 1,000) of
+each split's puzzles and scores the checkpoint on every validation puzzle.
 """
 
 from __future__ import annotations
@@ -103,12 +107,76 @@ def budget(hparams: dict, state_dict: dict, split, solves=None, batch_size: int 
     return out
 
 
+def _units(box: int) -> tuple[list[list[int]], list[set[int]]]:
+    n = box * box
+    rows = [[r * n + c for c in range(n)] for r in range(n)]
+    cols = [[r * n + c for r in range(n)] for c in range(n)]
+    boxes = [
+        [(br * box + i) * n + bc * box + j for i in range(box) for j in range(box)]
+        for br in range(box)
+        for bc in range(box)
+    ]
+    units = rows + cols + boxes
+    peers = [set().union(*(u for u in units if c in u)) - {c} for c in range(n * n)]
+    return units, peers
+
+
+def fill(grid: list[int], box: int = 3, hidden: bool = False) -> list[int]:
+    """``grid`` (row-major digits, 0 for an empty cell) after repeated naked singles (a cell
+    with one candidate left) and, with ``hidden``, hidden singles (a digit with one place left
+    in a row, column or box)."""
+    units, peers = _units(box)
+    digits = set(range(1, box * box + 1))
+    g = list(grid)
+    while True:
+        cand = [digits - {g[p] for p in peers[c]} if not g[c] else set() for c in range(len(g))]
+        moved = False
+        for c, left in enumerate(cand):
+            if not g[c] and len(left) == 1:
+                g[c], moved = next(iter(left)), True
+        if not moved and hidden:
+            for u in units:
+                for d in digits - {g[c] for c in u}:
+                    where = [c for c in u if not g[c] and d in cand[c]]
+                    if len(where) == 1:
+                        g[where[0]], moved = d, True
+                        break
+                if moved:
+                    break
+        if not moved:
+            return g
+
+
+def propagate(grid: list[int], box: int = 3, hidden: bool = False) -> bool:
+    """Whether :func:`fill` completes ``grid``."""
+    return all(fill(grid, box, hidden))
+
+
+def grids(split, box: int = 3) -> list[list[int]]:
+    """The puzzles of ``(inputs, given, target)`` as row-major digit lists, 0 where not given."""
+    _, given, target = split
+    n = box * box
+    digit = target.view(len(target), n * n, n).argmax(-1) + 1
+    known = given.view(len(given), n * n, n).all(-1)
+    return (digit * known).tolist()
+
+
+def singles(split, box: int = 3) -> dict[str, float]:
+    """Mean givens and the % of puzzles naked singles, and naked plus hidden singles, solve."""
+    gs = grids(split, box)
+    return {
+        "givens": sum(sum(1 for v in g if v) for g in gs) / len(gs),
+        "naked": 100 * sum(propagate(g, box) for g in gs) / len(gs),
+        "hidden": 100 * sum(propagate(g, box, hidden=True) for g in gs) / len(gs),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     from zoo.data.puzzles import SudokuDataModule
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("ckpt", help="a Lightning checkpoint of a SATNet constraint-satisfaction run")
-    ap.add_argument("--part", choices=["grads", "budget", "both"], default="both")
+    ap.add_argument("--part", choices=["grads", "budget", "singles", "all"], default="all")
     ap.add_argument("--puzzles", type=int, default=None, help="first N validation puzzles")
     a = ap.parse_args(argv)
     ck = torch.load(a.ckpt, weights_only=True, map_location="cpu")
@@ -122,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     dm_args = {k: v for k, v in dm.items() if not k.startswith("_")}
     val = SudokuDataModule(**dm_args).eval_split("val")
     print(f"{a.ckpt}: epoch {ck['epoch']}, step {ck['global_step']}")
-    if a.part in ("grads", "both"):
+    if a.part in ("grads", "all"):
         n = a.puzzles or 40
         res = grads(hp, sd, tuple(t[:n] for t in val))
         ref = res[REFERENCE]["grad"]
@@ -136,12 +204,37 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {label} | {r['loss']:.4f} | {100 * r['bits']:.2f}% | {r['nfe']} | "
                 f"{cos:+.4f} | {ratio:.3f} |"
             )
-    if a.part in ("budget", "both"):
+    if a.part in ("budget", "all"):
         n = a.puzzles or 120
         res = budget(hp, sd, tuple(t[:n] for t in val))
         print(f"\n{n} validation puzzles: | budget | cells | solved | mean sweeps |")
         for label, r in res.items():
             print(f"| {label} | {r['cells']:.2f}% | {r['solved']:.2f}% | {r['nfe']:.1f} |")
+    if a.part in ("singles", "all"):
+        dm = SudokuDataModule(**dm_args)
+        print("\n| split | puzzles | mean givens | naked singles solve | with hidden singles |")
+        for split in ("val", "test", "train"):
+            data = tuple(t[: a.puzzles or 1000] for t in dm.eval_split(split))
+            r = singles(data)
+            print(
+                f"| {split} | {len(data[0])} | {r['givens']:.1f} | {r['naked']:.1f}% | "
+                f"{r['hidden']:.1f}% |"
+            )
+        task = build(hp, sd, {})
+        with torch.no_grad():
+            probs = torch.cat([task.model(val[0][i : i + 40], val[1][i : i + 40])
+                               for i in range(0, len(val[0]), 40)])  # fmt: skip
+        n = task.model.cell_bits
+        right = probs.view(len(probs), -1, n).argmax(-1) == val[2].view(len(probs), -1, n).argmax(
+            -1
+        )
+        solved = right.all(-1)
+        naked = torch.tensor([propagate(g) for g in grids(val)])
+        print(
+            f"\nAt its own budget it solves {int(solved.sum())} of the {len(solved)} validation "
+            f"puzzles: {int((solved & naked).sum())} of the {int(naked.sum())} that naked singles "
+            f"solve, {int((solved & ~naked).sum())} of the other {int((~naked).sum())}."
+        )
 
 
 if __name__ == "__main__":
