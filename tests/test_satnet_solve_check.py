@@ -51,6 +51,11 @@ def test_budget_table_scores_every_puzzle_at_each_budget(mod):
     for r in res.values():
         assert 0.0 <= r["solved"] <= r["cells"] <= 100.0
     assert res["tol 1e-8, 200 sweeps"]["nfe"] >= res["as trained"]["nfe"]
+    # the per-puzzle count agrees with the task's own score
+    task = mod.build(hp, sd, {})
+    probs, _ = mod.answers(task, val[0], val[1], batch_size=4)
+    per_puzzle = mod.solved(probs, val[1], val[2], task.model.cell_bits)
+    assert 100 * per_puzzle.float().mean().item() == res["as trained"]["solved"]
 
 
 def test_a_checkpoint_of_another_task_is_refused_by_name(mod, tmp_path):

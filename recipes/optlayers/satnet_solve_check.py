@@ -1,7 +1,7 @@
 """How a SATNet checkpoint's answers and gradients depend on the solve: for trained clauses, on
 validation puzzles.
 
-Two tables:
+Three tables:
 
 - ``grads``: the loss of the layer's answers, the bits right, the sweeps or iterations used and
   the clauses' gradient under each solve and backward, with the gradient's cosine and norm
@@ -24,7 +24,7 @@ each split's puzzles and scores the checkpoint on every validation puzzle.
 from __future__ import annotations
 
 import argparse
-import time
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,6 @@ def grads(hparams: dict, state_dict: dict, batch, solves=None) -> dict[str, dict
     out = {}
     for label, over in solves or SOLVES["grads"]:
         task = build(hparams, state_dict, over)
-        t0 = time.perf_counter()
         probs = task.model(x, given)
         per_bit = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), target, reduction="none")
         loss = (per_bit * find).sum() / find.sum()
@@ -79,9 +78,27 @@ def grads(hparams: dict, state_dict: dict, batch, solves=None) -> dict[str, dict
             "bits": right.item(),
             "nfe": task.model.cost().nfe_forward,
             "grad": grad,
-            "seconds": time.perf_counter() - t0,
         }
     return out
+
+
+def answers(task, x, given, batch_size: int = 40) -> tuple[torch.Tensor, float]:
+    """The layer's outputs for every puzzle, by batches, and its mean forward sweeps."""
+    probs, nfe = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            probs.append(task.model(x[i : i + batch_size], given[i : i + batch_size]))
+            nfe.append(task.model.cost().nfe_forward)
+    return torch.cat(probs), sum(nfe) / len(nfe)
+
+
+def solved(probs, given, target, cell_bits: int) -> torch.Tensor:
+    """Per puzzle: every cell to find is right (as :class:`PuzzleScore` counts it)."""
+    from zoo.models.optlayers import decode_cells
+
+    known = given.reshape(len(given), -1, cell_bits)[..., 0]
+    right = decode_cells(probs, cell_bits) == decode_cells(target, cell_bits)
+    return (right | known).all(1)
 
 
 def budget(hparams: dict, state_dict: dict, split, solves=None, batch_size: int = 40) -> dict:
@@ -92,32 +109,23 @@ def budget(hparams: dict, state_dict: dict, split, solves=None, batch_size: int 
     out = {}
     for label, over in solves or SOLVES["budget"]:
         task = build(hparams, state_dict, over)
-        score, nfe = PuzzleScore(task.model.cell_bits), []
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                sl = slice(i, i + batch_size)
-                score.update(task.model(x[sl], given[sl]), given[sl], target[sl])
-                nfe.append(task.model.cost().nfe_forward)
+        probs, nfe = answers(task, x, given, batch_size)
+        score = PuzzleScore(task.model.cell_bits)
+        score.update(probs, given, target)
         r = score.compute()
-        out[label] = {
-            "cells": float(r["cells"]),
-            "solved": float(r["solved"]),
-            "nfe": sum(nfe) / len(nfe),
-        }
+        out[label] = {"cells": float(r["cells"]), "solved": float(r["solved"]), "nfe": nfe}
     return out
 
 
+@lru_cache
 def _units(box: int) -> tuple[list[list[int]], list[set[int]]]:
-    n = box * box
-    rows = [[r * n + c for c in range(n)] for r in range(n)]
-    cols = [[r * n + c for r in range(n)] for c in range(n)]
-    boxes = [
-        [(br * box + i) * n + bc * box + j for i in range(box) for j in range(box)]
-        for br in range(box)
-        for bc in range(box)
-    ]
-    units = rows + cols + boxes
-    peers = [set().union(*(u for u in units if c in u)) - {c} for c in range(n * n)]
+    """The rows, columns and boxes as lists of cells, and each cell's peers."""
+    from zoo.data.puzzles import _units as where
+
+    n, rcb = where(box)
+    units = [[i for i, w in enumerate(rcb) if w[kind] == u] for kind in range(3) for u in range(n)]
+    peers = [{j for j, w in enumerate(rcb) if j != i and any(map(int.__eq__, w, rcb[i]))}
+             for i in range(n * n)]  # fmt: skip
     return units, peers
 
 
@@ -188,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{dm.get('_class_path')!r}): this check reads arch: satnet with SudokuDataModule"
         )
     dm_args = {k: v for k, v in dm.items() if not k.startswith("_")}
-    val = SudokuDataModule(**dm_args).eval_split("val")
+    data = SudokuDataModule(**dm_args)
+    val = data.eval_split("val")
     print(f"{a.ckpt}: epoch {ck['epoch']}, step {ck['global_step']}")
     if a.part in ("grads", "all"):
         n = a.puzzles or 40
@@ -211,29 +220,22 @@ def main(argv: list[str] | None = None) -> None:
         for label, r in res.items():
             print(f"| {label} | {r['cells']:.2f}% | {r['solved']:.2f}% | {r['nfe']:.1f} |")
     if a.part in ("singles", "all"):
-        dm = SudokuDataModule(**dm_args)
         print("\n| split | puzzles | mean givens | naked singles solve | with hidden singles |")
         for split in ("val", "test", "train"):
-            data = tuple(t[: a.puzzles or 1000] for t in dm.eval_split(split))
-            r = singles(data)
+            part = tuple(t[: a.puzzles or 1000] for t in data.eval_split(split))
+            r = singles(part)
             print(
-                f"| {split} | {len(data[0])} | {r['givens']:.1f} | {r['naked']:.1f}% | "
+                f"| {split} | {len(part[0])} | {r['givens']:.1f} | {r['naked']:.1f}% | "
                 f"{r['hidden']:.1f}% |"
             )
         task = build(hp, sd, {})
-        with torch.no_grad():
-            probs = torch.cat([task.model(val[0][i : i + 40], val[1][i : i + 40])
-                               for i in range(0, len(val[0]), 40)])  # fmt: skip
-        n = task.model.cell_bits
-        right = probs.view(len(probs), -1, n).argmax(-1) == val[2].view(len(probs), -1, n).argmax(
-            -1
-        )
-        solved = right.all(-1)
+        probs, _ = answers(task, val[0], val[1])
+        solved_ = solved(probs, val[1], val[2], task.model.cell_bits)
         naked = torch.tensor([propagate(g) for g in grids(val)])
         print(
-            f"\nAt its own budget it solves {int(solved.sum())} of the {len(solved)} validation "
-            f"puzzles: {int((solved & naked).sum())} of the {int(naked.sum())} that naked singles "
-            f"solve, {int((solved & ~naked).sum())} of the other {int((~naked).sum())}."
+            f"\nAt its own budget it solves {int(solved_.sum())} of the {len(solved_)} validation "
+            f"puzzles: {int((solved_ & naked).sum())} of the {int(naked.sum())} that naked singles "
+            f"solve, {int((solved_ & ~naked).sum())} of the other {int((~naked).sum())}."
         )
 
 
