@@ -122,3 +122,31 @@ def test_drop_unconverged_is_refused_where_it_cannot_act():
     with pytest.raises(ValueError, match="mlp_csp is explicit"):
         ConstraintSatisfaction(arch="mlp_csp", model_args={"n_bits": 4, "hidden": [2]},
                                drop_unconverged=True)  # fmt: skip
+
+
+def test_card_scores_the_other_puzzles_the_table_names(tmp_path, monkeypatch):
+    """``card_other_data``: the card's facts hold the model's score on those puzzles' test split,
+    equal to scoring that split directly, and the card renders it."""
+    from zoo.data.puzzles import SudokuDataModule
+    from zoo.tasks import get_task
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    spec = get_task("constraint-satisfaction")
+    model = zoo.create_model("mlp_csp", n_bits=64, hidden=[8], cell_bits=4).eval()
+    args = {"box": 2, "n_train": 20, "n_val": 4, "n_test": 6, "clues": [6, 8]}
+    info = {"architecture": "mlp_csp", "datamodule": "sudoku",
+            "card_other_data": {"label": "of another kind", "datamodule_args": args}}  # fmt: skip
+    facts = spec.card_facts("toy", model, info)
+    other = facts["other_data"]
+    inputs, given, target = SudokuDataModule(**args).eval_split("test")
+    score = PuzzleScore(cell_bits=4)
+    with torch.no_grad():
+        score.update(model(inputs, given), given, target)
+    want = score.compute()
+    assert other["num_samples"] == 6 and other["datamodule_args"] == args
+    assert (other["solved"], other["cells"]) == (want["solved"], want["cells"])
+    text = "\n".join(spec.card_extra("toy", facts, info))
+    assert "6 test puzzles of another kind" in text and f"{want['cells']:.2f}%" in text
+    assert (
+        spec.card_extra("toy", spec.card_facts("toy", model, {"architecture": "mlp_csp"}), {}) == []
+    )

@@ -11,6 +11,7 @@ from zoo.data.puzzles import (
     ParityDataModule,
     SudokuDataModule,
     make_sudoku,
+    make_sudoku_satnet,
     parity_examples,
     solve_sudoku,
     sudoku_bits,
@@ -66,6 +67,74 @@ def test_generated_9x9_puzzles_have_one_solution_and_their_clue_count():
         for unit in ([solution[r * 9 : r * 9 + 9] for r in range(9)] +
                      [solution[c::9] for c in range(9)]):  # fmt: skip
             assert sorted(unit) == list(range(1, 10))
+
+
+def _units_of(box):
+    n = box * box
+    cell = [(i // n, i % n, (i // n) // box * box + (i % n) // box) for i in range(n * n)]
+    return [[i for i in range(n * n) if cell[i][k] == u] for k in range(3) for u in range(n)]
+
+
+def _hidden_singles_fill(grid, box):
+    """Fill, one at a time, a digit that has a single possible place left in a row, column or
+    box, until none has (an independent check of the generator's guarantee)."""
+    n, units = box * box, _units_of(box)
+    g = list(grid)
+    peers = [{j for u in units if i in u for j in u if j != i} for i in range(n * n)]
+    while True:
+        for u in units:
+            moved = False
+            for d in set(range(1, n + 1)) - {g[c] for c in u}:
+                spots = [c for c in u if not g[c] and all(g[p] != d for p in peers[c])]
+                if len(spots) == 1:
+                    g[spots[0]], moved = d, True
+                    break
+            if moved:
+                break
+        else:
+            return g
+
+
+@pytest.mark.parametrize("box", [2, 3])
+def test_satnet_style_puzzles_are_chains_of_forced_cells(box):
+    rng = random.Random(5)
+    units = _units_of(box)
+    peers_of = [{j for u in units if i in u for j in u if j != i} for i in range(box**4)]
+    givens = []
+    for k in range(300 if box == 3 else 30):
+        puzzle, solution = make_sudoku_satnet(rng, box)
+        givens.append(sum(v > 0 for v in puzzle))
+        if k >= 40:  # the clue count over many; the checks below on the first 40
+            continue
+        assert all(p in (0, s) for p, s in zip(puzzle, solution))
+        assert solve_sudoku(puzzle, box=box, limit=2) == [solution]
+        assert _hidden_singles_fill(puzzle, box) == solution  # propagation alone solves it
+        # no given left could go: in each of its units another empty cell could hold its digit
+        for i, v in enumerate(puzzle):
+            if not v:
+                continue
+            for u in (u for u in units if i in u):
+                others = [o for o in u if o != i and not puzzle[o]]
+                assert any(all(puzzle[p] != v for p in peers_of[o] - {i}) for o in others)
+    if box == 3:  # the docstring's 35.6 givens on average (the paper's test boards: 36.2)
+        assert 35.3 < sum(givens) / len(givens) < 35.9
+
+
+def test_sudoku_datamodule_satnet_generator():
+    dm = SudokuDataModule(box=2, n_train=20, n_val=4, n_test=6, generator="satnet")
+    assert dm.clues is None
+    _, given, target = dm.eval_split("test")
+    unique = SudokuDataModule(box=2, n_train=20, n_val=4, n_test=6, clues=(6, 8))
+    assert not torch.equal(
+        unique.eval_split("test")[1], given
+    )  # another generator, not a cache hit
+    for g, t in zip(given.view(6, 16, 4)[..., 0].int().tolist(), target.view(6, 16, 4).tolist()):
+        sol = [row.index(1.0) + 1 for row in t]
+        assert solve_sudoku([s * k for s, k in zip(sol, g)], box=2, limit=2) == [sol]
+    with pytest.raises(ValueError, match="leave clues unset"):
+        SudokuDataModule(box=2, generator="satnet", clues=(6, 8))
+    with pytest.raises(ValueError, match="generator must be"):
+        SudokuDataModule(box=2, generator="kaggle")
 
 
 def test_bits_are_one_hot_per_cell():

@@ -104,3 +104,40 @@ def test_singles_counts_puzzles_from_the_split(mod):
     assert len(gs) == 6 and all(6 <= sum(1 for v in g if v) <= 8 for g in gs)
     r = mod.singles(val, box=2)
     assert 6 <= r["givens"] <= 8 and 0 <= r["naked"] <= r["hidden"] <= 100
+
+
+def test_rounds_of_naked_singles_by_hand(mod):
+    full = [1, 2, 3, 4, 3, 4, 1, 2, 2, 1, 4, 3, 4, 3, 2, 1]
+    assert mod.rounds(full, box=2) == 0
+    one = list(full)
+    one[0] = 0
+    assert mod.rounds(one, box=2) == 1
+    # four blanks, each with one candidate left from the start: one round fills them all
+    four = list(full)
+    for c in (0, 1, 2, 7):
+        four[c] = 0
+    assert mod.rounds(four, box=2) == 1
+    # (0, 0) keeps 1 and 3 until (1, 0), whose row leaves it 3 alone, is filled: two rounds
+    chain = list(full)
+    for c in (0, 1, 2, 4):
+        chain[c] = 0
+    assert mod.rounds(chain, box=2) == 2
+    two = list(full)
+    for c in (0, 2, 4, 6):
+        two[c] = 0
+    assert mod.rounds(two, box=2) is None  # two solutions: singles stop
+
+
+def test_generators_table_reads_both_generators(mod, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    hp, sd, _ = _run()
+    dm = {"_class_path": "zoo.data.puzzles.SudokuDataModule", "box": 2, "n_train": 30,
+          "n_val": 6, "n_test": 10, "clues": (6, 8), "generator": "unique"}  # fmt: skip
+    path = tmp_path / "run.ckpt"
+    torch.save({"hyper_parameters": hp, "state_dict": sd, "epoch": 0, "global_step": 0,
+                "datamodule_hyper_parameters": dm}, path)  # fmt: skip
+    mod.main([str(path), "--part", "generators"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| satnet")
+            or ln.startswith("| unique")]  # fmt: skip
+    assert len(rows) == 2 and rows[0].split("|")[4].strip() == "100.0%"  # forced chains
+    assert all(r.split("|")[2].strip() == "6" for r in rows)  # every validation puzzle

@@ -154,6 +154,24 @@ def _sweepable(model, info: dict | None = None) -> int | None:
     return b.get("max_iter") if "solver" in b else None
 
 
+def sweep_plan(info: dict, budgets, full) -> tuple[tuple, tuple | None]:
+    """The card's ``max_iter`` budgets and full solve ``(max_iter, tol)``: the pretrained table's
+    ``card_budgets`` and ``card_full`` (none unless it names one) where it declares budgets,
+    else the defaults given.
+
+    Example:
+        >>> sweep_plan({"card_budgets": [10, 40], "card_full": [100, 1e-6]}, (2, 4), (30, 1e-4))
+        ((10, 40), (100, 1e-06))
+        >>> sweep_plan({"card_budgets": [2, 4]}, (2, 4, 8), (30, 1e-4))
+        ((2, 4), None)
+    """
+    if info.get("card_budgets"):
+        return tuple(info["card_budgets"]), (
+            tuple(info["card_full"]) if info.get("card_full") else None
+        )
+    return tuple(budgets), full
+
+
 def measure(name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full=(30, 1e-4)):
     """Measure ``name`` and store it in its data file: the card's ``zoo eval`` rows (a budget
     sweep for fixed-point models, a tolerance sweep where the table declares one, else one
@@ -167,8 +185,7 @@ def measure(name: str, budgets=(2, 4, 6, 8, 12), data_dir=None, limit=None, full
     model = zoo.load(name)
     CARDS.mkdir(parents=True, exist_ok=True)
     info = {**model.pretrained_cfg, **info, "architecture": model.entry_point}
-    if info.get("card_budgets"):  # declared by the table: its budgets, and no tol-based full solve
-        budgets, full = tuple(info["card_budgets"]), None
+    budgets, full = sweep_plan(info, budgets, full)
     default_iter = _sweepable(model, info)
     if info.get("card_tolerances"):  # an adaptive ODE solve: NFE against rtol = atol
         rows = [{**evaluate(name, data_dir=data_dir, limit=limit), "budget": "shipped"}]

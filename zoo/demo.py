@@ -81,8 +81,9 @@ def main() -> None:
         zoo.load(n)
         print(f"  zoo.load({n!r}) -> {time.perf_counter() - t0:.2f} s")
     leaderboard(sample=not full, out="leaderboard.md")
-    if "optnet.sudoku4" in names:
-        puzzle_demo()
+    for name, n in (("optnet.sudoku4", 4), ("satnet.sudoku", 9)):
+        if name in names:
+            puzzle_demo(name, n)
 
 
 def board(cells, n: int) -> str:
@@ -91,20 +92,21 @@ def board(cells, n: int) -> str:
     return "\n".join(rows)
 
 
-def puzzle_demo() -> None:
-    """A shipped 4x4 puzzle, and optnet.sudoku4's answer (learned from examples alone)."""
+def puzzle_demo(name: str = "optnet.sudoku4", n: int = 4) -> None:
+    """A shipped ``n`` x ``n`` test puzzle and the answer of ``name`` (learned from examples
+    alone), side by side."""
     import zoo
 
-    model = zoo.load("optnet.sudoku4")
+    model = zoo.load(name)
     inputs, given, target = zoo.example_batch(model, 1)
-    cells = given.view(16, 4)[:, 0]
+    cells = given.view(n * n, n)[:, 0]
     puzzle = (model.decode(inputs)[0] + 1) * cells
     answer = model.decode(model(inputs, given))[0] + 1
     right = bool((answer == model.decode(target)[0] + 1).all())
-    print("\na 4x4 test puzzle (shipped sample) and optnet.sudoku4's answer:")
-    for a, b in zip(board(puzzle.tolist(), 4).split("\n"), board(answer.tolist(), 4).split("\n")):
+    print(f"\na {n}x{n} test puzzle (shipped sample) and {name}'s answer:")
+    for a, b in zip(board(puzzle.tolist(), n).split("\n"), board(answer.tolist(), n).split("\n")):
         print(f"  {a}    {b}")
-    print(f"  {'solved' if right else 'not solved'}; its QP: {model.cost()}")
+    print(f"  {'solved' if right else 'not solved'}; its solve: {model.cost()}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """How a SATNet checkpoint's answers and gradients depend on the solve: for trained clauses, on
 validation puzzles.
 
-Three tables:
+Four tables:
 
 - ``grads``: the loss of the layer's answers, the bits right, the sweeps or iterations used and
   the clauses' gradient under each solve and backward, with the gradient's cosine and norm
@@ -12,13 +12,17 @@ Three tables:
 - ``singles``: how hard the puzzles are, by what simple propagation solves (cells with one
   candidate left, "naked singles"; then also digits with one place left in a unit, "hidden
   singles"), and which of the validation puzzles the checkpoint solves at its own budget.
+- ``generators``: the same counts, with the rounds of naked singles a puzzle needs, on the
+  validation puzzles of each generator (``SudokuDataModule(generator=...)``: the SATNet paper's
+  and the zoo's default), and the checkpoint's score on each at its own budget.
 
     python recipes/optlayers/satnet_solve_check.py runs/satnet_sudoku_stage10/checkpoints/last.ckpt
 
 Reads a Lightning checkpoint of ``zoo fit`` (weights only, ``weights_only=True``) with its
 recipe's model arguments and data. ``--puzzles N`` scores the first N validation puzzles
 (default 40 for ``grads``, 120 for ``budget``); ``singles`` counts up to N (default 1,000) of
-each split's puzzles and scores the checkpoint on every validation puzzle.
+each split's puzzles and scores the checkpoint on every validation puzzle; ``generators`` reads
+every validation puzzle unless N is given.
 """
 
 from __future__ import annotations
@@ -155,6 +159,23 @@ def fill(grid: list[int], box: int = 3, hidden: bool = False) -> list[int]:
             return g
 
 
+def rounds(grid: list[int], box: int = 3) -> int | None:
+    """Rounds of naked singles (every cell with one candidate left, filled at once) that complete
+    ``grid``; ``None`` where they stop short."""
+    _, peers = _units(box)
+    digits = set(range(1, box * box + 1))
+    g, r = list(grid), 0
+    while not all(g):
+        found = [(c, digits - {g[p] for p in peers[c]}) for c in range(len(g)) if not g[c]]
+        found = [(c, left) for c, left in found if len(left) == 1]
+        if not found:
+            return None
+        for c, left in found:
+            g[c] = next(iter(left))
+        r += 1
+    return r
+
+
 def propagate(grid: list[int], box: int = 3, hidden: bool = False) -> bool:
     """Whether :func:`fill` completes ``grid``."""
     return all(fill(grid, box, hidden))
@@ -170,12 +191,16 @@ def grids(split, box: int = 3) -> list[list[int]]:
 
 
 def singles(split, box: int = 3) -> dict[str, float]:
-    """Mean givens and the % of puzzles naked singles, and naked plus hidden singles, solve."""
+    """Mean givens, the % of puzzles naked singles, and naked plus hidden singles, solve, and
+    the rounds of naked singles those need (mean and most)."""
     gs = grids(split, box)
+    r = [k for k in (rounds(g, box) for g in gs) if k is not None]
     return {
         "givens": sum(sum(1 for v in g if v) for g in gs) / len(gs),
-        "naked": 100 * sum(propagate(g, box) for g in gs) / len(gs),
+        "naked": 100 * len(r) / len(gs),
         "hidden": 100 * sum(propagate(g, box, hidden=True) for g in gs) / len(gs),
+        "rounds": sum(r) / len(r) if r else float("nan"),
+        "rounds_max": max(r, default=0),
     }
 
 
@@ -184,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("ckpt", help="a Lightning checkpoint of a SATNet constraint-satisfaction run")
-    ap.add_argument("--part", choices=["grads", "budget", "singles", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["grads", "budget", "singles", "generators", "all"], default="all"
+    )
     ap.add_argument("--puzzles", type=int, default=None, help="first N validation puzzles")
     a = ap.parse_args(argv)
     ck = torch.load(a.ckpt, weights_only=True, map_location="cpu")
@@ -237,6 +264,23 @@ def main(argv: list[str] | None = None) -> None:
             f"puzzles: {int((solved_ & naked).sum())} of the {int(naked.sum())} that naked singles "
             f"solve, {int((solved_ & ~naked).sum())} of the other {int((~naked).sum())}."
         )
+    if a.part in ("generators", "all"):
+        print(
+            "\n| generator | validation puzzles | mean givens | naked singles solve | their rounds "
+            "(mean; most) | solved at its budget | cells right |"
+        )
+        for gen in ("satnet", "unique"):
+            args = {**dm_args, "generator": gen}
+            args["clues"] = None if gen == "satnet" else (dm_args.get("clues") or (30, 40))
+            split = SudokuDataModule(**args).eval_split("val")
+            split = tuple(t[: a.puzzles] for t in split) if a.puzzles else split
+            r = singles(split, int(args.get("box", 3)))
+            score = budget(hp, sd, split, [("as trained", {})])["as trained"]
+            print(
+                f"| {gen} | {len(split[0])} | {r['givens']:.2f} | {r['naked']:.1f}% | "
+                f"{r['rounds']:.1f}; {r['rounds_max']} | {score['solved']:.1f}% | "
+                f"{score['cells']:.2f}% |"
+            )
 
 
 if __name__ == "__main__":

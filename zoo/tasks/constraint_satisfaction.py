@@ -264,6 +264,47 @@ class ConstraintSatisfactionSpec(TaskSpec):
         inputs[:, 0] = 1.0
         return (inputs, given), (2, n)
 
+    def card_facts(self, name: str, model, info: dict) -> dict:
+        """Adds, where the pretrained table names other puzzles (``card_other_data``), the
+        model's score on their test split at its shipped budget."""
+        facts = super().card_facts(name, model, info)
+        other = info.get("card_other_data")
+        if other:
+            from ..data import build_datamodule
+            from ..evaluate import _Clock
+
+            split = build_datamodule(info["datamodule"], other["datamodule_args"]).eval_split(
+                "test"
+            )
+            batches = [tuple(t[i : i + 100] for t in split) for i in range(0, len(split[0]), 100)]
+            dev = next(model.parameters()).device
+            with torch.no_grad():
+                res = self.evaluate(model.eval(), batches, None, dev, _Clock(dev))
+            facts["other_data"] = {
+                "datamodule_args": dict(other["datamodule_args"]),
+                "num_samples": res.num_samples,
+                "solved": round(res.metrics["solved"], 2),
+                "cells": round(res.metrics["cells"], 2),
+                "nfe_mean": res.nfe_mean,
+            }
+        return facts
+
+    def card_extra(self, name: str, facts: dict, info: dict) -> list[str]:
+        o = facts.get("other_data")
+        if not o:
+            return []
+        label = (info.get("card_other_data") or {}).get("label", "of other data")
+        nfe = f", {o['nfe_mean']:g} sweeps on average" if o.get("nfe_mean") else ""
+        return [
+            "## On harder puzzles",
+            "",
+            f"On the {o['num_samples']:,} test puzzles {label}, at the shipped budget: "
+            f"**{o['solved']:.1f}%** solved and {o['cells']:.2f}% of the cells right{nfe} "
+            f"(`zoo card {name}` measures it; the data: "
+            f"`SudokuDataModule(**{o['datamodule_args']})`).",
+            "",
+        ]
+
     def card_use(self, name: str, facts: dict, info: dict) -> list[str]:
         return [
             "inputs, given, target = zoo.example_batch(model, 4)  # 4 test puzzles of the sample",
