@@ -276,7 +276,9 @@ def mixing_kernel():
                     f"build failed ({last[0]}). It needs ninja (pip install 'implicit-zoo[satnet]'), a "
                     "C++ compiler that PyTorch's extensions can use (g++ or clang++, with OpenMP) "
                     "and Python's headers; install them, or use method='parallel' or "
-                    "'sequential', which need none."
+                    "'sequential', which need none (a checkpoint trained with 'satnet' loads "
+                    "with zoo.load(name, method='sequential', damping=None): the same sweeps in "
+                    "Python, many times slower, stopped by that method's own residual test)."
                 ) from err
     return _module
 
