@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from functools import lru_cache
 
 import lightning.pytorch as pl
 import numpy as np
@@ -172,6 +173,16 @@ def make_sudoku(rng: random.Random, box: int, clues: int) -> tuple[list[int], li
     return puzzle, solution
 
 
+@lru_cache
+def _cell_units(box: int) -> tuple[list[list[int]], list[set[int]]]:
+    """Each cell's row, column and box (three lists per cell, in that order) and its peers."""
+    n, where = _units(box)
+    units = [[j for j in range(n * n) if where[j][kind] == where[i][kind]] for i in range(n * n)
+             for kind in range(3)]  # fmt: skip
+    peers = [{j for u in units[3 * i : 3 * i + 3] for j in u if j != i} for i in range(n * n)]
+    return units, peers
+
+
 def make_sudoku_satnet(rng: random.Random, box: int) -> tuple[list[int], list[int]]:
     """A puzzle made as the SATNet paper's data were, and its solution.
 
@@ -188,11 +199,9 @@ def make_sudoku_satnet(rng: random.Random, box: int) -> tuple[list[int], list[in
         >>> solve_sudoku(puzzle, box=2) == [solution]
         True
     """
-    n, where = _units(box)
+    n = box * box
+    units, peers = _cell_units(box)
     solution = _random_solution(rng, box)
-    units = [[j for j in range(n * n) if where[j][kind] == where[i][kind]] for i in range(n * n)
-             for kind in range(3)]  # fmt: skip
-    peers = [{j for u in units[3 * i : 3 * i + 3] for j in u if j != i} for i in range(n * n)]
     g = list(solution)
 
     def forced(i: int) -> bool:  # the digit of cell i has no other place in one of its units

@@ -202,8 +202,7 @@ class ConstraintSatisfactionSpec(TaskSpec):
             data = list(protocol.datamodule_obj(data_dir).eval_split(split))
         if limit:
             data = [t[:limit] for t in data]
-        n = len(data[0])
-        return [tuple(t[i : i + batch_size] for t in data) for i in range(0, n, batch_size)]
+        return _batches(data, batch_size)
 
     def evaluate(self, model, batches, protocol, device, clock) -> EvalResult:
         from tqdm import tqdm
@@ -276,7 +275,7 @@ class ConstraintSatisfactionSpec(TaskSpec):
             split = build_datamodule(info["datamodule"], other["datamodule_args"]).eval_split(
                 "test"
             )
-            batches = [tuple(t[i : i + 100] for t in split) for i in range(0, len(split[0]), 100)]
+            batches = _batches(split, 100)
             dev = next(model.parameters()).device
             with torch.no_grad():
                 res = self.evaluate(model.eval(), batches, None, dev, _Clock(dev))
@@ -312,6 +311,12 @@ class ConstraintSatisfactionSpec(TaskSpec):
             "solved = (model.decode(probs) == model.decode(target)).all(1)",
             'print(f"{int(solved.sum())} of 4 solved")',
         ]
+
+
+def _batches(data, batch_size: int) -> list[tuple]:
+    """``(inputs, given, target)`` cut into batches of ``batch_size`` puzzles."""
+    n = len(data[0])
+    return [tuple(t[i : i + batch_size] for t in data) for i in range(0, n, batch_size)]
 
 
 register_task(ConstraintSatisfactionSpec())
